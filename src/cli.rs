@@ -1,0 +1,319 @@
+//! Command-line interface (clap derive). The binary's `main` dispatches these.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use labelflow::config::{
+    InputConfig, JobConfig, ModelConfig, OutputConfig, PreprocessOverrides, Tuning,
+};
+use labelflow::preprocess::{ChannelOrder, Layout, PixelRange};
+use labelflow::runtime::Device;
+use labelflow::source::Shard;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "labelflow",
+    version,
+    about = "Label every image in a bucket with an ONNX model, write Parquet, query it with SQL",
+    after_help = "Exit codes: 0 success; 1 finished, but some images could not be labelled (see the error column); 2 fatal error."
+)]
+pub struct Cli {
+    /// ONNX Runtime library to load (default: $ORT_DYLIB_PATH, then third_party/onnxruntime/lib, then a Python onnxruntime package).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub ort_lib: Option<PathBuf>,
+    /// More log output (-v info, -vv debug); LABELFLOW_LOG takes tracing filter syntax.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Never draw progress bars.
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Label every image under an input URL and write predictions as Parquet.
+    Run(RunArgs),
+    /// Check a pipeline file (and flags) without running it.
+    Validate(RunArgs),
+    /// Ask SQL questions of a predictions dataset.
+    Query(labelflow::query::QueryArgs),
+    /// Make or inspect ONNX models.
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// Show which ONNX Runtime is found, its version and execution providers, and GPUs seen.
+    Doctor,
+    /// Measure decode+preprocess, inference-only and end-to-end throughput and peak memory.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Pipeline file (pipelines/*.toml); flags override its values.
+    #[arg(value_name = "CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub job: JobFlags,
+    #[command(flatten)]
+    pub tuning: TuningFlags,
+    /// Print the run summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags mirroring the pipeline file.
+#[derive(Debug, Args, Clone, Default)]
+pub struct JobFlags {
+    /// Folder or URL to label (s3://, gs://, az://, abfss://, http(s)://, file://, or a path).
+    #[arg(long, short = 'i', value_name = "URL")]
+    pub input: Option<String>,
+    /// Where predictions go (folder or URL).
+    #[arg(long, short = 'o', value_name = "URL")]
+    pub output: Option<String>,
+    /// ONNX model file.
+    #[arg(long, short = 'm', value_name = "PATH")]
+    pub model: Option<String>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long)]
+    pub device: Option<Device>,
+    /// Run on CPU when the CUDA provider cannot be used instead of failing.
+    #[arg(long)]
+    pub allow_cpu_fallback: bool,
+    /// Images per inference call (default 32).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Classes kept per image (default 5).
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Stop after this many images.
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// Only keys matching this glob (repeatable), relative to the input.
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Skip keys matching this glob (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Extensions to read, comma-separated (default: jpg,jpeg,png,webp,gif,bmp,tif,tiff).
+    #[arg(long, value_delimiter = ',')]
+    pub extensions: Vec<String>,
+    /// Refuse images with more pixels than this (default 100000000).
+    #[arg(long)]
+    pub max_pixels: Option<u64>,
+    /// Refuse objects larger than this many bytes (default 268435456).
+    #[arg(long)]
+    pub max_bytes: Option<u64>,
+    /// Shorter side after resizing (default from the model, else 256).
+    #[arg(long)]
+    pub resize: Option<u32>,
+    /// Centre crop size (default from the model, else 224).
+    #[arg(long)]
+    pub crop: Option<u32>,
+    /// Per-channel mean, RGB, comma-separated (e.g. 0.485,0.456,0.406).
+    #[arg(long, value_parser = parse_triple)]
+    pub mean: Option<Triple>,
+    /// Per-channel std, RGB, comma-separated (e.g. 0.229,0.224,0.225).
+    #[arg(long, value_parser = parse_triple)]
+    pub std: Option<Triple>,
+    /// rgb or bgr.
+    #[arg(long)]
+    pub channel_order: Option<ChannelOrder>,
+    /// nchw or nhwc.
+    #[arg(long)]
+    pub layout: Option<Layout>,
+    /// unit (0–1) or byte (0–255) before normalising.
+    #[arg(long)]
+    pub pixel_range: Option<PixelRange>,
+    /// Run id; re-running with an existing id resumes it (skips objects already written).
+    #[arg(long)]
+    pub run_id: Option<String>,
+    /// Rows per Parquet part file.
+    #[arg(long)]
+    pub rows_per_part: Option<usize>,
+    /// Rows per Parquet row group.
+    #[arg(long)]
+    pub row_group_rows: Option<usize>,
+    /// This worker's shard, INDEX/COUNT (e.g. 2/8).
+    #[arg(long, conflicts_with = "shards")]
+    pub shard: Option<Shard>,
+    /// Number of shards; the index comes from JOB_COMPLETION_INDEX (Kubernetes Indexed Job) or AWS_BATCH_JOB_ARRAY_INDEX.
+    #[arg(long)]
+    pub shards: Option<u32>,
+}
+
+/// A comma-separated triple of floats.
+#[derive(Debug, Clone, Copy)]
+pub struct Triple(pub [f32; 3]);
+
+fn parse_triple(s: &str) -> Result<Triple, String> {
+    let v: Vec<f32> = s
+        .split(',')
+        .map(|p| {
+            p.trim()
+                .parse::<f32>()
+                .map_err(|_| format!("{p:?} is not a number"))
+        })
+        .collect::<Result<_, _>>()?;
+    match v.as_slice() {
+        [a, b, c] => Ok(Triple([*a, *b, *c])),
+        _ => Err(format!(
+            "expected three comma-separated numbers, got {}",
+            v.len()
+        )),
+    }
+}
+
+/// Concurrency knobs.
+#[derive(Debug, Args, Clone)]
+pub struct TuningFlags {
+    /// Objects fetched/decoded concurrently.
+    #[arg(long, default_value_t = Tuning::default().fetch_concurrency)]
+    pub fetch_concurrency: usize,
+    /// Decode/preprocess threads (default: one per core).
+    #[arg(long, default_value_t = Tuning::default().decode_threads)]
+    pub decode_threads: usize,
+    /// Inference sessions, one thread each.
+    #[arg(long, default_value_t = Tuning::default().sessions)]
+    pub sessions: usize,
+    /// ONNX Runtime threads per session (0: one per core).
+    #[arg(long, default_value_t = Tuning::default().intra_threads)]
+    pub intra_threads: usize,
+    /// Batches queued for inference.
+    #[arg(long, default_value_t = Tuning::default().batch_queue)]
+    pub batch_queue: usize,
+}
+
+impl TuningFlags {
+    pub fn tuning(&self) -> Tuning {
+        Tuning {
+            fetch_concurrency: self.fetch_concurrency,
+            decode_threads: self.decode_threads,
+            sessions: self.sessions,
+            intra_threads: self.intra_threads,
+            batch_queue: self.batch_queue,
+        }
+    }
+}
+
+impl JobFlags {
+    /// The flags as a (partial) job config layered over the file.
+    pub fn as_config(&self) -> JobConfig {
+        let vec_opt = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+        JobConfig {
+            input: Some(InputConfig {
+                url: self.input.clone(),
+                extensions: vec_opt(&self.extensions),
+                include: vec_opt(&self.include),
+                exclude: vec_opt(&self.exclude),
+                limit: self.limit,
+                max_pixels: self.max_pixels,
+                max_bytes: self.max_bytes,
+            }),
+            model: Some(ModelConfig {
+                path: self.model.clone(),
+                device: self.device,
+                allow_cpu_fallback: self.allow_cpu_fallback.then_some(true),
+                batch_size: self.batch_size,
+                top_k: self.top_k,
+            }),
+            preprocess: Some(PreprocessOverrides {
+                resize: self.resize,
+                crop: self.crop,
+                mean: self.mean.map(|t| t.0),
+                std: self.std.map(|t| t.0),
+                channel_order: self.channel_order,
+                layout: self.layout,
+                pixel_range: self.pixel_range,
+            }),
+            output: Some(OutputConfig {
+                url: self.output.clone(),
+                run_id: self.run_id.clone(),
+                rows_per_part: self.rows_per_part,
+                row_group_rows: self.row_group_rows,
+                flush_seconds: None,
+                zstd_level: None,
+            }),
+        }
+    }
+
+    /// The shard this worker takes.
+    pub fn shard(&self) -> Result<Shard, String> {
+        if let Some(s) = self.shard {
+            return Ok(s);
+        }
+        match self.shards {
+            None => Ok(Shard::default()),
+            Some(count) => {
+                let index = ["JOB_COMPLETION_INDEX", "AWS_BATCH_JOB_ARRAY_INDEX", "LABELFLOW_SHARD_INDEX"]
+                    .iter()
+                    .find_map(|k| std::env::var(k).ok())
+                    .ok_or_else(|| {
+                        "--shards needs the shard index in JOB_COMPLETION_INDEX, AWS_BATCH_JOB_ARRAY_INDEX or LABELFLOW_SHARD_INDEX (or pass --shard INDEX/COUNT)".to_string()
+                    })?;
+                let index: u32 = index.trim().parse().map_err(|_| {
+                    format!("shard index {index:?} from the environment is not a number")
+                })?;
+                Shard::new(index, count)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Write an AlexNet ONNX model with seeded random weights (the project's own writer).
+    Init(ModelInitArgs),
+    /// Print a model's inputs, outputs, classes and preprocessing.
+    Inspect {
+        /// The ONNX file.
+        path: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ModelInitArgs {
+    /// Where to write the model.
+    #[arg(long, short = 'o', default_value = "alexnet.onnx")]
+    pub out: PathBuf,
+    /// Number of classes (ignored when --class-names is given).
+    #[arg(long, default_value_t = 1000)]
+    pub classes: usize,
+    /// File with one class name per line.
+    #[arg(long, value_name = "FILE")]
+    pub class_names: Option<PathBuf>,
+    /// torchvision (default) or paper (2012 layout with LRN and grouped convolutions).
+    #[arg(long, default_value = "torchvision")]
+    pub variant: String,
+    /// Channel multiplier (1.0 = published sizes).
+    #[arg(long, default_value_t = 1.0)]
+    pub width: f32,
+    /// Input side in pixels.
+    #[arg(long, default_value_t = 224)]
+    pub input_size: usize,
+    /// Seed of the He-initialised weights.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Folder of images to cycle through.
+    #[arg(long, short = 'i', default_value = "tests/data/photos")]
+    pub input: String,
+    /// ONNX model (default: a full-size AlexNet made in a temporary folder).
+    #[arg(long, short = 'm')]
+    pub model: Option<PathBuf>,
+    /// Images per inference call.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Dataset sizes for the end-to-end runs (comma-separated); each is a folder of that many images linked from the input.
+    #[arg(long, value_delimiter = ',', default_value = "1000")]
+    pub images: Vec<usize>,
+    /// Images for the decode and inference-only measurements.
+    #[arg(long, default_value_t = 320)]
+    pub stage_images: usize,
+    #[command(flatten)]
+    pub tuning: TuningFlags,
+}

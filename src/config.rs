@@ -1,0 +1,428 @@
+//! Job configuration: `pipelines/*.toml` and command-line flags → one validated
+//! [`RunPlan`]. Flags win over the file; the file wins over the model's metadata;
+//! the metadata wins over built-in defaults.
+//!
+//! Relative paths in a file are taken relative to the file's folder, so a pipeline
+//! runs the same from any working directory.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::decode::DEFAULT_MAX_PIXELS;
+use crate::error::{Error, Result};
+use crate::preprocess::{ChannelOrder, Layout, PixelRange, PreprocessSpec};
+use crate::runtime::Device;
+use crate::sink::SinkOptions;
+use crate::source::{Selection, Shard, DEFAULT_EXTENSIONS};
+
+/// A pipeline file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    pub input: Option<InputConfig>,
+    pub model: Option<ModelConfig>,
+    pub preprocess: Option<PreprocessOverrides>,
+    pub output: Option<OutputConfig>,
+}
+
+/// `[input]`: what to label.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputConfig {
+    /// Folder or URL (`s3://`, `gs://`, `az://`, `abfss://`, `http(s)://`, `file://`).
+    pub url: Option<String>,
+    /// File extensions to read (default: jpg jpeg png webp gif bmp tif tiff).
+    pub extensions: Option<Vec<String>>,
+    /// Globs over keys relative to `url`; only matching objects are read.
+    pub include: Option<Vec<String>>,
+    /// Globs over keys relative to `url`; matching objects are skipped.
+    pub exclude: Option<Vec<String>>,
+    /// Stop after this many objects.
+    pub limit: Option<u64>,
+    /// Refuse images with more pixels than this (decompression-bomb guard).
+    pub max_pixels: Option<u64>,
+    /// Refuse objects larger than this many bytes without fetching them.
+    pub max_bytes: Option<u64>,
+}
+
+/// `[model]`: what labels them, and where.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Path to an ONNX model (e.g. made by `labelflow model init` or `labelflow train`).
+    pub path: Option<String>,
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub device: Option<Device>,
+    /// Run on CPU when CUDA cannot be used, instead of failing.
+    pub allow_cpu_fallback: Option<bool>,
+    /// Images per inference call (default 32; a model with a fixed batch size uses its own).
+    pub batch_size: Option<usize>,
+    /// How many best classes to keep per image (default 5).
+    pub top_k: Option<usize>,
+}
+
+/// `[preprocess]`: overrides of the model's declared preprocessing.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreprocessOverrides {
+    pub resize: Option<u32>,
+    pub crop: Option<u32>,
+    pub mean: Option<[f32; 3]>,
+    pub std: Option<[f32; 3]>,
+    pub channel_order: Option<ChannelOrder>,
+    pub layout: Option<Layout>,
+    pub pixel_range: Option<PixelRange>,
+}
+
+impl PreprocessOverrides {
+    /// Layer `over` on top of `self` (fields set in `over` win).
+    pub fn merged(self, over: PreprocessOverrides) -> Self {
+        Self {
+            resize: over.resize.or(self.resize),
+            crop: over.crop.or(self.crop),
+            mean: over.mean.or(self.mean),
+            std: over.std.or(self.std),
+            channel_order: over.channel_order.or(self.channel_order),
+            layout: over.layout.or(self.layout),
+            pixel_range: over.pixel_range.or(self.pixel_range),
+        }
+    }
+
+    /// Apply to a base spec. When only the crop is overridden, the resize keeps the
+    /// base's resize/crop ratio (256/224 for ImageNet models).
+    pub fn apply(&self, base: PreprocessSpec) -> PreprocessSpec {
+        let crop = self.crop.unwrap_or(base.crop);
+        let resize = self.resize.unwrap_or_else(|| {
+            if self.crop.is_some() && base.crop > 0 {
+                ((f64::from(crop) * f64::from(base.resize) / f64::from(base.crop)).round() as u32)
+                    .max(crop)
+            } else {
+                base.resize
+            }
+        });
+        PreprocessSpec {
+            resize,
+            crop,
+            mean: self.mean.unwrap_or(base.mean),
+            std: self.std.unwrap_or(base.std),
+            channel_order: self.channel_order.unwrap_or(base.channel_order),
+            layout: self.layout.unwrap_or(base.layout),
+            pixel_range: self.pixel_range.unwrap_or(base.pixel_range),
+        }
+    }
+}
+
+/// `[output]`: where predictions go.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// Folder or URL of the predictions dataset.
+    pub url: Option<String>,
+    /// Run id (folder `run_id=<id>/`); re-running with the same id resumes it.
+    pub run_id: Option<String>,
+    pub rows_per_part: Option<usize>,
+    pub row_group_rows: Option<usize>,
+    pub flush_seconds: Option<u64>,
+    pub zstd_level: Option<i32>,
+}
+
+/// Runtime knobs (command line only): concurrency and queue sizes.
+#[derive(Debug, Clone, Serialize)]
+pub struct Tuning {
+    /// Objects fetched and decoded concurrently (bounds bytes in flight).
+    pub fetch_concurrency: usize,
+    /// Threads decoding and preprocessing at once.
+    pub decode_threads: usize,
+    /// Inference sessions (one thread each).
+    pub sessions: usize,
+    /// ONNX Runtime intra-op threads per session (0: its default, one per core).
+    pub intra_threads: usize,
+    /// Batches waiting for inference.
+    pub batch_queue: usize,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        Self {
+            fetch_concurrency: 32,
+            decode_threads: cores,
+            sessions: 1,
+            intra_threads: 0,
+            batch_queue: 2,
+        }
+    }
+}
+
+/// A validated job.
+#[derive(Debug, Clone)]
+pub struct RunPlan {
+    pub input: String,
+    pub output: String,
+    pub model: PathBuf,
+    pub selection: Selection,
+    pub max_pixels: u64,
+    pub max_bytes: u64,
+    pub preprocess: PreprocessOverrides,
+    pub device: Device,
+    pub allow_cpu_fallback: bool,
+    pub batch_size: usize,
+    pub top_k: usize,
+    pub run_id: Option<String>,
+    pub sink: SinkOptions,
+    pub tuning: Tuning,
+    pub ort_lib: Option<PathBuf>,
+}
+
+/// Default object-size cap (256 MiB).
+pub const DEFAULT_MAX_BYTES: u64 = 256 << 20;
+
+impl JobConfig {
+    /// Read and parse a pipeline file; unknown keys are errors naming the key.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut cfg: JobConfig = toml::from_str(&text).map_err(|e| {
+            Error::Config(format!("{}: {}", path.display(), e.to_string().trim_end()))
+        })?;
+        cfg.resolve_relative(path.parent().unwrap_or(Path::new(".")));
+        Ok(cfg)
+    }
+
+    fn resolve_relative(&mut self, base: &Path) {
+        let fix = |s: &mut Option<String>| {
+            if let Some(v) = s.as_mut() {
+                if !v.contains("://") && Path::new(v.as_str()).is_relative() {
+                    *v = base.join(v.as_str()).display().to_string();
+                }
+            }
+        };
+        if let Some(i) = self.input.as_mut() {
+            fix(&mut i.url);
+        }
+        if let Some(m) = self.model.as_mut() {
+            fix(&mut m.path);
+        }
+        if let Some(o) = self.output.as_mut() {
+            fix(&mut o.url);
+        }
+    }
+
+    /// Layer command-line values (`flags`) over this file and validate the result.
+    pub fn plan(
+        self,
+        flags: JobConfig,
+        tuning: Tuning,
+        shard: Shard,
+        ort_lib: Option<PathBuf>,
+    ) -> Result<RunPlan> {
+        let i = merge_input(
+            self.input.unwrap_or_default(),
+            flags.input.unwrap_or_default(),
+        );
+        let m = merge_model(
+            self.model.unwrap_or_default(),
+            flags.model.unwrap_or_default(),
+        );
+        let o = merge_output(
+            self.output.unwrap_or_default(),
+            flags.output.unwrap_or_default(),
+        );
+        let p = self
+            .preprocess
+            .unwrap_or_default()
+            .merged(flags.preprocess.unwrap_or_default());
+
+        let input = i.url.ok_or_else(|| {
+            Error::Config(
+                "no input: pass --input URL or set [input] url in the pipeline file".into(),
+            )
+        })?;
+        let output = o.url.ok_or_else(|| {
+            Error::Config(
+                "no output: pass --output URL or set [output] url in the pipeline file".into(),
+            )
+        })?;
+        let model = m.path.ok_or_else(|| {
+            Error::Config(
+                "no model: pass --model PATH or set [model] path (create one with `labelflow model init --out alexnet.onnx`)"
+                    .into(),
+            )
+        })?;
+        let batch_size = m.batch_size.unwrap_or(32);
+        if batch_size == 0 || batch_size > 4096 {
+            return Err(Error::Config(format!(
+                "batch size must be 1–4096, got {batch_size}"
+            )));
+        }
+        let top_k = m.top_k.unwrap_or(5);
+        if top_k == 0 {
+            return Err(Error::Config("top_k must be at least 1".into()));
+        }
+        let max_pixels = i.max_pixels.unwrap_or(DEFAULT_MAX_PIXELS);
+        if max_pixels == 0 {
+            return Err(Error::Config("input.max_pixels must be at least 1".into()));
+        }
+        if let Some(id) = &o.run_id {
+            crate::sink::validate_run_id(id)?;
+        }
+        let d = SinkOptions::default();
+        let sink = SinkOptions {
+            rows_per_part: o.rows_per_part.unwrap_or(d.rows_per_part),
+            row_group_rows: o.row_group_rows.unwrap_or(d.row_group_rows),
+            flush_seconds: o.flush_seconds.unwrap_or(d.flush_seconds),
+            zstd_level: o.zstd_level.unwrap_or(d.zstd_level),
+        };
+        sink.validate()?;
+        if tuning.fetch_concurrency == 0
+            || tuning.decode_threads == 0
+            || tuning.sessions == 0
+            || tuning.batch_queue == 0
+        {
+            return Err(Error::Config(
+                "--fetch-concurrency, --decode-threads, --sessions and --batch-queue must be at least 1".into(),
+            ));
+        }
+        let selection = Selection {
+            extensions: i
+                .extensions
+                .unwrap_or_else(|| DEFAULT_EXTENSIONS.iter().map(|s| s.to_string()).collect()),
+            include: i.include.unwrap_or_default(),
+            exclude: i.exclude.unwrap_or_default(),
+            limit: i.limit,
+            shard,
+        };
+        crate::source::Filter::new(&selection)?;
+        // Check what can be checked without the model.
+        p.apply(PreprocessSpec::default()).validate()?;
+        Ok(RunPlan {
+            input,
+            output,
+            model: PathBuf::from(model),
+            selection,
+            max_pixels,
+            max_bytes: i.max_bytes.unwrap_or(DEFAULT_MAX_BYTES),
+            preprocess: p,
+            device: m.device.unwrap_or_default(),
+            allow_cpu_fallback: m.allow_cpu_fallback.unwrap_or(false),
+            batch_size,
+            top_k,
+            run_id: o.run_id,
+            sink,
+            tuning,
+            ort_lib,
+        })
+    }
+}
+
+fn merge_input(a: InputConfig, b: InputConfig) -> InputConfig {
+    InputConfig {
+        url: b.url.or(a.url),
+        extensions: b.extensions.or(a.extensions),
+        include: b.include.or(a.include),
+        exclude: b.exclude.or(a.exclude),
+        limit: b.limit.or(a.limit),
+        max_pixels: b.max_pixels.or(a.max_pixels),
+        max_bytes: b.max_bytes.or(a.max_bytes),
+    }
+}
+
+fn merge_model(a: ModelConfig, b: ModelConfig) -> ModelConfig {
+    ModelConfig {
+        path: b.path.or(a.path),
+        device: b.device.or(a.device),
+        allow_cpu_fallback: b.allow_cpu_fallback.or(a.allow_cpu_fallback),
+        batch_size: b.batch_size.or(a.batch_size),
+        top_k: b.top_k.or(a.top_k),
+    }
+}
+
+fn merge_output(a: OutputConfig, b: OutputConfig) -> OutputConfig {
+    OutputConfig {
+        url: b.url.or(a.url),
+        run_id: b.run_id.or(a.run_id),
+        rows_per_part: b.rows_per_part.or(a.rows_per_part),
+        row_group_rows: b.row_group_rows.or(a.row_group_rows),
+        flush_seconds: b.flush_seconds.or(a.flush_seconds),
+        zstd_level: b.zstd_level.or(a.zstd_level),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let p = dir.join("job.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "[input]\nurl = \"x\"\nbatchsize = 3\n");
+        let err = JobConfig::load(&p).unwrap_err().to_string();
+        assert!(err.contains("batchsize"), "{err}");
+        assert!(err.contains("job.toml"), "{err}");
+    }
+
+    #[test]
+    fn flags_win_and_paths_are_relative_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "[input]\nurl = \"photos\"\n[model]\npath = \"m.onnx\"\nbatch_size = 8\n[output]\nurl = \"s3://b/out/\"\n[preprocess]\ncrop = 112\n",
+        );
+        let cfg = JobConfig::load(&p).unwrap();
+        let flags = JobConfig {
+            model: Some(ModelConfig {
+                batch_size: Some(16),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let plan = cfg
+            .plan(flags, Tuning::default(), Shard::default(), None)
+            .unwrap();
+        assert_eq!(plan.batch_size, 16);
+        assert_eq!(plan.input, dir.path().join("photos").display().to_string());
+        assert_eq!(plan.output, "s3://b/out/");
+        assert_eq!(plan.model, dir.path().join("m.onnx"));
+        let spec = plan.preprocess.apply(PreprocessSpec::default());
+        assert_eq!((spec.resize, spec.crop), (128, 112));
+    }
+
+    #[test]
+    fn missing_pieces_name_the_flag() {
+        let err = JobConfig::default()
+            .plan(
+                JobConfig::default(),
+                Tuning::default(),
+                Shard::default(),
+                None,
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--input"), "{err}");
+    }
+
+    #[test]
+    fn shipped_pipelines_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+        let mut n = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                JobConfig::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 2);
+    }
+}

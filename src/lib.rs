@@ -1,0 +1,25 @@
+//! labelflow: batch image labelling over object storage.
+//!
+//! The modules follow the data flow of a run: [`source`] lists and fetches objects,
+//! [`decode`] and [`preprocess`] turn bytes into model input, [`infer`] batches them
+//! through ONNX Runtime, [`sink`] writes Parquet; [`pipeline`] joins the stages and
+//! [`config`] turns pipeline files and flags into a plan. [`query`] answers SQL over
+//! what was written; [`onnx`] writes and reads the ONNX models the project makes.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod bench;
+pub mod config;
+pub mod decode;
+pub mod error;
+pub mod infer;
+pub mod onnx;
+pub mod pipeline;
+pub mod preprocess;
+pub mod query;
+pub mod runtime;
+pub mod schema;
+pub mod sink;
+pub mod source;
+pub mod store;
+
+pub use error::{Error, Result};

@@ -1,0 +1,545 @@
+//! SQL over the predictions a run wrote, where they lie (a local folder or a bucket).
+//!
+//! [`open`] gives a DataFusion [`SessionContext`] with
+//!
+//! - `predictions`: every committed part file (`<data>/run_id=<RUN>/*.parquet`) with
+//!   `run_id` as a column taken from the folder name. Only names ending in `.parquet`
+//!   are data, so parts still being written (`*.parquet#1`) and run summaries are never
+//!   read;
+//! - `latest`: per `uri`, the row from the newest run (run ids sort by time).
+//!
+//! [`register_table`] adds more tables (Parquet, CSV, JSON lines), e.g. human labels.
+//! The named queries of `sql/` are built into the binary ([`NamedQuery`]); their
+//! parameters are bound as typed placeholders. Results stream to the output
+//! ([`OutputFormat`]); nothing collects a whole result to print it.
+
+mod named;
+mod output;
+mod prompt;
+
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow::datatypes::DataType;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::error::DataFusionError;
+use datafusion::prelude::{
+    CsvReadOptions, DataFrame, JsonReadOptions, ParquetReadOptions, SessionConfig, SessionContext,
+};
+use datafusion::scalar::ScalarValue;
+use datafusion::sql::parser::{DFParserBuilder, Statement};
+use futures::{StreamExt, TryStreamExt};
+use url::Url;
+
+pub use named::{
+    bind, declared_params, infer_params, parse_param_arg, NamedQuery, ParamSpec, ParamType,
+};
+pub use output::{write_parquet, write_text, OutputFormat};
+
+use crate::error::{Error, Result};
+use crate::schema;
+use crate::store::{Access, Location, RetryPolicy};
+
+/// The table of every prediction row.
+pub const PREDICTIONS: &str = "predictions";
+/// The view of the newest row per `uri`.
+pub const LATEST: &str = "latest";
+
+/// `labelflow query`: SQL over a predictions dataset.
+#[derive(Debug, Clone, clap::Args)]
+pub struct QueryArgs {
+    /// The predictions dataset: a folder or URL (s3://, gs://, az://, http(s)://, file://)
+    /// holding `run_id=<RUN>/*.parquet`, as written by `labelflow run`.
+    #[arg(long, value_name = "URL")]
+    pub data: String,
+
+    /// The SQL to run. Without it, --name or --file: an interactive prompt on a
+    /// terminal, else SQL read from stdin.
+    #[arg(value_name = "SQL", conflicts_with_all = ["name", "file"])]
+    pub sql: Option<String>,
+
+    /// Run a named query (see --list), e.g. class_counts, low_confidence, confusion.
+    #[arg(long, value_name = "NAME", conflicts_with = "file")]
+    pub name: Option<String>,
+
+    /// Run the SQL in a file.
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+
+    /// A query parameter, NAME=VALUE, bound to the placeholder $NAME (repeatable).
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param_arg)]
+    pub params: Vec<(String, String)>,
+
+    /// An extra table, NAME=URL (repeatable): a .parquet, .csv, .tsv or .json/.jsonl
+    /// file, or a folder of .parquet files.
+    #[arg(long = "table", value_name = "NAME=URL", value_parser = parse_table_arg)]
+    pub tables: Vec<(String, String)>,
+
+    /// Output format [default: table on a terminal, else csv; parquet with --out].
+    #[arg(long, value_enum)]
+    pub format: Option<OutputFormat>,
+
+    /// Where Parquet output goes: a file path or URL such as s3://bucket/reports/x.parquet.
+    #[arg(long, value_name = "URL")]
+    pub out: Option<String>,
+
+    /// Take named queries from this folder of .sql files instead of the built-in ones.
+    #[arg(long, value_name = "DIR")]
+    pub sql_dir: Option<PathBuf>,
+
+    /// List the named queries and their parameters, then exit.
+    #[arg(long, conflicts_with_all = ["sql", "name", "file"])]
+    pub list: bool,
+}
+
+/// What a query command did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueryOutcome {
+    /// Rows written, over all statements.
+    pub rows: u64,
+    /// The Parquet file written, with `--out`.
+    pub out: Option<String>,
+}
+
+/// Split a `--table NAME=URL` argument.
+pub fn parse_table_arg(s: &str) -> std::result::Result<(String, String), String> {
+    let (name, url) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=URL, got {s:?}"))?;
+    let name = table_name(name)?;
+    if url.trim().is_empty() {
+        return Err(format!("expected NAME=URL, got {s:?}"));
+    }
+    Ok((name, url.trim().to_string()))
+}
+
+fn table_name(name: &str) -> std::result::Result<String, String> {
+    let name = name.trim().to_ascii_lowercase();
+    let valid = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!(
+            "table name {name:?} must be letters, digits and _ (not starting with a digit)"
+        ));
+    }
+    if name == PREDICTIONS || name == LATEST {
+        return Err(format!(
+            "table name {name:?} is taken by the predictions dataset"
+        ));
+    }
+    Ok(name)
+}
+
+fn df_err(e: DataFusionError) -> Error {
+    Error::Query(e.strip_backtrace())
+}
+
+fn new_context() -> SessionContext {
+    SessionContext::new_with_config(SessionConfig::new().with_information_schema(true))
+}
+
+/// The URL DataFusion lists for a location, ending in `/` when `dir` is set.
+fn location_url(location: &Location, dir: bool) -> Result<Url> {
+    // Stores built by hand print their root as `scheme:`; DataFusion needs `scheme://`.
+    let root = if location.root.ends_with(':') {
+        format!("{}//", location.root)
+    } else {
+        location.root.clone()
+    };
+    let mut text = if location.prefix.as_ref().is_empty() {
+        format!("{root}/")
+    } else {
+        format!("{root}/{}", location.prefix)
+    };
+    if dir && !text.ends_with('/') {
+        text.push('/');
+    }
+    Url::parse(&text).map_err(|e| Error::InvalidLocation {
+        location: text.clone(),
+        reason: e.to_string(),
+    })
+}
+
+/// A context over the predictions dataset at `data` (a path or URL), with the tables
+/// `predictions` and `latest`.
+pub async fn open(data: &str) -> Result<SessionContext> {
+    let location = Location::parse(data, Access::Read, RetryPolicy::default())?;
+    open_location(&location).await
+}
+
+/// [`open`] for a location already parsed (or a store built by hand).
+pub async fn open_location(data: &Location) -> Result<SessionContext> {
+    let ctx = new_context();
+    register_predictions(&ctx, data).await?;
+    Ok(ctx)
+}
+
+/// Register the dataset at `data` as `predictions` and the view `latest` in `ctx`.
+pub async fn register_predictions(ctx: &SessionContext, data: &Location) -> Result<()> {
+    let url = location_url(data, true)?;
+    ctx.register_object_store(&url, data.store.clone());
+    ensure_committed_parts(data, &url).await?;
+
+    let table_url = ListingTableUrl::parse(url.as_str()).map_err(df_err)?;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        .with_file_extension(".parquet")
+        .with_table_partition_cols(vec![(schema::RUN_ID.to_string(), DataType::Utf8)]);
+    let config = ListingTableConfig::new(table_url)
+        .with_listing_options(options)
+        .with_schema(schema::predictions());
+    let table = ListingTable::try_new(config).map_err(df_err)?;
+    ctx.register_table(PREDICTIONS, Arc::new(table))
+        .map_err(df_err)?;
+    ctx.sql(&latest_view_sql()).await.map_err(df_err)?;
+    Ok(())
+}
+
+/// `latest`: per uri, the row of the newest run (and within a run the last labelled).
+fn latest_view_sql() -> String {
+    let mut columns: Vec<String> = schema::predictions()
+        .fields()
+        .iter()
+        .map(|f| format!("\"{}\"", f.name()))
+        .collect();
+    columns.push(format!("\"{}\"", schema::RUN_ID));
+    let columns = columns.join(", ");
+    format!(
+        "CREATE VIEW {LATEST} AS SELECT {columns} FROM (\
+           SELECT *, row_number() OVER (PARTITION BY \"{uri}\" \
+             ORDER BY \"{run}\" DESC, \"{at}\" DESC) AS labelflow_rank \
+           FROM {PREDICTIONS}) WHERE labelflow_rank = 1",
+        uri = schema::URI,
+        run = schema::RUN_ID,
+        at = schema::LABELLED_AT,
+    )
+}
+
+/// Fail with a clear message when the dataset holds no committed part file. Stops at
+/// the first one found, so a large dataset costs one listing page.
+async fn ensure_committed_parts(data: &Location, url: &Url) -> Result<()> {
+    let prefix = data.prefix.clone();
+    let mut parts = data
+        .store
+        .list(Some(&prefix))
+        .try_filter(|meta| {
+            let rel = data.relative(&meta.location);
+            let committed = rel.ends_with(".parquet")
+                && rel.split('/').any(|segment| segment.starts_with("run_id="));
+            futures::future::ready(committed)
+        })
+        .boxed();
+    match parts.next().await {
+        Some(Ok(_)) => Ok(()),
+        Some(Err(e)) => Err(Error::Input(format!(
+            "cannot read the predictions dataset at {url}: {e}"
+        ))),
+        None => Err(Error::Input(format!(
+            "the predictions dataset at {url} is empty: no committed part files \
+             ({url}run_id=<RUN>/*.parquet); is this the output folder of `labelflow run`?"
+        ))),
+    }
+}
+
+/// Register `url` (a path or URL) as table `name`: a `.parquet`, `.csv`, `.tsv` or
+/// `.json`/`.jsonl`/`.ndjson` file, or a folder of `.parquet` files.
+pub async fn register_table(ctx: &SessionContext, name: &str, url: &str) -> Result<()> {
+    let name = table_name(name).map_err(Error::Config)?;
+    let location = Location::parse(url, Access::Read, RetryPolicy::default())?;
+    let lower = url.trim_end_matches('/').to_ascii_lowercase();
+    let ext = lower
+        .rsplit('/')
+        .next()
+        .and_then(|file| file.rsplit_once('.'))
+        .map(|(_, e)| e.to_string())
+        .unwrap_or_default();
+    let is_file = matches!(
+        ext.as_str(),
+        "parquet" | "csv" | "tsv" | "json" | "jsonl" | "ndjson"
+    );
+    let table_url = location_url(&location, !is_file)?;
+    ctx.register_object_store(&table_url, location.store.clone());
+    let dot_ext = format!(".{ext}");
+    let u = table_url.as_str();
+    let result = match ext.as_str() {
+        "csv" => {
+            ctx.register_csv(&name, u, CsvReadOptions::new().file_extension(&dot_ext))
+                .await
+        }
+        "tsv" => {
+            ctx.register_csv(
+                &name,
+                u,
+                CsvReadOptions::new()
+                    .delimiter(b'\t')
+                    .file_extension(&dot_ext),
+            )
+            .await
+        }
+        "json" | "jsonl" | "ndjson" => {
+            ctx.register_json(
+                &name,
+                u,
+                JsonReadOptions::default().file_extension(&dot_ext),
+            )
+            .await
+        }
+        _ => {
+            // A .parquet file, or a folder of them.
+            ctx.register_parquet(&name, u, ParquetReadOptions::default())
+                .await
+        }
+    };
+    result.map_err(|e| Error::Input(format!("--table {name}={url}: {}", e.strip_backtrace())))
+}
+
+/// Parse `sql` into statements.
+fn statements(sql: &str) -> Result<Vec<Statement>> {
+    let mut parser = DFParserBuilder::new(sql).build().map_err(df_err)?;
+    Ok(parser
+        .parse_statements()
+        .map_err(df_err)?
+        .into_iter()
+        .collect())
+}
+
+/// Plan one statement and bind the parameters. DDL (e.g. `CREATE VIEW`) takes effect
+/// here.
+async fn plan(
+    ctx: &SessionContext,
+    statement: Statement,
+    params: &[(String, ScalarValue)],
+) -> Result<DataFrame> {
+    let state = ctx.state();
+    let logical = state.statement_to_plan(statement).await.map_err(df_err)?;
+    let df = ctx.execute_logical_plan(logical).await.map_err(df_err)?;
+    if params.is_empty() {
+        Ok(df)
+    } else {
+        df.with_param_values(params.to_vec()).map_err(df_err)
+    }
+}
+
+/// One SQL statement as a lazy [`DataFrame`], with `params` bound to its `$name`
+/// placeholders.
+pub async fn sql(
+    ctx: &SessionContext,
+    sql: &str,
+    params: &[(String, ScalarValue)],
+) -> Result<DataFrame> {
+    let mut all = statements(sql)?;
+    if all.len() != 1 {
+        return Err(Error::Query(format!(
+            "expected one SQL statement, found {}",
+            all.len()
+        )));
+    }
+    let statement = all.remove(0);
+    plan(ctx, statement, params).await
+}
+
+/// A named query as a lazy [`DataFrame`], its parameters from `given` (`NAME=VALUE`
+/// text, parsed into the declared types) or their defaults.
+pub async fn named(
+    ctx: &SessionContext,
+    query: &NamedQuery,
+    given: &[(String, String)],
+) -> Result<DataFrame> {
+    let params = query.bind(given)?;
+    sql(ctx, &query.sql, &params)
+        .await
+        .map_err(|e| Error::Query(format!("named query {}: {e}", query.name)))
+}
+
+/// Run every statement of `sql` in turn, writing each result to stdout.
+async fn run_statements(
+    ctx: &SessionContext,
+    sql: &str,
+    params: &[(String, ScalarValue)],
+    format: OutputFormat,
+) -> Result<u64> {
+    let mut out = std::io::BufWriter::new(std::io::stdout());
+    let mut rows = 0;
+    for statement in statements(sql)? {
+        let df = plan(ctx, statement, params).await?;
+        let stream = df.execute_stream().await.map_err(df_err)?;
+        rows += write_text(stream, format, &mut out).await?;
+    }
+    Ok(rows)
+}
+
+/// Run every statement of `sql`; the result of the last one goes to a Parquet file.
+async fn run_to_parquet(
+    ctx: &SessionContext,
+    sql: &str,
+    params: &[(String, ScalarValue)],
+    out: &str,
+) -> Result<(u64, String)> {
+    let all = statements(sql)?;
+    let count = all.len();
+    if count == 0 {
+        return Err(Error::Query("no SQL statement to run".into()));
+    }
+    for (i, statement) in all.into_iter().enumerate() {
+        let df = plan(ctx, statement, params).await?;
+        let stream = df.execute_stream().await.map_err(df_err)?;
+        if i + 1 == count {
+            return write_parquet(stream, out).await;
+        }
+        // Earlier statements run for their effect (e.g. a view); their rows are dropped.
+        stream
+            .try_for_each(|_| futures::future::ready(Ok(())))
+            .await
+            .map_err(df_err)?;
+    }
+    Err(Error::Query("no SQL statement to run".into()))
+}
+
+async fn read_stdin() -> Result<String> {
+    tokio::task::spawn_blocking(|| {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map(|_| text)
+            .map_err(|e| Error::io("reading SQL from stdin", e))
+    })
+    .await?
+}
+
+/// `labelflow query`.
+pub async fn execute(args: QueryArgs) -> Result<QueryOutcome> {
+    if args.list {
+        let all = match &args.sql_dir {
+            Some(dir) => NamedQuery::from_dir(dir)?,
+            None => NamedQuery::builtins()?,
+        };
+        for q in all {
+            println!("{}", q.usage());
+        }
+        return Ok(QueryOutcome::default());
+    }
+    let format = match (args.format, &args.out) {
+        (Some(OutputFormat::Parquet), None) => {
+            return Err(Error::Config(
+                "--format parquet writes a file: pass --out PATH or URL (e.g. s3://bucket/reports/x.parquet)"
+                    .into(),
+            ))
+        }
+        (Some(f), Some(_)) if f != OutputFormat::Parquet => {
+            return Err(Error::Config(
+                "--out is for Parquet output; for CSV or JSON redirect stdout".into(),
+            ))
+        }
+        (_, Some(_)) => OutputFormat::Parquet,
+        (Some(f), None) => f,
+        (None, None) if std::io::stdout().is_terminal() => OutputFormat::Table,
+        (None, None) => OutputFormat::Csv,
+    };
+
+    let ctx = open(&args.data).await?;
+    for (name, url) in &args.tables {
+        register_table(&ctx, name, url).await?;
+    }
+
+    let (text, params) = if let Some(name) = &args.name {
+        let query = NamedQuery::find(name, args.sql_dir.as_deref())?;
+        let params = query.bind(&args.params)?;
+        (query.sql, params)
+    } else if let Some(path) = &args.file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("cannot read SQL file {}", path.display()), e))?;
+        let params = typed_or_inferred(&path.display().to_string(), &text, &args.params)?;
+        (text, params)
+    } else if let Some(text) = &args.sql {
+        (text.clone(), infer_params(&args.params))
+    } else if std::io::stdin().is_terminal() {
+        if format == OutputFormat::Parquet {
+            return Err(Error::Config(
+                "the interactive prompt prints results; give SQL, --name or --file with --out"
+                    .into(),
+            ));
+        }
+        let rows = prompt::run(&ctx, format).await?;
+        return Ok(QueryOutcome { rows, out: None });
+    } else {
+        let text = read_stdin().await?;
+        let params = typed_or_inferred("SQL from stdin", &text, &args.params)?;
+        (text, params)
+    };
+
+    let outcome = match &args.out {
+        Some(out) => run_to_parquet(&ctx, &text, &params, out)
+            .await
+            .map(|(rows, url)| QueryOutcome {
+                rows,
+                out: Some(url),
+            }),
+        None => run_statements(&ctx, &text, &params, format)
+            .await
+            .map(|rows| QueryOutcome { rows, out: None }),
+    };
+    outcome.map_err(|e| match (&args.name, e) {
+        (Some(name), Error::Query(m)) => Error::Query(format!("named query {name}: {m}")),
+        (_, e) => e,
+    })
+}
+
+/// Parameters for SQL that may declare them in its header (`-- param: ...`): typed when
+/// declared, inferred from the text otherwise.
+fn typed_or_inferred(
+    what: &str,
+    sql: &str,
+    given: &[(String, String)],
+) -> Result<Vec<(String, ScalarValue)>> {
+    let declared = declared_params(sql).map_err(|r| Error::Query(format!("{what}: {r}")))?;
+    if declared.is_empty() {
+        Ok(infer_params(given))
+    } else {
+        bind(what, &declared, given)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names_are_identifiers_and_not_reserved() {
+        assert_eq!(
+            parse_table_arg("Truth=./t.csv").unwrap(),
+            ("truth".into(), "./t.csv".into())
+        );
+        assert!(parse_table_arg("predictions=x.csv").is_err());
+        assert!(parse_table_arg("1x=x.csv").is_err());
+        assert!(parse_table_arg("a-b=x.csv").is_err());
+        assert!(parse_table_arg("truth").is_err());
+    }
+
+    #[test]
+    fn hand_built_stores_get_a_listable_url() {
+        let loc = Location::memory();
+        assert_eq!(location_url(&loc, true).unwrap().as_str(), "memory:///");
+        let loc = Location::from_store(loc.store, "s3://bucket", "preds");
+        assert_eq!(
+            location_url(&loc, true).unwrap().as_str(),
+            "s3://bucket/preds/"
+        );
+        assert_eq!(
+            location_url(&loc, false).unwrap().as_str(),
+            "s3://bucket/preds"
+        );
+    }
+
+    #[test]
+    fn several_statements_are_split() {
+        assert_eq!(statements("SELECT 1; SELECT 2;").unwrap().len(), 2);
+        let err = statements("SELEC 1").unwrap_err().to_string();
+        assert!(err.contains("SELEC"), "{err}");
+    }
+}

@@ -1,0 +1,69 @@
+//! The predictions schema: one row per object. These names are a public contract
+//! (README, `sql/`, downstream readers); change them only with a version note.
+//!
+//! The run id is not a column inside the files: parts live under a Hive-style
+//! `run_id=<id>/` folder, and readers (DataFusion, DuckDB, pyarrow, polars) expose it
+//! as a column from the path.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+
+pub const URI: &str = "uri";
+pub const KEY: &str = "key";
+pub const ETAG: &str = "etag";
+pub const VERSION: &str = "version";
+pub const SIZE_BYTES: &str = "size_bytes";
+pub const LAST_MODIFIED: &str = "last_modified";
+pub const WIDTH: &str = "width";
+pub const HEIGHT: &str = "height";
+pub const LABEL: &str = "label";
+pub const LABEL_INDEX: &str = "label_index";
+pub const SCORE: &str = "score";
+pub const TOP_K: &str = "top_k";
+pub const MODEL: &str = "model";
+pub const MODEL_SHA256: &str = "model_sha256";
+pub const LABELLED_AT: &str = "labelled_at";
+pub const ERROR: &str = "error";
+/// The partition column taken from the `run_id=<id>/` folder.
+pub const RUN_ID: &str = "run_id";
+
+/// Fields of one `top_k` entry.
+pub fn top_k_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("label", DataType::Utf8, false),
+        Field::new("index", DataType::Int32, false),
+        Field::new("score", DataType::Float32, false),
+    ])
+}
+
+/// The `top_k` list element field.
+pub fn top_k_item() -> Arc<Field> {
+    Arc::new(Field::new("item", DataType::Struct(top_k_fields()), false))
+}
+
+fn timestamp() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// The schema of every Parquet part file written by `labelflow run`.
+pub fn predictions() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(URI, DataType::Utf8, false),
+        Field::new(KEY, DataType::Utf8, false),
+        Field::new(ETAG, DataType::Utf8, true),
+        Field::new(VERSION, DataType::Utf8, true),
+        Field::new(SIZE_BYTES, DataType::Int64, false),
+        Field::new(LAST_MODIFIED, timestamp(), true),
+        Field::new(WIDTH, DataType::Int32, true),
+        Field::new(HEIGHT, DataType::Int32, true),
+        Field::new(LABEL, DataType::Utf8, true),
+        Field::new(LABEL_INDEX, DataType::Int32, true),
+        Field::new(SCORE, DataType::Float32, true),
+        Field::new(TOP_K, DataType::List(top_k_item()), true),
+        Field::new(MODEL, DataType::Utf8, false),
+        Field::new(MODEL_SHA256, DataType::Utf8, false),
+        Field::new(LABELLED_AT, timestamp(), false),
+        Field::new(ERROR, DataType::Utf8, true),
+    ]))
+}

@@ -1,0 +1,530 @@
+//! Result rows → Arrow record batches (schema in [`crate::schema`]) → Parquet part files
+//! in an object store.
+//!
+//! Layout of a predictions dataset:
+//!
+//! ```text
+//! <output>/run_id=<RUN_ID>/part-<SHARD>-<ATTEMPT>-<SEQ>.parquet   data (zstd)
+//! <output>/_runs/<RUN_ID>/<SHARD>.json                            summary of a finished run
+//! ```
+//!
+//! A part becomes visible under its `.parquet` name only once complete: it is written
+//! through object_store's multipart upload, which publishes the object atomically on
+//! completion (S3/GCS/Azure), or, for local folders, through a staging file renamed at
+//! the end. A crash leaves no partial `.parquet`. Re-running with the same `--run-id`
+//! reads the URIs already present in that run's parts and skips them, so each object
+//! lands exactly once per run.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{
+    ArrayRef, Float32Builder, Int32Builder, Int64Builder, ListBuilder, StringBuilder,
+    StructBuilder, TimestampMicrosecondBuilder,
+};
+use arrow::record_batch::RecordBatch;
+use futures::TryStreamExt;
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use object_store::ObjectStoreExt;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::{AsyncArrowWriter, ProjectionMask};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::error::{Error, Result};
+use crate::infer::Scored;
+use crate::schema;
+use crate::source::{ObjectRef, Shard};
+use crate::store::Location;
+
+/// How parts are cut and encoded.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkOptions {
+    /// Rows per Parquet part file; a part is also closed after `flush_seconds`.
+    pub rows_per_part: usize,
+    /// Rows per Parquet row group (and per in-memory batch before encoding).
+    pub row_group_rows: usize,
+    /// Longest time a part stays open, so a long run commits progress regularly.
+    pub flush_seconds: u64,
+    /// zstd compression level (1–22).
+    pub zstd_level: i32,
+}
+
+impl Default for SinkOptions {
+    fn default() -> Self {
+        Self {
+            rows_per_part: 100_000,
+            row_group_rows: 16_384,
+            flush_seconds: 300,
+            zstd_level: 3,
+        }
+    }
+}
+
+impl SinkOptions {
+    pub fn validate(&self) -> Result<()> {
+        if self.rows_per_part == 0 || self.row_group_rows == 0 {
+            return Err(Error::Config(
+                "output.rows_per_part and output.row_group_rows must be at least 1".into(),
+            ));
+        }
+        if !(1..=22).contains(&self.zstd_level) {
+            return Err(Error::Config(format!(
+                "output.zstd_level must be 1–22, got {}",
+                self.zstd_level
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One labelled (or failed) object.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub object: ObjectRef,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// Best classes, highest first; empty for failed objects.
+    pub top: Vec<Scored>,
+    pub error: Option<String>,
+    pub labelled_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Identity of the model that produced the rows.
+#[derive(Debug, Clone)]
+pub struct ModelStamp {
+    pub name: String,
+    pub sha256: String,
+    pub classes: Arc<Vec<String>>,
+}
+
+/// Where a run's parts go.
+pub fn run_dir(output: &Location, run_id: &str) -> Path {
+    output.child(&format!("{}={run_id}", schema::RUN_ID))
+}
+
+/// Checks a run id is safe as a folder name.
+pub fn validate_run_id(run_id: &str) -> Result<()> {
+    let ok = !run_id.is_empty()
+        && run_id.len() <= 128
+        && run_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !run_id.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "run id {run_id:?} must be 1–128 characters of letters, digits, '-', '_' or '.'"
+        )))
+    }
+}
+
+/// A new run id: UTC time (sortable) plus a random suffix.
+pub fn new_run_id() -> String {
+    let now = chrono::Utc::now();
+    let nanos = now.timestamp_subsec_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32);
+    format!("{}-{:06x}", now.format("%Y%m%dT%H%M%SZ"), nanos & 0xff_ffff)
+}
+
+/// URIs already written in `run_id` (for resuming). Reads only the `uri` column.
+pub async fn committed_uris(output: &Location, run_id: &str) -> Result<HashSet<String>> {
+    let dir = run_dir(output, run_id);
+    let mut seen = HashSet::new();
+    let mut listing = output.store.list(Some(&dir));
+    while let Some(meta) = listing
+        .try_next()
+        .await
+        .map_err(|e| Error::store(output.uri(&dir), e))?
+    {
+        if !meta.location.as_ref().ends_with(".parquet") {
+            continue;
+        }
+        let bytes = output
+            .store
+            .get(&meta.location)
+            .await
+            .and_then(|g| futures::executor::block_on(g.bytes()))
+            .map_err(|e| Error::store(output.uri(&meta.location), e))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+        let mask = ProjectionMask::columns(builder.parquet_schema(), [schema::URI]);
+        for batch in builder.with_projection(mask).build()? {
+            let batch = batch?;
+            let col = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<arrow::array::StringArray>()
+                .ok_or_else(|| {
+                    Error::Encode(format!("{}: uri column is not a string", meta.location))
+                })?;
+            seen.extend(col.iter().flatten().map(str::to_string));
+        }
+    }
+    Ok(seen)
+}
+
+struct RowBuffer {
+    uri: StringBuilder,
+    key: StringBuilder,
+    etag: StringBuilder,
+    version: StringBuilder,
+    size: Int64Builder,
+    last_modified: TimestampMicrosecondBuilder,
+    width: Int32Builder,
+    height: Int32Builder,
+    label: StringBuilder,
+    label_index: Int32Builder,
+    score: Float32Builder,
+    top_k: ListBuilder<StructBuilder>,
+    model: StringBuilder,
+    model_sha: StringBuilder,
+    labelled_at: TimestampMicrosecondBuilder,
+    error: StringBuilder,
+    len: usize,
+}
+
+impl RowBuffer {
+    fn new() -> Self {
+        let ts = || TimestampMicrosecondBuilder::new().with_timezone("UTC");
+        let entry = StructBuilder::from_fields(schema::top_k_fields(), 8);
+        Self {
+            uri: StringBuilder::new(),
+            key: StringBuilder::new(),
+            etag: StringBuilder::new(),
+            version: StringBuilder::new(),
+            size: Int64Builder::new(),
+            last_modified: ts(),
+            width: Int32Builder::new(),
+            height: Int32Builder::new(),
+            label: StringBuilder::new(),
+            label_index: Int32Builder::new(),
+            score: Float32Builder::new(),
+            top_k: ListBuilder::new(entry).with_field(schema::top_k_item()),
+            model: StringBuilder::new(),
+            model_sha: StringBuilder::new(),
+            labelled_at: ts(),
+            error: StringBuilder::new(),
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, row: &Row, model: &ModelStamp) -> Result<()> {
+        let o = &row.object;
+        self.uri.append_value(&o.uri);
+        self.key.append_value(&o.key);
+        self.etag.append_option(o.etag.as_deref());
+        self.version.append_option(o.version.as_deref());
+        self.size
+            .append_value(i64::try_from(o.size).unwrap_or(i64::MAX));
+        self.last_modified
+            .append_value(o.last_modified.timestamp_micros());
+        self.width.append_option(row.width.map(|w| w as i32));
+        self.height.append_option(row.height.map(|h| h as i32));
+        let class = |i: usize| model.classes.get(i).map(String::as_str).unwrap_or("?");
+        match row.top.first() {
+            Some(best) => {
+                self.label.append_value(class(best.index));
+                self.label_index.append_value(best.index as i32);
+                self.score.append_value(best.score);
+            }
+            None => {
+                self.label.append_null();
+                self.label_index.append_null();
+                self.score.append_null();
+            }
+        }
+        if row.top.is_empty() {
+            self.top_k.append_null();
+        } else {
+            let entries = self.top_k.values();
+            for s in &row.top {
+                field::<StringBuilder>(entries, 0)?.append_value(class(s.index));
+                field::<Int32Builder>(entries, 1)?.append_value(s.index as i32);
+                field::<Float32Builder>(entries, 2)?.append_value(s.score);
+                entries.append(true);
+            }
+            self.top_k.append(true);
+        }
+        self.model.append_value(&model.name);
+        self.model_sha.append_value(&model.sha256);
+        self.labelled_at
+            .append_value(row.labelled_at.timestamp_micros());
+        self.error.append_option(row.error.as_deref());
+        self.len += 1;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<RecordBatch> {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.uri.finish()),
+            Arc::new(self.key.finish()),
+            Arc::new(self.etag.finish()),
+            Arc::new(self.version.finish()),
+            Arc::new(self.size.finish()),
+            Arc::new(self.last_modified.finish()),
+            Arc::new(self.width.finish()),
+            Arc::new(self.height.finish()),
+            Arc::new(self.label.finish()),
+            Arc::new(self.label_index.finish()),
+            Arc::new(self.score.finish()),
+            Arc::new(self.top_k.finish()),
+            Arc::new(self.model.finish()),
+            Arc::new(self.model_sha.finish()),
+            Arc::new(self.labelled_at.finish()),
+            Arc::new(self.error.finish()),
+        ];
+        self.len = 0;
+        Ok(RecordBatch::try_new(schema::predictions(), columns)?)
+    }
+}
+
+fn field<T: arrow::array::ArrayBuilder>(s: &mut StructBuilder, i: usize) -> Result<&mut T> {
+    s.field_builder::<T>(i)
+        .ok_or_else(|| Error::Encode(format!("top_k field {i} has an unexpected type")))
+}
+
+struct OpenPart {
+    path: Path,
+    writer: AsyncArrowWriter<BufWriter>,
+    rows: usize,
+    opened: Instant,
+}
+
+/// Writes rows into part files; parts are published atomically when closed.
+pub struct PartWriter {
+    output: Location,
+    run_id: String,
+    name_prefix: String,
+    opts: SinkOptions,
+    model: ModelStamp,
+    buffer: RowBuffer,
+    part: Option<OpenPart>,
+    seq: u32,
+    /// Parts published so far (full URIs).
+    pub parts: Vec<String>,
+    /// Rows in published parts.
+    pub rows_written: u64,
+}
+
+impl PartWriter {
+    pub fn new(
+        output: Location,
+        run_id: &str,
+        shard: Shard,
+        opts: SinkOptions,
+        model: ModelStamp,
+    ) -> Result<Self> {
+        validate_run_id(run_id)?;
+        opts.validate()?;
+        // The attempt stamp keeps a resumed run from overwriting the parts it resumes.
+        let attempt = chrono::Utc::now()
+            .format("%Y%m%dT%H%M%S%.3fZ")
+            .to_string()
+            .replace('.', "");
+        let name_prefix = format!("part-s{}of{}-{attempt}", shard.index, shard.count);
+        Ok(Self {
+            output,
+            run_id: run_id.to_string(),
+            name_prefix,
+            opts,
+            model,
+            buffer: RowBuffer::new(),
+            part: None,
+            seq: 0,
+            parts: Vec::new(),
+            rows_written: 0,
+        })
+    }
+
+    fn properties(&self) -> WriterProperties {
+        let level = ZstdLevel::try_new(self.opts.zstd_level).unwrap_or_default();
+        WriterProperties::builder()
+            .set_compression(Compression::ZSTD(level))
+            .set_max_row_group_row_count(Some(self.opts.row_group_rows))
+            .set_created_by(format!("labelflow {}", env!("CARGO_PKG_VERSION")))
+            .build()
+    }
+
+    /// Add a row; encodes a row group when the buffer is full and publishes the part
+    /// when it reaches its size or age limit.
+    pub async fn push(&mut self, row: &Row) -> Result<()> {
+        self.buffer.push(row, &self.model)?;
+        if self.buffer.len >= self.opts.row_group_rows {
+            self.write_buffer().await?;
+        }
+        let due = self.part.as_ref().is_some_and(|p| {
+            p.rows >= self.opts.rows_per_part
+                || p.opened.elapsed() >= Duration::from_secs(self.opts.flush_seconds)
+        });
+        if due {
+            self.close_part().await?;
+        }
+        Ok(())
+    }
+
+    async fn write_buffer(&mut self) -> Result<()> {
+        if self.buffer.len == 0 {
+            return Ok(());
+        }
+        let n = self.buffer.len;
+        let batch = self.buffer.finish()?;
+        if self.part.is_none() {
+            let name = format!("{}-{:05}.parquet", self.name_prefix, self.seq);
+            self.seq += 1;
+            let path = Path::from(format!("{}/{name}", run_dir(&self.output, &self.run_id)));
+            let object = BufWriter::new(self.output.store.clone(), path.clone());
+            let writer =
+                AsyncArrowWriter::try_new(object, schema::predictions(), Some(self.properties()))?;
+            self.part = Some(OpenPart {
+                path,
+                writer,
+                rows: 0,
+                opened: Instant::now(),
+            });
+        }
+        if let Some(part) = self.part.as_mut() {
+            if let Err(e) = part.writer.write(&batch).await {
+                return Err(self.output_error(e));
+            }
+            part.rows += n;
+        }
+        Ok(())
+    }
+
+    fn output_error(&self, e: impl std::fmt::Display) -> Error {
+        Error::Output {
+            location: self.output.to_string(),
+            reason: e.to_string(),
+        }
+    }
+
+    async fn close_part(&mut self) -> Result<()> {
+        if let Some(part) = self.part.take() {
+            let uri = self.output.uri(&part.path);
+            part.writer
+                .close()
+                .await
+                .map_err(|e| self.output_error(e))?;
+            self.rows_written += part.rows as u64;
+            self.parts.push(uri);
+        }
+        Ok(())
+    }
+
+    /// Publish everything buffered. Returns the number of rows written in total.
+    pub async fn finish(mut self) -> Result<(u64, Vec<String>)> {
+        self.write_buffer().await?;
+        self.close_part().await?;
+        Ok((self.rows_written, self.parts))
+    }
+}
+
+/// Write the run summary (`_runs/<run_id>/<shard>.json`).
+pub async fn write_summary(
+    output: &Location,
+    run_id: &str,
+    shard: Shard,
+    summary: &serde_json::Value,
+) -> Result<String> {
+    let path = output.child(&format!(
+        "_runs/{run_id}/s{}of{}.json",
+        shard.index, shard.count
+    ));
+    let body = serde_json::to_vec_pretty(summary).map_err(|e| Error::Encode(e.to_string()))?;
+    output
+        .store
+        .put(&path, body.into())
+        .await
+        .map_err(|e| Error::store(output.uri(&path), e))?;
+    Ok(output.uri(&path))
+}
+
+/// Check up front that the output accepts writes (and remove the probe), so a bad
+/// output fails before any image is processed.
+pub async fn probe_writable(output: &Location) -> Result<()> {
+    let path = output.child("_runs/.write-probe");
+    output
+        .store
+        .put(&path, bytes::Bytes::from_static(b"ok").into())
+        .await
+        .map_err(|e| Error::Output {
+            location: output.to_string(),
+            reason: format!("the output is not writable: {e}"),
+        })?;
+    let _ = output.store.delete(&path).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(i: usize) -> ObjectRef {
+        ObjectRef {
+            path: Path::from(format!("in/{i}.jpg")),
+            key: format!("{i}.jpg"),
+            uri: format!("memory:///in/{i}.jpg"),
+            size: 10,
+            etag: Some("e".into()),
+            version: None,
+            last_modified: chrono::Utc::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn parts_are_cut_and_resume_sees_their_uris() {
+        let out = Location::memory();
+        let model = ModelStamp {
+            name: "m".into(),
+            sha256: "00".into(),
+            classes: Arc::new(vec!["a".into(), "b".into()]),
+        };
+        let opts = SinkOptions {
+            rows_per_part: 4,
+            row_group_rows: 2,
+            ..SinkOptions::default()
+        };
+        let mut w = PartWriter::new(out.clone(), "r1", Shard::default(), opts, model).unwrap();
+        for i in 0..10 {
+            let row = Row {
+                object: obj(i),
+                width: Some(3),
+                height: Some(4),
+                top: if i == 3 {
+                    vec![]
+                } else {
+                    vec![
+                        Scored {
+                            index: 1,
+                            score: 0.9,
+                        },
+                        Scored {
+                            index: 0,
+                            score: 0.1,
+                        },
+                    ]
+                },
+                error: (i == 3).then(|| "bad".to_string()),
+                labelled_at: chrono::Utc::now(),
+            };
+            w.push(&row).await.unwrap();
+        }
+        let (rows, parts) = w.finish().await.unwrap();
+        assert_eq!(rows, 10);
+        assert_eq!(parts.len(), 3, "{parts:?}");
+        let seen = committed_uris(&out, "r1").await.unwrap();
+        assert_eq!(seen.len(), 10);
+        assert!(committed_uris(&out, "r2").await.unwrap().is_empty());
+    }
+
+    #[test]
+    fn run_ids_are_checked() {
+        assert!(validate_run_id("2026-01-01_a").is_ok());
+        assert!(validate_run_id("../x").is_err());
+        assert!(validate_run_id("").is_err());
+        validate_run_id(&new_run_id()).unwrap();
+    }
+}

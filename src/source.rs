@@ -1,0 +1,360 @@
+//! Object-store URL → streamed listing → filtered, sharded object references →
+//! bounded GETs. Nothing here collects the whole listing.
+
+use bytes::Bytes;
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStoreExt};
+
+use crate::error::{Error, Result};
+use crate::store::Location;
+
+/// File extensions read by default (case-insensitive).
+pub const DEFAULT_EXTENSIONS: &[&str] =
+    &["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"];
+
+/// This worker's part of the key space: objects whose stable key hash modulo
+/// `count` equals `index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Self { index: 0, count: 1 }
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let (i, n) = s
+            .split_once('/')
+            .ok_or_else(|| format!("shard {s:?} must look like INDEX/COUNT, e.g. 0/4"))?;
+        let index: u32 = i
+            .trim()
+            .parse()
+            .map_err(|_| format!("shard index {i:?} is not a number"))?;
+        let count: u32 = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("shard count {n:?} is not a number"))?;
+        Shard::new(index, count)
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl Shard {
+    pub fn new(index: u32, count: u32) -> std::result::Result<Self, String> {
+        if count == 0 || index >= count {
+            return Err(format!(
+                "shard {index}/{count} is out of range: the index must be below the count"
+            ));
+        }
+        Ok(Self { index, count })
+    }
+
+    /// Whether `key` belongs to this shard (FNV-1a, stable across runs and machines).
+    pub fn owns(&self, key: &str) -> bool {
+        if self.count == 1 {
+            return true;
+        }
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in key.as_bytes() {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        (h % u64::from(self.count)) as u32 == self.index
+    }
+}
+
+/// Which objects to read.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    /// Lower-case extensions; empty means every object.
+    pub extensions: Vec<String>,
+    /// Globs over the key relative to the input prefix; empty means all.
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    /// Stop after this many selected objects.
+    pub limit: Option<u64>,
+    pub shard: Shard,
+}
+
+impl Default for Selection {
+    fn default() -> Self {
+        Self {
+            extensions: DEFAULT_EXTENSIONS.iter().map(|s| s.to_string()).collect(),
+            include: Vec::new(),
+            exclude: Vec::new(),
+            limit: None,
+            shard: Shard::default(),
+        }
+    }
+}
+
+fn globset(patterns: &[String], what: &str) -> Result<Option<GlobSet>> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        let g = Glob::new(p)
+            .map_err(|e| Error::Config(format!("{what} pattern {p:?} is not a valid glob: {e}")))?;
+        b.add(g);
+    }
+    b.build()
+        .map(Some)
+        .map_err(|e| Error::Config(format!("{what} patterns: {e}")))
+}
+
+/// A compiled [`Selection`].
+#[derive(Debug, Clone)]
+pub struct Filter {
+    extensions: Vec<String>,
+    include: Option<GlobSet>,
+    exclude: Option<GlobSet>,
+    shard: Shard,
+}
+
+impl Filter {
+    pub fn new(sel: &Selection) -> Result<Self> {
+        Ok(Self {
+            extensions: sel
+                .extensions
+                .iter()
+                .map(|e| e.trim_start_matches('.').to_ascii_lowercase())
+                .collect(),
+            include: globset(&sel.include, "include")?,
+            exclude: globset(&sel.exclude, "exclude")?,
+            shard: sel.shard,
+        })
+    }
+
+    /// Whether the object with relative key `key` is selected (before sharding).
+    pub fn matches(&self, key: &str) -> bool {
+        let name = key.rsplit('/').next().unwrap_or(key);
+        if name.starts_with('.') {
+            return false;
+        }
+        if !self.extensions.is_empty() {
+            let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+            if !ext.is_some_and(|e| self.extensions.contains(&e)) {
+                return false;
+            }
+        }
+        if let Some(inc) = &self.include {
+            if !inc.is_match(key) {
+                return false;
+            }
+        }
+        if let Some(exc) = &self.exclude {
+            if exc.is_match(key) {
+                return false;
+            }
+        }
+        true
+    }
+
+    pub fn shard(&self) -> Shard {
+        self.shard
+    }
+}
+
+/// One object to label.
+#[derive(Debug, Clone)]
+pub struct ObjectRef {
+    pub path: Path,
+    /// Key relative to the input prefix.
+    pub key: String,
+    /// Full URI (`s3://bucket/prefix/key`).
+    pub uri: String,
+    pub size: u64,
+    pub etag: Option<String>,
+    pub version: Option<String>,
+    pub last_modified: chrono::DateTime<chrono::Utc>,
+}
+
+impl ObjectRef {
+    fn new(loc: &Location, meta: ObjectMeta) -> Self {
+        let key = match loc.relative(&meta.location) {
+            "" => meta.location.filename().unwrap_or_default().to_string(),
+            k => k.to_string(),
+        };
+        Self {
+            uri: loc.uri(&meta.location),
+            key,
+            path: meta.location,
+            size: meta.size,
+            etag: meta.e_tag,
+            version: meta.version,
+            last_modified: meta.last_modified,
+        }
+    }
+}
+
+/// Counts kept while listing (for progress and the final summary).
+#[derive(Debug, Default)]
+pub struct ListingCounters {
+    pub listed: std::sync::atomic::AtomicU64,
+    pub selected: std::sync::atomic::AtomicU64,
+}
+
+/// Stream the selected objects of this shard under `loc`. The listing is consumed
+/// lazily: the store is asked for the next page only when the consumer wants more.
+/// A prefix naming one object (no objects below it) yields that object.
+pub fn list<'a>(
+    loc: &'a Location,
+    filter: Filter,
+    limit: Option<u64>,
+    counters: std::sync::Arc<ListingCounters>,
+) -> BoxStream<'a, Result<ObjectRef>> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let prefix = if loc.prefix.as_ref().is_empty() {
+        None
+    } else {
+        Some(&loc.prefix)
+    };
+    let listing = loc
+        .store
+        .list(prefix)
+        .map_err(move |e| Error::store(loc.to_string(), e));
+    // Fall back to a HEAD of the prefix itself when the listing is empty.
+    let single = stream::once(async move {
+        if loc.prefix.as_ref().is_empty() {
+            return Ok(None);
+        }
+        match loc.store.head(&loc.prefix).await {
+            Ok(meta) => Ok(Some(meta)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::store(loc.to_string(), e)),
+        }
+    });
+    let seen_any = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = seen_any.clone();
+    let listed = listing
+        .inspect_ok(move |_| seen.store(true, Relaxed))
+        .chain(
+            single
+                .try_filter_map(move |m| {
+                    let seen = seen_any.load(Relaxed);
+                    async move { Ok(if seen { None } else { m }) }
+                })
+                .boxed(),
+        );
+    let c1 = counters.clone();
+    let selected = listed.try_filter_map(move |meta| {
+        let obj = ObjectRef::new(loc, meta);
+        c1.listed.fetch_add(1, Relaxed);
+        let keep = filter.matches(&obj.key) && filter.shard().owns(&obj.key);
+        if keep {
+            c1.selected.fetch_add(1, Relaxed);
+        }
+        async move { Ok(keep.then_some(obj)) }
+    });
+    match limit {
+        Some(n) => selected.take(n as usize).boxed(),
+        None => selected.boxed(),
+    }
+}
+
+/// Fetch an object's bytes (object_store's retry policy applies).
+pub async fn fetch(loc: &Location, obj: &ObjectRef) -> std::result::Result<Bytes, String> {
+    let got = loc.store.get(&obj.path).await.map_err(|e| e.to_string())?;
+    got.bytes().await.map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::PutPayload;
+    use std::sync::Arc;
+
+    #[test]
+    fn shards_partition_the_key_space() {
+        let keys: Vec<String> = (0..1000)
+            .map(|i| format!("dir{}/img{i}.jpg", i % 7))
+            .collect();
+        let shards: Vec<Shard> = (0..4).map(|i| Shard::new(i, 4).unwrap()).collect();
+        let mut total = 0;
+        for k in &keys {
+            let owners = shards.iter().filter(|s| s.owns(k)).count();
+            assert_eq!(owners, 1, "{k}");
+            total += owners;
+        }
+        assert_eq!(total, 1000);
+        let first = keys.iter().filter(|k| shards[0].owns(k)).count();
+        assert!((150..350).contains(&first), "unbalanced shard: {first}");
+        assert!("4/4".parse::<Shard>().is_err());
+        assert!("1/3".parse::<Shard>().is_ok());
+    }
+
+    #[test]
+    fn filter_by_extension_and_globs() {
+        let f = Filter::new(&Selection {
+            include: vec!["cats/**".into()],
+            exclude: vec!["**/skip*".into()],
+            ..Selection::default()
+        })
+        .unwrap();
+        assert!(f.matches("cats/a.JPG"));
+        assert!(!f.matches("cats/a.txt"));
+        assert!(!f.matches("dogs/a.jpg"));
+        assert!(!f.matches("cats/skip-me.jpg"));
+        assert!(!f.matches("cats/.hidden.jpg"));
+        let bad = Filter::new(&Selection {
+            include: vec!["[".into()],
+            ..Selection::default()
+        });
+        assert!(bad.unwrap_err().to_string().contains("\"[\""));
+    }
+
+    #[tokio::test]
+    async fn listing_is_filtered_limited_and_sharded() {
+        let loc = Location::memory();
+        for i in 0..20 {
+            loc.store
+                .put(
+                    &Path::from(format!("in/{i:02}.jpg")),
+                    PutPayload::from_static(b"x"),
+                )
+                .await
+                .unwrap();
+        }
+        loc.store
+            .put(&Path::from("in/readme.txt"), PutPayload::from_static(b"x"))
+            .await
+            .unwrap();
+        let loc = Location::from_store(loc.store.clone(), "memory://", "in");
+        let counters = Arc::new(ListingCounters::default());
+        let f = Filter::new(&Selection::default()).unwrap();
+        let all: Vec<ObjectRef> = list(&loc, f.clone(), None, counters.clone())
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 20);
+        assert!(all.iter().all(|o| o.uri.starts_with("memory:///in/")));
+        let some: Vec<ObjectRef> = list(&loc, f, Some(5), counters)
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(some.len(), 5);
+
+        let single = Location::from_store(loc.store.clone(), "memory://", "in/03.jpg");
+        let f = Filter::new(&Selection::default()).unwrap();
+        let one: Vec<ObjectRef> = list(&single, f, None, Arc::new(ListingCounters::default()))
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].key, "03.jpg");
+    }
+}

@@ -1,0 +1,328 @@
+//! Object-store locations: one user string (a plain path or a URL) becomes a store, a
+//! prefix inside it, and the base URL used to print full object URIs.
+//!
+//! Credentials and endpoints come from the environment the way each cloud's own tools
+//! read them (`AWS_*`, `GOOGLE_*`, `AZURE_*`); nothing here reads them from a file.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::http::HttpBuilder;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{BackoffConfig, ObjectStore, ObjectStoreScheme, RetryConfig};
+use url::Url;
+
+use crate::error::{Error, Result};
+
+/// Retry policy applied to every remote store.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// How many times a failed request is retried.
+    pub max_retries: usize,
+    /// The longest time spent retrying one request.
+    pub timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_retries: 10,
+            timeout: Duration::from_secs(180),
+        }
+    }
+}
+
+impl RetryPolicy {
+    fn config(self) -> RetryConfig {
+        RetryConfig {
+            backoff: BackoffConfig::default(),
+            max_retries: self.max_retries,
+            retry_timeout: self.timeout,
+        }
+    }
+}
+
+/// A place in an object store: the store, a prefix inside it, and how to print URIs.
+#[derive(Clone)]
+pub struct Location {
+    /// The store the prefix lives in.
+    pub store: Arc<dyn ObjectStore>,
+    /// Prefix inside the store (no leading or trailing slash).
+    pub prefix: Path,
+    /// The URL of the store's root, e.g. `s3://bucket` or `file://`; object URIs are
+    /// this followed by `/` and the object's path.
+    pub root: String,
+}
+
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Location")
+            .field("root", &self.root)
+            .field("prefix", &self.prefix.as_ref())
+            .finish()
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.uri(&self.prefix))
+    }
+}
+
+/// Whether a location is about to be read from or written to; a local output folder
+/// is created when missing, a local input folder must exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+impl Location {
+    /// A location over an existing store, e.g. an [`InMemory`] store in tests or a
+    /// store the caller configured by hand.
+    pub fn from_store(store: Arc<dyn ObjectStore>, root: impl Into<String>, prefix: &str) -> Self {
+        Self {
+            store,
+            prefix: Path::from(prefix.trim_matches('/')),
+            root: root.into().trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// A fresh, empty in-memory location (for tests and examples).
+    pub fn memory() -> Self {
+        Self::from_store(Arc::new(InMemory::new()), "memory://", "")
+    }
+
+    /// Parse a plain path or a URL (`file://`, `s3://`, `gs://`, `az://`, `abfss://`,
+    /// `http(s)://`, `memory://`).
+    pub fn parse(input: &str, access: Access, retry: RetryPolicy) -> Result<Self> {
+        let invalid = |reason: String| Error::InvalidLocation {
+            location: input.to_string(),
+            reason,
+        };
+        if input.trim().is_empty() {
+            return Err(invalid("the location is empty".into()));
+        }
+        if !input.contains("://") {
+            return Self::local(std::path::Path::new(input), input, access);
+        }
+        let url = Url::parse(input).map_err(|e| invalid(e.to_string()))?;
+        let (scheme, path) = ObjectStoreScheme::parse(&url).map_err(|e| invalid(e.to_string()))?;
+        match scheme {
+            ObjectStoreScheme::Local => {
+                let p = url
+                    .to_file_path()
+                    .map_err(|_| invalid("not a valid file:// URL".into()))?;
+                Self::local(&p, input, access)
+            }
+            ObjectStoreScheme::Memory => Ok(Self::memory()),
+            ObjectStoreScheme::AmazonS3 => {
+                let store = AmazonS3Builder::from_env()
+                    .with_url(input)
+                    .with_retry(retry.config())
+                    .build()
+                    .map_err(|e| Error::store(input, e))?;
+                let root = format!("s3://{}", bucket_of(&url));
+                Ok(Self::new_remote(Arc::new(store), root, path))
+            }
+            ObjectStoreScheme::GoogleCloudStorage => {
+                let store = GoogleCloudStorageBuilder::from_env()
+                    .with_url(input)
+                    .with_retry(retry.config())
+                    .build()
+                    .map_err(|e| Error::store(input, e))?;
+                let root = format!("gs://{}", url.host_str().unwrap_or_default());
+                Ok(Self::new_remote(Arc::new(store), root, path))
+            }
+            ObjectStoreScheme::MicrosoftAzure => {
+                let store = MicrosoftAzureBuilder::from_env()
+                    .with_url(input)
+                    .with_retry(retry.config())
+                    .build()
+                    .map_err(|e| Error::store(input, e))?;
+                let root = azure_root(&url, input, &path);
+                Ok(Self::new_remote(Arc::new(store), root, path))
+            }
+            ObjectStoreScheme::Http => {
+                let mut base = url.clone();
+                base.set_path("/");
+                base.set_query(None);
+                let store = HttpBuilder::new()
+                    .with_url(base.as_str())
+                    .with_retry(retry.config())
+                    .build()
+                    .map_err(|e| Error::store(input, e))?;
+                let root = base.as_str().trim_end_matches('/').to_string();
+                Ok(Self::new_remote(Arc::new(store), root, path))
+            }
+            _ => Err(invalid(format!("unsupported scheme {:?}", url.scheme()))),
+        }
+    }
+
+    fn new_remote(store: Arc<dyn ObjectStore>, root: String, prefix: Path) -> Self {
+        Self {
+            store,
+            prefix,
+            root,
+        }
+    }
+
+    fn local(path: &std::path::Path, input: &str, access: Access) -> Result<Self> {
+        let invalid = |reason: String| Error::InvalidLocation {
+            location: input.to_string(),
+            reason,
+        };
+        match access {
+            Access::Read => {
+                if !path.exists() {
+                    return Err(Error::Input(format!(
+                        "input path {} does not exist; pass an existing folder or a URL such as s3://bucket/prefix/",
+                        path.display()
+                    )));
+                }
+            }
+            Access::Write => {
+                std::fs::create_dir_all(path).map_err(|e| Error::Output {
+                    location: path.display().to_string(),
+                    reason: format!("cannot create the folder: {e}"),
+                })?;
+            }
+        }
+        let abs = std::fs::canonicalize(path)
+            .map_err(|e| invalid(format!("cannot resolve the path: {e}")))?;
+        let prefix = Path::from_absolute_path(&abs).map_err(|e| invalid(e.to_string()))?;
+        Ok(Self {
+            store: Arc::new(LocalFileSystem::new()),
+            prefix,
+            root: "file://".to_string(),
+        })
+    }
+
+    /// The full URI of an object path in this location's store.
+    pub fn uri(&self, path: &Path) -> String {
+        if path.as_ref().is_empty() {
+            format!("{}/", self.root)
+        } else {
+            format!("{}/{}", self.root, path)
+        }
+    }
+
+    /// A path below this location's prefix.
+    pub fn child(&self, relative: &str) -> Path {
+        let rel = relative.trim_matches('/');
+        if self.prefix.as_ref().is_empty() {
+            Path::from(rel)
+        } else if rel.is_empty() {
+            self.prefix.clone()
+        } else {
+            Path::from(format!("{}/{}", self.prefix, rel))
+        }
+    }
+
+    /// The part of `path` below this location's prefix (the object's key relative to
+    /// the input root).
+    pub fn relative<'a>(&self, path: &'a Path) -> &'a str {
+        let p = path.as_ref();
+        let pre = self.prefix.as_ref();
+        if pre.is_empty() {
+            return p;
+        }
+        p.strip_prefix(pre)
+            .map(|r| r.trim_start_matches('/'))
+            .unwrap_or(p)
+    }
+
+    /// Whether this location is on the local file system.
+    pub fn is_local(&self) -> bool {
+        self.root == "file://"
+    }
+}
+
+fn bucket_of(url: &Url) -> String {
+    match url.scheme() {
+        "s3" | "s3a" => url.host_str().unwrap_or_default().to_string(),
+        _ => {
+            // https://bucket.s3.region.amazonaws.com/... or https://s3.region.amazonaws.com/bucket/...
+            let host = url.host_str().unwrap_or_default();
+            if host.starts_with("s3") {
+                url.path_segments()
+                    .and_then(|mut s| s.next())
+                    .unwrap_or_default()
+                    .to_string()
+            } else {
+                host.split('.').next().unwrap_or_default().to_string()
+            }
+        }
+    }
+}
+
+fn azure_root(url: &Url, input: &str, path: &Path) -> String {
+    // Keep the user's spelling of the container/account part and append object paths to it.
+    let full = input.trim_end_matches('/');
+    let p = path.as_ref();
+    if !p.is_empty() {
+        if let Some(stripped) = full.strip_suffix(p) {
+            return stripped.trim_end_matches('/').to_string();
+        }
+    }
+    let _ = url;
+    full.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_local_input_names_the_path() {
+        let err = Location::parse("/no/such/folder", Access::Read, RetryPolicy::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/no/such/folder"), "{err}");
+        assert!(err.contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn s3_url_keeps_bucket_and_prefix() {
+        let loc = Location::parse(
+            "s3://my-bucket/photos/2024/",
+            Access::Read,
+            RetryPolicy::default(),
+        )
+        .unwrap();
+        assert_eq!(loc.root, "s3://my-bucket");
+        assert_eq!(loc.prefix.as_ref(), "photos/2024");
+        assert_eq!(
+            loc.uri(&loc.child("a/b.jpg")),
+            "s3://my-bucket/photos/2024/a/b.jpg"
+        );
+    }
+
+    #[test]
+    fn local_paths_print_as_file_urls() {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = Location::parse(
+            dir.path().to_str().unwrap(),
+            Access::Read,
+            RetryPolicy::default(),
+        )
+        .unwrap();
+        let uri = loc.uri(&loc.child("x.jpg"));
+        assert!(uri.starts_with("file:///"), "{uri}");
+        assert!(uri.ends_with("/x.jpg"), "{uri}");
+        assert_eq!(loc.relative(&loc.child("sub/x.jpg")), "sub/x.jpg");
+    }
+
+    #[test]
+    fn unknown_scheme_is_refused() {
+        let err = Location::parse("ftp://host/x", Access::Read, RetryPolicy::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ftp://host/x"), "{err}");
+    }
+}

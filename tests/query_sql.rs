@@ -1,0 +1,502 @@
+//! SQL over the predictions fixture in `tests/data/predictions` (written by
+//! `tests/data/make_predictions_fixture.py`, whose header lists the rows).
+//!
+//! Every file in `sql/` runs against the fixture and its CSV output must equal
+//! `sql/expected/<name>.csv`. After changing a query or the fixture, regenerate with
+//! `LABELFLOW_BLESS=1 cargo test --test query_sql` and review the diff by hand: the
+//! expected files are the specification, not a recording.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::prelude::{DataFrame, SessionContext};
+use labelflow::query::{self, NamedQuery, OutputFormat, QueryArgs};
+use labelflow::store::Location;
+use object_store::{ObjectStore, ObjectStoreExt};
+
+const RUN_A: &str = "20261127T213000Z-ab12cd";
+const RUN_B: &str = "20261201T090000Z-ef34aa";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixture() -> PathBuf {
+    root().join("tests/data/predictions")
+}
+
+fn truth_csv() -> PathBuf {
+    root().join("tests/data/truth.csv")
+}
+
+async fn context() -> SessionContext {
+    let ctx = query::open(fixture().to_str().unwrap()).await.unwrap();
+    query::register_table(&ctx, "truth", truth_csv().to_str().unwrap())
+        .await
+        .unwrap();
+    ctx
+}
+
+async fn csv(df: DataFrame) -> String {
+    let stream = df.execute_stream().await.unwrap();
+    let mut out = Vec::new();
+    query::write_text(stream, OutputFormat::Csv, &mut out)
+        .await
+        .unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+async fn run(ctx: &SessionContext, sql: &str) -> String {
+    csv(query::sql(ctx, sql, &[]).await.unwrap()).await
+}
+
+async fn run_named(ctx: &SessionContext, name: &str, params: &[(&str, &str)]) -> String {
+    let q = NamedQuery::builtin(name).unwrap().unwrap();
+    let given: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    csv(query::named(ctx, &q, &given).await.unwrap()).await
+}
+
+fn sql_files() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(root().join("sql")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) == Some("sql") {
+            let name = path.file_stem().unwrap().to_str().unwrap().to_string();
+            out.push((name, std::fs::read_to_string(&path).unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn every_named_query_matches_its_expected_result() {
+    let ctx = context().await;
+    let bless = std::env::var_os("LABELFLOW_BLESS").is_some();
+    let mut failures = Vec::new();
+    for (name, text) in sql_files() {
+        let q = NamedQuery::parse(&name, &text).unwrap();
+        let actual = csv(query::named(&ctx, &q, &[]).await.unwrap()).await;
+        let expected_path = root().join("sql/expected").join(format!("{name}.csv"));
+        if bless {
+            std::fs::write(&expected_path, &actual).unwrap();
+            continue;
+        }
+        match std::fs::read_to_string(&expected_path) {
+            Ok(expected) if expected == actual => {}
+            Ok(expected) => failures.push(format!(
+                "{name}: result differs from {}\n--- expected\n{expected}--- actual\n{actual}",
+                expected_path.display()
+            )),
+            Err(_) => failures.push(format!(
+                "{name}: no expected result {}; write it (LABELFLOW_BLESS=1) and review it\n--- actual\n{actual}",
+                expected_path.display()
+            )),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn built_in_queries_are_exactly_the_sql_folder() {
+    let files = sql_files();
+    let on_disk: BTreeSet<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    let built_in: BTreeSet<&str> = NamedQuery::builtin_names().into_iter().collect();
+    assert_eq!(on_disk, built_in, "add new sql/ files to the built-in list");
+    for (name, text) in &files {
+        let q = NamedQuery::builtin(name).unwrap().unwrap();
+        assert_eq!(&q.sql, text, "{name}");
+    }
+    let mut stale = Vec::new();
+    for entry in std::fs::read_dir(root().join("sql/expected")).unwrap() {
+        let path = entry.unwrap().path();
+        let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
+        if !on_disk.contains(stem.as_str()) {
+            stale.push(path);
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "expected results without a query: {stale:?}"
+    );
+}
+
+#[tokio::test]
+async fn only_committed_parts_are_read_and_runs_are_a_column() {
+    let ctx = context().await;
+    // 20 rows in run A, 18 in run B; the staging file `part-00002.parquet#1` is not data.
+    let counts = run(
+        &ctx,
+        "SELECT run_id, count(*) AS n FROM predictions GROUP BY run_id ORDER BY run_id",
+    )
+    .await;
+    assert_eq!(counts, format!("run_id,n\n{RUN_A},20\n{RUN_B},18\n"));
+}
+
+#[tokio::test]
+async fn latest_keeps_the_newest_run_per_image() {
+    let ctx = context().await;
+    assert_eq!(
+        run(&ctx, "SELECT count(*) AS n FROM latest").await,
+        "n\n20\n"
+    );
+    // Seen by both runs: run B's row. Seen only by run A: run A's row.
+    let rows = run(
+        &ctx,
+        "SELECT key, run_id, label FROM latest \
+         WHERE key IN ('cats/indoor/c02.jpg', 'fish/f03.jpg', 'cats/outdoor/c05.jpg') ORDER BY key",
+    )
+    .await;
+    assert_eq!(
+        rows,
+        format!(
+            "key,run_id,label\n\
+             cats/indoor/c02.jpg,{RUN_B},cat\n\
+             cats/outdoor/c05.jpg,{RUN_B},\n\
+             fish/f03.jpg,{RUN_A},fish\n"
+        )
+    );
+}
+
+#[tokio::test]
+async fn parameters_are_typed_and_change_the_result() {
+    let ctx = context().await;
+    let rows = |s: &str| s.lines().count() - 1;
+    // Scores below 0.3 in the newest runs: c03 (0.29), b04 (0.25), f03 (0.21).
+    assert_eq!(rows(&run_named(&ctx, "low_confidence", &[]).await), 3);
+    // Below 0.5 also d04 0.36, misc02 0.35, b03 0.47, f02 0.49.
+    assert_eq!(
+        rows(&run_named(&ctx, "low_confidence", &[("threshold", "0.5")]).await),
+        7
+    );
+    assert_eq!(
+        rows(&run_named(&ctx, "low_confidence", &[("threshold", "0")]).await),
+        0
+    );
+
+    let two_levels = run_named(&ctx, "by_prefix", &[("depth", "2")]).await;
+    assert!(two_levels.contains("cats/indoor,cat,3\n"), "{two_levels}");
+    assert!(
+        two_levels.contains("cats/outdoor,(error),1\n"),
+        "{two_levels}"
+    );
+
+    let q = NamedQuery::builtin("low_confidence").unwrap().unwrap();
+    for bad in ["0.3; DROP TABLE x", "0.3 OR 1=1", "'0.3'", ""] {
+        let err = query::named(&ctx, &q, &[("threshold".into(), bad.into())])
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("threshold") && err.contains("not a number"),
+            "{bad:?}: {err}"
+        );
+    }
+    let err = query::named(&ctx, &q, &[("limit".into(), "3".into())])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("\"limit\"") && err.contains("threshold"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn string_parameters_are_values_not_sql() {
+    let ctx = context().await;
+    let compare = run_named(&ctx, "model_compare", &[("run_a", RUN_B), ("run_b", RUN_B)]).await;
+    // A run against itself: all 18 images unchanged.
+    assert_eq!(
+        compare,
+        format!("run_a,run_b,label_a,label_b,images,share\n{RUN_B},{RUN_B},(same),(same),18,1.0\n")
+    );
+    let q = NamedQuery::builtin("model_compare").unwrap().unwrap();
+    let injected = format!("{RUN_A}' OR '1'='1");
+    let df = query::named(&ctx, &q, &[("run_a".into(), injected)])
+        .await
+        .unwrap();
+    assert_eq!(csv(df).await, "run_a,run_b,label_a,label_b,images,share\n");
+
+    let ad_hoc = query::sql(
+        &ctx,
+        "SELECT count(*) AS n FROM latest WHERE label = $label AND score >= $min",
+        &query::infer_params(&[("label".into(), "cat".into()), ("min".into(), "0.5".into())]),
+    )
+    .await
+    .unwrap();
+    // c01 0.95, c02 0.62 (c03 is 0.29).
+    assert_eq!(csv(ad_hoc).await, "n\n2\n");
+}
+
+#[tokio::test]
+async fn syntax_and_plan_errors_carry_datafusion_messages() {
+    let ctx = context().await;
+    let err = query::sql(&ctx, "SELEC label FROM predictions", &[])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("SQL error") && err.contains("SELEC"), "{err}");
+    let err = query::sql(&ctx, "SELECT labl FROM predictions", &[])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("labl"), "{err}");
+    let err = query::sql(&ctx, "SELECT * FROM no_such_table", &[])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no_such_table") && err.contains("not found"),
+        "{err}"
+    );
+}
+
+async fn open_err(data: &str) -> String {
+    match query::open(data).await {
+        Ok(_) => panic!("{data} opened"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn a_missing_dataset_names_the_path() {
+    let missing = root().join("tests/data/no-such-predictions");
+    let err = open_err(missing.to_str().unwrap()).await;
+    assert!(
+        err.contains("no-such-predictions") && err.contains("does not exist"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn an_empty_dataset_is_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    // Only things that are not data: a summary and a part still being written.
+    std::fs::create_dir_all(dir.path().join("_runs")).unwrap();
+    std::fs::write(dir.path().join("_runs/x.json"), "{}").unwrap();
+    std::fs::create_dir_all(dir.path().join("run_id=x")).unwrap();
+    std::fs::write(dir.path().join("run_id=x/part-0.parquet#1"), "PAR1").unwrap();
+    let err = open_err(dir.path().to_str().unwrap()).await;
+    let name = dir.path().file_name().unwrap().to_str().unwrap();
+    assert!(err.contains("is empty") && err.contains(name), "{err}");
+}
+
+#[tokio::test]
+async fn extra_tables_join_the_predictions() {
+    let ctx = context().await;
+    // Correct top-1 labels among the 19 human-labelled images (see confusion.csv).
+    let correct = run(
+        &ctx,
+        "SELECT count(*) AS n FROM latest l JOIN truth t ON l.uri = t.uri WHERE l.label = t.label",
+    )
+    .await;
+    assert_eq!(correct, "n\n13\n");
+
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("reviewed.jsonl");
+    std::fs::write(
+        &jsonl,
+        "{\"uri\": \"s3://pets-bucket/misc02.jpg\", \"ok\": false}\n\
+         {\"uri\": \"s3://pets-bucket/dogs/d01.jpg\", \"ok\": true}\n",
+    )
+    .unwrap();
+    query::register_table(&ctx, "reviewed", jsonl.to_str().unwrap())
+        .await
+        .unwrap();
+    let joined = run(
+        &ctx,
+        "SELECT l.key, l.label, r.ok FROM latest l JOIN reviewed r ON l.uri = r.uri ORDER BY l.key",
+    )
+    .await;
+    assert_eq!(
+        joined,
+        "key,label,ok\ndogs/d01.jpg,dog,true\nmisc02.jpg,fox,false\n"
+    );
+
+    let err = query::register_table(&ctx, "gone", "/no/such/labels.csv")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("/no/such/labels.csv"), "{err}");
+}
+
+fn args(data: &Path) -> QueryArgs {
+    QueryArgs {
+        data: data.to_str().unwrap().to_string(),
+        sql: None,
+        name: None,
+        file: None,
+        params: vec![],
+        tables: vec![],
+        format: None,
+        out: None,
+        sql_dir: None,
+        list: false,
+    }
+}
+
+#[tokio::test]
+async fn parquet_output_streams_to_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("reports/review.parquet");
+    let mut a = args(&fixture());
+    a.name = Some("low_confidence".into());
+    a.params = vec![("threshold".into(), "0.5".into())];
+    a.out = Some(out.to_str().unwrap().to_string());
+    let outcome = query::execute(a).await.unwrap();
+    assert_eq!(outcome.rows, 7);
+    assert!(outcome.out.unwrap().ends_with("reports/review.parquet"));
+
+    let file = std::fs::File::open(&out).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(rows, 7);
+}
+
+#[tokio::test]
+async fn the_command_reports_bad_names_and_flags() {
+    let mut a = args(&fixture());
+    a.name = Some("class_count".into());
+    a.format = Some(OutputFormat::Csv);
+    let err = query::execute(a).await.unwrap_err().to_string();
+    assert!(
+        err.contains("class_count") && err.contains("class_counts"),
+        "{err}"
+    );
+
+    let mut a = args(&fixture());
+    a.name = Some("class_counts".into());
+    a.format = Some(OutputFormat::Parquet);
+    let err = query::execute(a).await.unwrap_err().to_string();
+    assert!(err.contains("--out"), "{err}");
+
+    let mut a = args(&fixture());
+    a.name = Some("confusion".into());
+    a.format = Some(OutputFormat::Csv);
+    let err = query::execute(a).await.unwrap_err().to_string();
+    assert!(err.contains("confusion") && err.contains("truth"), "{err}");
+}
+
+#[tokio::test]
+async fn named_queries_come_from_a_folder_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("big.sql"),
+        "-- big: images larger than a size\n-- param: min_bytes = 0 (int)\n\
+         SELECT count(*) AS n FROM latest WHERE size_bytes > $min_bytes;\n",
+    )
+    .unwrap();
+    let q = NamedQuery::find("big", Some(dir.path())).unwrap();
+    let ctx = context().await;
+    let df = query::named(&ctx, &q, &[("min_bytes".into(), "40000".into())])
+        .await
+        .unwrap();
+    // size_bytes = 20000 + 1337 * i for images i = 0..19: i >= 15 is above 40000.
+    assert_eq!(csv(df).await, "n\n5\n");
+    assert!(NamedQuery::find("class_counts", Some(dir.path())).is_err());
+}
+
+async fn upload_fixture(store: &dyn ObjectStore, prefix: &str) {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&fixture(), &mut files);
+    for file in files {
+        let rel = file.strip_prefix(fixture()).unwrap().to_str().unwrap();
+        let key = object_store::path::Path::from(format!("{prefix}/{rel}"));
+        let bytes = std::fs::read(&file).unwrap();
+        store.put(&key, bytes.into()).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn any_object_store_can_hold_the_dataset() {
+    let location = Location::memory();
+    upload_fixture(location.store.as_ref(), "preds").await;
+    let preds = Location::from_store(location.store.clone(), "memory://", "preds");
+    let ctx = query::open_location(&preds).await.unwrap();
+    let expected = std::fs::read_to_string(root().join("sql/expected/class_counts.csv")).unwrap();
+    assert_eq!(run_named(&ctx, "class_counts", &[]).await, expected);
+}
+
+/// Create a bucket on an S3 server without credentials checks (e.g. moto).
+fn create_bucket(endpoint: &str, bucket: &str) {
+    use std::io::{Read, Write};
+    let host = endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut conn = std::net::TcpStream::connect(&host).unwrap();
+    write!(
+        conn,
+        "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).unwrap();
+    assert!(
+        reply.starts_with("HTTP/1.1 200"),
+        "creating bucket {bucket}: {reply}"
+    );
+}
+
+#[tokio::test]
+async fn a_dataset_in_an_s3_bucket() {
+    let Ok(endpoint) = std::env::var("LABELFLOW_TEST_S3_ENDPOINT") else {
+        eprintln!("skipped: set LABELFLOW_TEST_S3_ENDPOINT to an S3 server (e.g. moto_server)");
+        return;
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let bucket = format!("labelflow-query-{}-{nanos}", std::process::id());
+    create_bucket(&endpoint, &bucket);
+    let s3 = object_store::aws::AmazonS3Builder::from_env()
+        .with_endpoint(&endpoint)
+        .with_bucket_name(&bucket)
+        .with_allow_http(true)
+        .build()
+        .unwrap();
+    let s3: Arc<dyn ObjectStore> = Arc::new(s3);
+    upload_fixture(s3.as_ref(), "preds").await;
+
+    let preds = Location::from_store(s3, format!("s3://{bucket}"), "preds");
+    let ctx = query::open_location(&preds).await.unwrap();
+    query::register_table(&ctx, "truth", truth_csv().to_str().unwrap())
+        .await
+        .unwrap();
+    for name in ["class_counts", "confusion", "model_compare"] {
+        let expected =
+            std::fs::read_to_string(root().join(format!("sql/expected/{name}.csv"))).unwrap();
+        assert_eq!(run_named(&ctx, name, &[]).await, expected, "{name}");
+    }
+
+    // The same through the URL a user types, when the endpoint is in the environment
+    // the way the AWS tools read it.
+    let env_endpoint = std::env::var("AWS_ENDPOINT")
+        .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+        .unwrap_or_default();
+    if env_endpoint.trim_end_matches('/') == endpoint.trim_end_matches('/') {
+        let ctx = query::open(&format!("s3://{bucket}/preds/")).await.unwrap();
+        let expected =
+            std::fs::read_to_string(root().join("sql/expected/class_counts.csv")).unwrap();
+        assert_eq!(run_named(&ctx, "class_counts", &[]).await, expected);
+    }
+}
