@@ -17,8 +17,11 @@ use crate::error::{Error, Result};
 
 /// The environment variable read for an explicit library path.
 pub const ORT_ENV: &str = "ORT_DYLIB_PATH";
-/// The project-local folder holding the library.
+/// The project-local folder holding the library (CPU build).
 pub const LOCAL_DIR: &str = "third_party/onnxruntime/lib";
+/// The project-local folder of the CUDA build (`scripts/setup-ort.sh --gpu`); preferred
+/// when present, as it runs on CPU too.
+pub const LOCAL_GPU_DIR: &str = "third_party/onnxruntime-gpu/lib";
 /// The command that fills [`LOCAL_DIR`].
 pub const SETUP_COMMAND: &str = "scripts/setup-ort.sh";
 
@@ -94,9 +97,10 @@ fn project_local_candidates() -> Vec<PathBuf> {
     }
     let mut out = Vec::new();
     for r in roots {
-        let d = r.join(LOCAL_DIR);
-        if !out.contains(&d) {
-            out.push(d);
+        for d in [r.join(LOCAL_GPU_DIR), r.join(LOCAL_DIR)] {
+            if !out.contains(&d) {
+                out.push(d);
+            }
         }
     }
     out

@@ -6,7 +6,11 @@ Usage: check_onnx.py MODEL.onnx [MODEL.onnx ...]
 For each model: onnx.checker.check_model(path, full_check=True) (structure and shape
 inference), the labelflow metadata contract (labelflow.classes / preprocess / output),
 then one onnxruntime CPU run on a random batch of 2, which must give float32 logits of
-shape [2, N] with N = len(labelflow.classes), all finite. Exits 1 if any model fails.
+shape [2, N] with N = len(labelflow.classes), all finite. When the model has an
+adaptive-average-pool stage (`avgpool*` nodes: input sizes other than 224), its output
+is also compared with PyTorch's adaptive_avg_pool2d definition computed in numpy, and
+LRN nodes (paper variant) with the paper's formula (alpha 1e-4 not divided by size).
+Exits 1 if any model fails.
 """
 
 import json
@@ -15,6 +19,57 @@ import sys
 import numpy as np
 import onnx
 import onnxruntime as ort
+
+
+def adaptive_avg_pool(x: np.ndarray, out: int) -> np.ndarray:
+    """PyTorch's adaptive_avg_pool2d: bin i covers [floor(i*n/out), ceil((i+1)*n/out))."""
+    n, c, h, w = x.shape
+    y = np.empty((n, c, out, out), dtype=np.float64)
+    for i in range(out):
+        r0, r1 = (i * h) // out, -(-((i + 1) * h) // out)
+        for j in range(out):
+            c0, c1 = (j * w) // out, -(-((j + 1) * w) // out)
+            y[:, :, i, j] = x[:, :, r0:r1, c0:c1].astype(np.float64).mean(axis=(2, 3))
+    return y
+
+
+def run_probe(model: onnx.ModelProto, names: list, batch: np.ndarray) -> list:
+    """Runs the model with intermediate values `names` as its outputs."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    del probe.graph.output[:]
+    probe.graph.output.extend([onnx.ValueInfoProto(name=n) for n in names])
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(names, {"input": batch})
+
+
+def check_lrn(model: onnx.ModelProto, batch: np.ndarray) -> str:
+    """The first LRN must compute the paper's b = a / (2 + 1e-4 * sum of a^2 over 5
+    neighbouring channels)^0.75 (ONNX's alpha is the paper's alpha times size)."""
+    lrns = [n for n in model.graph.node if n.op_type == "LRN"]
+    if not lrns:
+        return "no LRN"
+    a, b = run_probe(model, [lrns[0].input[0], lrns[0].output[0]], batch)
+    a64 = a.astype(np.float64)
+    sq = np.pad(a64 * a64, ((0, 0), (2, 2), (0, 0), (0, 0)))
+    window = sum(sq[:, k : k + a.shape[1]] for k in range(5))
+    expected = a64 / (2.0 + 1e-4 * window) ** 0.75
+    np.testing.assert_allclose(b, expected, rtol=1e-5, atol=1e-6)
+    return f"{len(lrns)} LRN match the paper's formula"
+
+
+def check_avgpool(model: onnx.ModelProto, batch: np.ndarray) -> str:
+    nodes = {n.name: n for n in model.graph.node}
+    if "avgpool" in nodes:
+        source, how = nodes["avgpool"].input[0], "AveragePool"
+    elif "avgpool.0" in nodes:
+        source, how = nodes["avgpool.0"].input[1], "MatMul"
+    else:
+        return "no avgpool stage"
+    features, pooled = run_probe(model, [source, "avgpool.out"], batch)
+    expected = adaptive_avg_pool(features, 6)
+    np.testing.assert_allclose(pooled, expected, rtol=1e-5, atol=1e-6)
+    return f"avgpool {how} {features.shape[2]}x{features.shape[3]}->6x6 matches adaptive_avg_pool2d"
 
 
 def check(path: str) -> None:
@@ -42,11 +97,12 @@ def check(path: str) -> None:
         raise ValueError(f"logits {logits.dtype} {logits.shape}, expected float32 (2, {len(classes)})")
     if not np.isfinite(logits).all():
         raise ValueError("logits are not all finite")
+    notes = f"{check_avgpool(model, batch)}; {check_lrn(model, batch)}"
     print(
         f"ok {path}: {meta.get('labelflow.architecture')} width {meta.get('labelflow.width')} "
         f"input {list(inp.shape)} -> logits {list(logits.shape)} "
         f"(ir {model.ir_version}, opset {model.opset_import[0].version}, "
-        f"{len(model.graph.initializer)} initializers, logits std {logits.std():.3g})"
+        f"{len(model.graph.initializer)} initializers, logits std {logits.std():.3g}; {notes})"
     )
 
 

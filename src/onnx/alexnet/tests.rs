@@ -318,8 +318,8 @@ fn weights_are_bit_identical_to_the_recorded_values() {
         "first value {first}"
     );
 }
-const GOLDEN_SHA: &str = "";
-const GOLDEN_FIRST: u32 = 0;
+const GOLDEN_SHA: &str = "d4c397cef31fa7a149b65916cadb57b64d842186f14d3071bb10cf88c49f6567";
+const GOLDEN_FIRST: u32 = 3_167_642_576; // -0.025194079
 
 #[test]
 fn same_seed_same_file_different_seed_different_file() {
@@ -549,13 +549,24 @@ fn weights_check_names_the_offending_tensor() {
     assert!(err.contains("`classifier.6.bias` is missing"), "{err}");
 }
 
-/// Writes the three reference models for `tests/data/check_onnx.py`:
+/// Writes the reference models (the three of the brief, plus two that exercise the
+/// avgpool stages) for `tests/data/check_onnx.py`:
 /// `LABELFLOW_ONNX_OUT=/tmp/m cargo test --lib onnx::alexnet::tests::write_models -- --ignored --nocapture`
 #[test]
 #[ignore = "writes ~250 MB; run by hand with LABELFLOW_ONNX_OUT set"]
 fn write_models() {
     let dir = std::path::PathBuf::from(std::env::var("LABELFLOW_ONNX_OUT").unwrap());
     std::fs::create_dir_all(&dir).unwrap();
+    // Smallest inputs whose last feature map is 7×7 (MatMul pool) and 12×12 (AveragePool).
+    let with_feature = |variant: Variant, f: usize| {
+        (63..1200)
+            .map(|s| AlexNetSpec {
+                input_size: s,
+                ..small(variant, 1)
+            })
+            .find(|spec| spec.feature_size().unwrap() == f)
+            .unwrap()
+    };
     let specs = [
         ("alexnet-1000.onnx", AlexNetSpec::default()),
         ("alexnet-w025-64.onnx", small(Variant::Torchvision, 1)),
@@ -565,6 +576,14 @@ fn write_models() {
                 variant: Variant::Paper,
                 ..AlexNetSpec::default()
             },
+        ),
+        (
+            "alexnet-w025-f7.onnx",
+            with_feature(Variant::Torchvision, 7),
+        ),
+        (
+            "alexnet-paper-w025-f12.onnx",
+            with_feature(Variant::Paper, 12),
         ),
     ];
     for (file, spec) in specs {
@@ -579,7 +598,8 @@ fn write_models() {
         )
         .unwrap();
         println!(
-            "{file}: {} params, weights {:.2?}, total {:.2?}, sha256 {sha}",
+            "{file}: input {}, {} params, weights {:.2?}, total {:.2?}, sha256 {sha}",
+            spec.input_size,
             spec.parameter_count().unwrap(),
             generated,
             t.elapsed()

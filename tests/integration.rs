@@ -1,0 +1,8 @@
+//! Integration tests: one binary, one module per concern.
+
+mod integration {
+    pub mod common;
+    mod decode;
+    mod golden;
+    mod run;
+}

@@ -1,0 +1,207 @@
+//! Shared helpers: paths, the binary, small models, reading a predictions dataset.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{Float32Type, Int32Type};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn data(rel: &str) -> PathBuf {
+    root().join("tests/data").join(rel)
+}
+
+/// A folder that lives as long as the test process.
+pub fn scratch(name: &str) -> PathBuf {
+    static BASE: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let base = BASE.get_or_init(|| tempfile::tempdir().unwrap());
+    let dir = base.path().join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The ONNX Runtime library the tests load: $ORT_DYLIB_PATH or the project-local one.
+pub fn ort_lib() -> PathBuf {
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
+        return PathBuf::from(p);
+    }
+    let local = root().join("third_party/onnxruntime/lib/libonnxruntime.so.1.31.1");
+    assert!(
+        local.exists(),
+        "ONNX Runtime is needed for these tests: run scripts/setup-ort.sh (scripts/test.sh does it)"
+    );
+    local
+}
+
+pub fn labelflow() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_labelflow"));
+    c.env("ORT_DYLIB_PATH", ort_lib()).arg("--no-progress");
+    c
+}
+
+pub fn run_cli(args: &[&str]) -> Output {
+    labelflow().args(args).output().unwrap()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A narrow AlexNet (width 0.25, 224 px, 10 classes) made by `labelflow model init`,
+/// shared by the tests of one process.
+pub fn small_model() -> PathBuf {
+    static MODEL: OnceLock<PathBuf> = OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let path = scratch("models").join("small.onnx");
+            let o = run_cli(&[
+                "model", "init", "--out", path.to_str().unwrap(), "--classes", "10", "--width", "0.25", "--seed", "7",
+            ]);
+            assert!(o.status.success(), "model init failed: {}", stderr(&o));
+            path
+        })
+        .clone()
+}
+
+/// Python with onnx/onnxruntime, when the test environment provides one.
+pub fn python() -> Option<String> {
+    std::env::var("LABELFLOW_PYTHON").ok().or_else(|| {
+        let venv = root().join(".venv/bin/python");
+        venv.exists().then(|| venv.display().to_string())
+    })
+}
+
+/// Copy the fixture photos and odd files into one input folder.
+pub fn mixed_input(name: &str) -> PathBuf {
+    let dir = scratch(name);
+    copy_tree(&data("photos"), &dir.join("photos"));
+    copy_tree(&data("odd"), &dir.join("odd"));
+    dir
+}
+
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        if p.is_dir() {
+            copy_tree(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Every row of every `.parquet` part under `dir`.
+pub fn read_parts(dir: &Path) -> Vec<RecordBatch> {
+    let mut out = Vec::new();
+    if !dir.exists() {
+        return out;
+    }
+    for p in files_under(dir) {
+        if p.extension().is_some_and(|e| e == "parquet") {
+            let f = std::fs::File::open(&p).unwrap();
+            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+                .unwrap()
+                .build()
+                .unwrap();
+            out.extend(reader.map(|b| b.unwrap()));
+        }
+    }
+    out
+}
+
+/// One row, as the tests look at it.
+#[derive(Debug, Clone)]
+pub struct Pred {
+    pub uri: String,
+    pub key: String,
+    pub width: Option<i32>,
+    pub height: Option<i32>,
+    pub label: Option<String>,
+    pub score: Option<f32>,
+    pub top_k: Vec<(String, i32, f32)>,
+    pub error: Option<String>,
+}
+
+pub fn preds(batches: &[RecordBatch]) -> Vec<Pred> {
+    let mut out = Vec::new();
+    for b in batches {
+        let s = |n: &str| b.column_by_name(n).unwrap().as_string::<i32>().clone();
+        let (uri, key, label, error) = (s("uri"), s("key"), s("label"), s("error"));
+        let width = b.column_by_name("width").unwrap().as_primitive::<Int32Type>().clone();
+        let height = b.column_by_name("height").unwrap().as_primitive::<Int32Type>().clone();
+        let score = b.column_by_name("score").unwrap().as_primitive::<Float32Type>().clone();
+        let top = b.column_by_name("top_k").unwrap().as_list::<i32>().clone();
+        for i in 0..b.num_rows() {
+            let opt = |a: &arrow::array::StringArray| (!a.is_null(i)).then(|| a.value(i).to_string());
+            let mut top_k = Vec::new();
+            if !top.is_null(i) {
+                let entries = top.value(i);
+                let st = entries.as_struct();
+                let l = st.column(0).as_string::<i32>();
+                let x = st.column(1).as_primitive::<Int32Type>();
+                let sc = st.column(2).as_primitive::<Float32Type>();
+                for j in 0..st.len() {
+                    top_k.push((l.value(j).to_string(), x.value(j), sc.value(j)));
+                }
+            }
+            out.push(Pred {
+                uri: uri.value(i).to_string(),
+                key: key.value(i).to_string(),
+                width: (!width.is_null(i)).then(|| width.value(i)),
+                height: (!height.is_null(i)).then(|| height.value(i)),
+                label: opt(&label),
+                score: (!score.is_null(i)).then(|| score.value(i)),
+                top_k,
+                error: opt(&error),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out
+}
+
+/// Expected decode outcome of each odd file: (file, expect ok?, width, height).
+pub fn odd_expectations() -> Vec<(String, bool, Option<i32>, Option<i32>)> {
+    let text = std::fs::read_to_string(data("reference/odd_expected.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let expect = e["labelflow"].as_str().or(e["expect"].as_str()).unwrap();
+            assert!(expect == "ok" || expect == "error", "{e}");
+            (
+                e["file"].as_str().unwrap().to_string(),
+                expect == "ok",
+                e["width"].as_i64().map(|w| w as i32),
+                e["height"].as_i64().map(|h| h as i32),
+            )
+        })
+        .collect()
+}
+
+/// Read a raw little-endian f32 file.
+pub fn read_f32(path: &Path) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
