@@ -10,7 +10,12 @@ fn photos() -> Vec<(String, Vec<u8>)> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/photos");
     ["astronaut.jpg", "animals/chelsea.jpg", "coffee.png"]
         .iter()
-        .map(|f| (f.to_string(), std::fs::read(dir.join(f)).expect("fixture photo")))
+        .map(|f| {
+            (
+                f.to_string(),
+                std::fs::read(dir.join(f)).expect("fixture photo"),
+            )
+        })
         .collect()
 }
 
@@ -25,10 +30,15 @@ fn stages(c: &mut Criterion) {
         let mut pre = Preprocessor::new(PreprocessSpec::default()).expect("spec");
         let mut out = vec![0f32; PreprocessSpec::default().tensor_len()];
         g.bench_with_input(BenchmarkId::new("preprocess", &name), &img, |b, img| {
-            b.iter(|| pre.run_into(&img.pixels, img.width, img.height, &mut out).expect("runs"))
+            b.iter(|| {
+                pre.run_into(&img.pixels, img.width, img.height, &mut out)
+                    .expect("runs")
+            })
         });
     }
-    let logits: Vec<f32> = (0..1000).map(|i| ((i * 7919) % 1000) as f32 / 100.0).collect();
+    let logits: Vec<f32> = (0..1000)
+        .map(|i| ((i * 7919) % 1000) as f32 / 100.0)
+        .collect();
     g.bench_function("softmax+top5 (1000 classes)", |b| {
         b.iter(|| {
             let mut row = logits.clone();

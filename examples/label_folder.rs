@@ -21,10 +21,20 @@ async fn main() -> anyhow::Result<()> {
 
     // The same plan `labelflow run` builds from a pipeline file and flags.
     let job = JobConfig {
-        input: Some(InputConfig { url: Some(input), ..Default::default() }),
-        model: Some(ModelConfig { path: Some(model), top_k: Some(3), ..Default::default() }),
+        input: Some(InputConfig {
+            url: Some(input),
+            ..Default::default()
+        }),
+        model: Some(ModelConfig {
+            path: Some(model),
+            top_k: Some(3),
+            ..Default::default()
+        }),
         preprocess: None,
-        output: Some(OutputConfig { url: Some(output.clone()), ..Default::default() }),
+        output: Some(OutputConfig {
+            url: Some(output.clone()),
+            ..Default::default()
+        }),
     };
     let plan = JobConfig::default().plan(job, Tuning::default(), Shard::default(), None)?;
 
@@ -42,7 +52,9 @@ async fn main() -> anyhow::Result<()> {
              FROM predictions WHERE run_id = $1 ORDER BY score DESC NULLS LAST",
         )
         .await?
-        .with_param_values(vec![datafusion::scalar::ScalarValue::from(summary.run_id.as_str())])?
+        .with_param_values(vec![datafusion::scalar::ScalarValue::from(
+            summary.run_id.as_str(),
+        )])?
         .collect()
         .await?;
     println!("{}", arrow::util::pretty::pretty_format_batches(&batches)?);

@@ -66,9 +66,10 @@ pub struct PreprocessSpec {
     pub resize: u32,
     /// Side of the square centre crop taken after resizing (the model's input size).
     pub crop: u32,
-    /// Per-channel mean, in RGB order, in the units of `pixel_range`'s 0–1 scale.
+    /// Per-channel mean, in RGB order, in the units of `pixel_range` (0–1 for `unit`,
+    /// 0–255 for `byte`, e.g. Caffe's `[123.68, 116.78, 103.94]`).
     pub mean: [f32; 3],
-    /// Per-channel standard deviation, in RGB order.
+    /// Per-channel standard deviation, in RGB order, in the same units.
     pub std: [f32; 3],
     pub channel_order: ChannelOrder,
     pub layout: Layout,
@@ -164,15 +165,11 @@ impl Preprocessor {
             PixelRange::Unit => 1.0 / 255.0,
             PixelRange::Byte => 1.0,
         };
-        let unit = match spec.pixel_range {
-            PixelRange::Unit => 1.0,
-            PixelRange::Byte => 255.0,
-        };
         let mut lut = [[0f32; 256]; 3];
         for (c, table) in lut.iter_mut().enumerate() {
             for (v, out) in table.iter_mut().enumerate() {
                 // Same operation order as ToTensor + Normalize: (v/255 - mean) / std.
-                *out = ((v as f32) * scale - spec.mean[c] * unit) / (spec.std[c] * unit);
+                *out = ((v as f32) * scale - spec.mean[c]) / spec.std[c];
             }
         }
         Ok(Self {

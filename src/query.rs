@@ -420,7 +420,7 @@ pub async fn execute(args: QueryArgs) -> Result<QueryOutcome> {
             None => NamedQuery::builtins()?,
         };
         for q in all {
-            println!("{}", q.usage());
+            print!("{}", q.usage());
         }
         return Ok(QueryOutcome::default());
     }

@@ -86,10 +86,18 @@ impl Location {
     /// A location over an existing store, e.g. an [`InMemory`] store in tests or a
     /// store the caller configured by hand.
     pub fn from_store(store: Arc<dyn ObjectStore>, root: impl Into<String>, prefix: &str) -> Self {
+        let root = root.into();
+        // `scheme://` stays as it is (paths are appended after one more `/`, as for
+        // `file:///abs/path`); `s3://bucket/` loses its trailing slash.
+        let root = if root.ends_with("://") {
+            root
+        } else {
+            root.trim_end_matches('/').to_string()
+        };
         Self {
             store,
             prefix: Path::from(prefix.trim_matches('/')),
-            root: root.into().trim_end_matches('/').to_string(),
+            root,
         }
     }
 

@@ -126,7 +126,7 @@ impl NamedQuery {
         let first = header.first().ok_or_else(|| {
             bad("the file must start with a `-- name: what it answers` comment".into())
         })?;
-        let summary = first
+        let first = first
             .strip_prefix(name)
             .and_then(|s| s.strip_prefix(':'))
             .map(str::trim)
@@ -134,8 +134,20 @@ impl NamedQuery {
                 bad(format!(
                     "the first comment line must start with `-- {name}:`"
                 ))
-            })?
-            .to_string();
+            })?;
+        // The first sentence, which may wrap over several comment lines.
+        let mut text = first.to_string();
+        for line in header.iter().skip(1) {
+            if text.contains(". ") || text.ends_with('.') || line.starts_with("param:") {
+                break;
+            }
+            text.push(' ');
+            text.push_str(line);
+        }
+        let summary = match text.find(". ") {
+            Some(i) => text[..=i].to_string(),
+            None => text,
+        };
         let params = declared_params(sql).map_err(bad)?;
         Ok(Self {
             name: name.to_string(),
@@ -216,22 +228,34 @@ impl NamedQuery {
         bind(&format!("named query {}", self.name), &self.params, given)
     }
 
-    /// A short help text: summary and parameters with defaults.
+    /// Help text: the header comment, with each parameter's type and default.
     pub fn usage(&self) -> String {
-        let mut s = format!("{}: {}", self.name, self.summary);
+        let mut s = format!("{}\n", self.name);
+        for line in self.description.lines() {
+            if line.starts_with("param:") {
+                continue;
+            }
+            let line = line
+                .strip_prefix(self.name.as_str())
+                .and_then(|l| l.strip_prefix(':'))
+                .map(str::trim)
+                .unwrap_or(line);
+            s.push_str(&format!("    {line}\n"));
+        }
         for p in &self.params {
             let default = match p.kind {
                 ParamType::String => format!("'{}'", p.default),
                 _ => p.default.clone(),
             };
             s.push_str(&format!(
-                "\n    --param {}=…  ({}, default {default})",
+                "    --param {}=…  ({}, default {default})",
                 p.name,
                 p.kind.name()
             ));
             if !p.help.is_empty() {
                 s.push_str(&format!(": {}", p.help));
             }
+            s.push('\n');
         }
         s
     }
@@ -379,8 +403,13 @@ mod tests {
         let all = NamedQuery::builtins().unwrap();
         assert_eq!(all.len(), BUILTIN.len());
         for q in all {
-            assert!(!q.summary.is_empty(), "{}", q.name);
+            assert!(q.summary.ends_with('.'), "{}: {:?}", q.name, q.summary);
         }
+        let q = NamedQuery::builtin("by_prefix").unwrap().unwrap();
+        assert_eq!(
+            q.summary,
+            "how many images of each label per folder of `key`, in the newest run of every image."
+        );
     }
 
     #[test]

@@ -76,7 +76,7 @@ pub async fn run(ctx: &SessionContext, format: OutputFormat) -> Result<u64> {
                 "\\n" => match NamedQuery::builtins() {
                     Ok(all) => {
                         for q in all {
-                            println!("{}", q.usage());
+                            print!("{}", q.usage());
                         }
                     }
                     Err(e) => eprintln!("{e}"),

@@ -59,7 +59,16 @@ pub fn small_model() -> PathBuf {
         .get_or_init(|| {
             let path = scratch("models").join("small.onnx");
             let o = run_cli(&[
-                "model", "init", "--out", path.to_str().unwrap(), "--classes", "10", "--width", "0.25", "--seed", "7",
+                "model",
+                "init",
+                "--out",
+                path.to_str().unwrap(),
+                "--classes",
+                "10",
+                "--width",
+                "0.25",
+                "--seed",
+                "7",
             ]);
             assert!(o.status.success(), "model init failed: {}", stderr(&o));
             path
@@ -147,12 +156,25 @@ pub fn preds(batches: &[RecordBatch]) -> Vec<Pred> {
     for b in batches {
         let s = |n: &str| b.column_by_name(n).unwrap().as_string::<i32>().clone();
         let (uri, key, label, error) = (s("uri"), s("key"), s("label"), s("error"));
-        let width = b.column_by_name("width").unwrap().as_primitive::<Int32Type>().clone();
-        let height = b.column_by_name("height").unwrap().as_primitive::<Int32Type>().clone();
-        let score = b.column_by_name("score").unwrap().as_primitive::<Float32Type>().clone();
+        let width = b
+            .column_by_name("width")
+            .unwrap()
+            .as_primitive::<Int32Type>()
+            .clone();
+        let height = b
+            .column_by_name("height")
+            .unwrap()
+            .as_primitive::<Int32Type>()
+            .clone();
+        let score = b
+            .column_by_name("score")
+            .unwrap()
+            .as_primitive::<Float32Type>()
+            .clone();
         let top = b.column_by_name("top_k").unwrap().as_list::<i32>().clone();
         for i in 0..b.num_rows() {
-            let opt = |a: &arrow::array::StringArray| (!a.is_null(i)).then(|| a.value(i).to_string());
+            let opt =
+                |a: &arrow::array::StringArray| (!a.is_null(i)).then(|| a.value(i).to_string());
             let mut top_k = Vec::new();
             if !top.is_null(i) {
                 let entries = top.value(i);
@@ -203,5 +225,8 @@ pub fn odd_expectations() -> Vec<(String, bool, Option<i32>, Option<i32>)> {
 /// Read a raw little-endian f32 file.
 pub fn read_f32(path: &Path) -> Vec<f32> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }

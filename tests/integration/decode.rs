@@ -12,12 +12,23 @@ fn odd_files_decode_or_fail_as_documented() {
         let got = decode(&bytes, DecodeLimits::default());
         match (ok, got) {
             (true, Ok(img)) => {
-                assert_eq!((Some(img.width as i32), Some(img.height as i32)), (w, h), "{file}");
-                assert_eq!(img.pixels.len(), img.width as usize * img.height as usize * 3, "{file}");
+                assert_eq!(
+                    (Some(img.width as i32), Some(img.height as i32)),
+                    (w, h),
+                    "{file}"
+                );
+                assert_eq!(
+                    img.pixels.len(),
+                    img.width as usize * img.height as usize * 3,
+                    "{file}"
+                );
             }
             (false, Err(e)) => assert!(!e.to_string().is_empty(), "{file}"),
             (true, Err(e)) => panic!("{file} should decode but failed: {e}"),
-            (false, Ok(img)) => panic!("{file} should fail but decoded to {}x{}", img.width, img.height),
+            (false, Ok(img)) => panic!(
+                "{file} should fail but decoded to {}x{}",
+                img.width, img.height
+            ),
         }
     }
 }
@@ -25,11 +36,27 @@ fn odd_files_decode_or_fail_as_documented() {
 #[test]
 fn bad_files_say_why() {
     let read = |f: &str| std::fs::read(data("odd").join(f)).unwrap();
-    let err = |f: &str| decode(&read(f), DecodeLimits::default()).unwrap_err().to_string();
+    let err = |f: &str| {
+        decode(&read(f), DecodeLimits::default())
+            .unwrap_err()
+            .to_string()
+    };
     assert!(err("empty.jpg").contains("empty"), "{}", err("empty.jpg"));
-    assert!(err("notes.jpg").contains("not a recognised image format"), "{}", err("notes.jpg"));
-    assert!(err("bomb.png").contains("25000x25000"), "{}", err("bomb.png"));
-    assert!(err("truncated.jpg").contains("truncated"), "{}", err("truncated.jpg"));
+    assert!(
+        err("notes.jpg").contains("not a recognised image format"),
+        "{}",
+        err("notes.jpg")
+    );
+    assert!(
+        err("bomb.png").contains("25000x25000"),
+        "{}",
+        err("bomb.png")
+    );
+    assert!(
+        err("truncated.jpg").contains("truncated"),
+        "{}",
+        err("truncated.jpg")
+    );
 }
 
 /// Colour conversions (CMYK, RGB-transform JPEG, grey, GIF palette) against the
@@ -44,8 +71,14 @@ fn colour_conversions_match_reference_decodes() {
             continue;
         };
         let file = e["file"].as_str().unwrap();
-        let ours = decode(&std::fs::read(data("odd").join(file)).unwrap(), DecodeLimits::default()).unwrap();
-        let want = image::open(data("reference").join(golden)).unwrap().to_rgb8();
+        let ours = decode(
+            &std::fs::read(data("odd").join(file)).unwrap(),
+            DecodeLimits::default(),
+        )
+        .unwrap();
+        let want = image::open(data("reference").join(golden))
+            .unwrap()
+            .to_rgb8();
         assert_eq!((ours.width, ours.height), want.dimensions(), "{file}");
         let diff: f64 = ours
             .pixels
@@ -62,9 +95,20 @@ fn colour_conversions_match_reference_decodes() {
 
 #[test]
 fn exif_orientation_is_applied() {
-    let rotated = decode(&std::fs::read(data("photos/exif/rocket_orientation6.jpg")).unwrap(), DecodeLimits::default()).unwrap();
-    let upright = decode(&std::fs::read(data("photos/rocket.jpg")).unwrap(), DecodeLimits::default()).unwrap();
-    assert_eq!((rotated.width, rotated.height), (upright.width, upright.height));
+    let rotated = decode(
+        &std::fs::read(data("photos/exif/rocket_orientation6.jpg")).unwrap(),
+        DecodeLimits::default(),
+    )
+    .unwrap();
+    let upright = decode(
+        &std::fs::read(data("photos/rocket.jpg")).unwrap(),
+        DecodeLimits::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        (rotated.width, rotated.height),
+        (upright.width, upright.height)
+    );
     let diff: f64 = rotated
         .pixels
         .iter()
@@ -72,7 +116,10 @@ fn exif_orientation_is_applied() {
         .map(|(a, b)| (f64::from(*a) - f64::from(*b)).abs())
         .sum::<f64>()
         / rotated.pixels.len() as f64;
-    assert!(diff < 4.0, "orientation-corrected image differs from the upright one by {diff:.2}");
+    assert!(
+        diff < 4.0,
+        "orientation-corrected image differs from the upright one by {diff:.2}"
+    );
 }
 
 /// Parity with torchvision's eval transform (PIL bilinear resize, centre crop,
@@ -80,8 +127,10 @@ fn exif_orientation_is_applied() {
 /// tests/data/reference/make_preprocess_reference.py.
 #[test]
 fn preprocessing_matches_the_reference_transform() {
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(data("reference/preprocess/manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(data("reference/preprocess/manifest.json")).unwrap(),
+    )
+    .unwrap();
     let mut pre = Preprocessor::new(PreprocessSpec::default()).unwrap();
     let mut worst_mean: f64 = 0.0;
     let mut worst_max: f32 = 0.0;
@@ -90,7 +139,11 @@ fn preprocessing_matches_the_reference_transform() {
     for f in files {
         let file = f["file"].as_str().unwrap();
         let want = read_f32(&data("reference/preprocess").join(f["tensor"].as_str().unwrap()));
-        let img = decode(&std::fs::read(data("photos").join(file)).unwrap(), DecodeLimits::default()).unwrap();
+        let img = decode(
+            &std::fs::read(data("photos").join(file)).unwrap(),
+            DecodeLimits::default(),
+        )
+        .unwrap();
         let got = pre.run(&img.pixels, img.width, img.height).unwrap();
         assert_eq!(got.len(), want.len(), "{file}");
         let mut sum = 0f64;
@@ -102,7 +155,10 @@ fn preprocessing_matches_the_reference_transform() {
         }
         let mean = sum / got.len() as f64;
         eprintln!("{file}: mean abs diff {mean:.5}, max {max:.4}");
-        assert!(mean < 0.01, "{file}: mean abs diff {mean} ≥ 0.01 (normalised units)");
+        assert!(
+            mean < 0.01,
+            "{file}: mean abs diff {mean} ≥ 0.01 (normalised units)"
+        );
         worst_mean = worst_mean.max(mean);
         worst_max = worst_max.max(max);
     }

@@ -10,7 +10,8 @@ use super::common::{data, ort_lib, read_f32, small_model};
 #[tokio::test]
 async fn logits_match_python_onnxruntime() {
     let golden: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(data("reference/golden.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(data("reference/golden.json")).unwrap())
+            .unwrap();
     let model_path = small_model();
     let model = ModelBytes::read(&model_path).unwrap();
     assert_eq!(
@@ -29,8 +30,25 @@ async fn logits_match_python_onnxruntime() {
     let info = infer::describe(&model, &first).unwrap();
     assert_eq!(input.len(), n * 3 * 224 * 224);
     assert_eq!(want.len(), n * info.num_classes());
-    let pool = InferencePool::start(&model, &opts, first, info, 1, n, 1, &PreprocessSpec::default()).unwrap();
-    let got = pool.handle().run(BatchInput { data: input, real: n }).await.unwrap();
+    let pool = InferencePool::start(
+        &model,
+        &opts,
+        first,
+        info,
+        1,
+        n,
+        1,
+        &PreprocessSpec::default(),
+    )
+    .unwrap();
+    let got = pool
+        .handle()
+        .run(BatchInput {
+            data: input,
+            real: n,
+        })
+        .await
+        .unwrap();
     pool.shutdown();
     let mut worst = 0f32;
     for (a, b) in got.iter().zip(&want) {

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use labelflow::config::{InputConfig, JobConfig, ModelConfig, OutputConfig, Tuning};
-use labelflow::onnx::writer::{attr_int, model_proto, write_model_file, Dim, F32Tensor, GraphBuilder};
+use labelflow::onnx::writer::{
+    attr_int, model_proto, write_model_file, Dim, F32Tensor, GraphBuilder,
+};
 use labelflow::pipeline::{self, NoProgress};
 use labelflow::source::Shard;
 use labelflow::store::Location;
@@ -24,13 +26,27 @@ fn check_rows(rows: &[Pred], input_files: &[String], uri_prefix: &str) {
     assert_eq!(keys, want);
     let odd = odd_expectations();
     for r in rows {
-        assert!(r.uri.starts_with(uri_prefix) && r.uri.ends_with(&r.key), "{} / {}", r.uri, r.key);
+        assert!(
+            r.uri.starts_with(uri_prefix) && r.uri.ends_with(&r.key),
+            "{} / {}",
+            r.uri,
+            r.key
+        );
         let expected = match r.key.strip_prefix("odd/") {
-            Some(name) => odd.iter().find(|(f, ..)| f == name).map(|(_, ok, w, h)| (*ok, *w, *h)).unwrap(),
+            Some(name) => odd
+                .iter()
+                .find(|(f, ..)| f == name)
+                .map(|(_, ok, w, h)| (*ok, *w, *h))
+                .unwrap(),
             None => (true, None, None),
         };
         if expected.0 {
-            assert!(r.error.is_none(), "{}: unexpected error {:?}", r.key, r.error);
+            assert!(
+                r.error.is_none(),
+                "{}: unexpected error {:?}",
+                r.key,
+                r.error
+            );
             let label = r.label.as_deref().unwrap();
             assert!(label.starts_with("class_"), "{label}");
             assert_eq!(r.top_k.len(), 5, "{}", r.key);
@@ -38,13 +54,25 @@ fn check_rows(rows: &[Pred], input_files: &[String], uri_prefix: &str) {
             assert_eq!(Some(r.top_k[0].2), r.score);
             assert!(r.top_k.windows(2).all(|w| w[0].2 >= w[1].2), "top_k sorted");
             let total: f32 = r.top_k.iter().map(|t| t.2).sum();
-            assert!(total > 0.0 && total <= 1.0 + 1e-5, "{}: top-k probabilities sum to {total}", r.key);
+            assert!(
+                total > 0.0 && total <= 1.0 + 1e-5,
+                "{}: top-k probabilities sum to {total}",
+                r.key
+            );
             if let (Some(w), Some(h)) = (expected.1, expected.2) {
                 assert_eq!((r.width, r.height), (Some(w), Some(h)), "{}", r.key);
             }
         } else {
-            assert!(r.error.as_deref().is_some_and(|e| !e.is_empty()), "{}: expected an error row", r.key);
-            assert!(r.label.is_none() && r.score.is_none() && r.top_k.is_empty(), "{}", r.key);
+            assert!(
+                r.error.as_deref().is_some_and(|e| !e.is_empty()),
+                "{}: expected an error row",
+                r.key
+            );
+            assert!(
+                r.label.is_none() && r.score.is_none() && r.top_k.is_empty(),
+                "{}",
+                r.key
+            );
         }
     }
 }
@@ -52,7 +80,12 @@ fn check_rows(rows: &[Pred], input_files: &[String], uri_prefix: &str) {
 fn relative_files(dir: &Path) -> Vec<String> {
     files_under(dir)
         .iter()
-        .map(|p| p.strip_prefix(dir).unwrap().to_string_lossy().replace('\\', "/"))
+        .map(|p| {
+            p.strip_prefix(dir)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/")
+        })
         .collect()
 }
 
@@ -62,17 +95,41 @@ fn labels_a_folder_of_photos_and_odd_files_with_error_rows() {
     let out = scratch("run-local-out");
     let model = small_model();
     let o = labelflow()
-        .args(["run", "--input", input.to_str().unwrap(), "--output", out.to_str().unwrap()])
-        .args(["--model", model.to_str().unwrap(), "--batch-size", "4", "--json"])
+        .args([
+            "run",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ])
+        .args([
+            "--model",
+            model.to_str().unwrap(),
+            "--batch-size",
+            "4",
+            "--json",
+        ])
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(1), "exit 1 when some images fail: {}", stderr(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "exit 1 when some images fail: {}",
+        stderr(&o)
+    );
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let files = relative_files(&input);
     let bad = odd_expectations().iter().filter(|e| !e.1).count();
     assert_eq!(summary["failed"].as_u64(), Some(bad as u64));
-    assert_eq!(summary["labelled"].as_u64(), Some((files.len() - bad) as u64));
-    assert!(stderr(&o).contains("could not be labelled"), "{}", stderr(&o));
+    assert_eq!(
+        summary["labelled"].as_u64(),
+        Some((files.len() - bad) as u64)
+    );
+    assert!(
+        stderr(&o).contains("could not be labelled"),
+        "{}",
+        stderr(&o)
+    );
     let run_id = summary["run_id"].as_str().unwrap();
     let rows = preds(&read_parts(&out.join(format!("run_id={run_id}"))));
     check_rows(&rows, &files, "file:///");
@@ -110,8 +167,22 @@ fn rerunning_a_run_id_resumes_without_duplicates() {
     let photos = data("photos");
     let run = |limit: &str| {
         let o = labelflow()
-            .args(["run", "--input", photos.to_str().unwrap(), "--output", out.to_str().unwrap()])
-            .args(["--model", model.to_str().unwrap(), "--run-id", "r1", "--json", "--limit", limit])
+            .args([
+                "run",
+                "--input",
+                photos.to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+            ])
+            .args([
+                "--model",
+                model.to_str().unwrap(),
+                "--run-id",
+                "r1",
+                "--json",
+                "--limit",
+                limit,
+            ])
             .output()
             .unwrap();
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
@@ -135,8 +206,15 @@ fn assert_fatal(args: &[&str], needle: &str, out: &Path) {
     let o = run_cli(args);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
-    assert!(err.contains(needle), "{args:?}: expected {needle:?} in: {err}");
-    assert_eq!(err.lines().filter(|l| l.starts_with("error")).count(), 1, "one message: {err}");
+    assert!(
+        err.contains(needle),
+        "{args:?}: expected {needle:?} in: {err}"
+    );
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error")).count(),
+        1,
+        "one message: {err}"
+    );
     assert!(read_parts(out).is_empty(), "{args:?} wrote parts");
 }
 
@@ -150,26 +228,80 @@ fn bad_input_is_one_clear_message_and_exit_2() {
     let photos = data("photos");
     let p = photos.to_str().unwrap();
 
-    assert_fatal(&["run", "--input", "/no/such/photos", "--output", o, "--model", m], "/no/such/photos", &out);
+    assert_fatal(
+        &[
+            "run",
+            "--input",
+            "/no/such/photos",
+            "--output",
+            o,
+            "--model",
+            m,
+        ],
+        "/no/such/photos",
+        &out,
+    );
     assert!(!out.exists(), "nothing created for a missing input");
 
     let missing = dir.join("missing.onnx");
-    assert_fatal(&["run", "--input", p, "--output", o, "--model", missing.to_str().unwrap()], "missing.onnx", &out);
+    assert_fatal(
+        &[
+            "run",
+            "--input",
+            p,
+            "--output",
+            o,
+            "--model",
+            missing.to_str().unwrap(),
+        ],
+        "missing.onnx",
+        &out,
+    );
 
     let garbage = dir.join("garbage.onnx");
     std::fs::write(&garbage, "this is not a model").unwrap();
-    assert_fatal(&["run", "--input", p, "--output", o, "--model", garbage.to_str().unwrap()], "garbage.onnx", &out);
+    assert_fatal(
+        &[
+            "run",
+            "--input",
+            p,
+            "--output",
+            o,
+            "--model",
+            garbage.to_str().unwrap(),
+        ],
+        "garbage.onnx",
+        &out,
+    );
 
     let file = dir.join("a-file");
     std::fs::write(&file, "x").unwrap();
     let under_file = file.join("preds");
-    assert_fatal(&["run", "--input", p, "--output", under_file.to_str().unwrap(), "--model", m], "a-file/preds", &out);
+    assert_fatal(
+        &[
+            "run",
+            "--input",
+            p,
+            "--output",
+            under_file.to_str().unwrap(),
+            "--model",
+            m,
+        ],
+        "a-file/preds",
+        &out,
+    );
 
     let cfg = dir.join("typo.toml");
     std::fs::write(&cfg, "[input]\nurl = \"x\"\nbatch = 3\n").unwrap();
     assert_fatal(&["run", cfg.to_str().unwrap()], "batch", &out);
 
-    assert_fatal(&["run", "--input", p, "--output", o, "--model", m, "--crop", "112"], "--crop 224", &out);
+    assert_fatal(
+        &[
+            "run", "--input", p, "--output", o, "--model", m, "--crop", "112",
+        ],
+        "--crop 224",
+        &out,
+    );
 }
 
 /// A model whose input is not an image tensor is refused, naming the shape found.
@@ -184,7 +316,15 @@ fn a_model_without_an_image_input_is_refused() {
     write_model_file(&model_proto(g.build(), &[]), &path).unwrap();
     let out = dir.join("out");
     assert_fatal(
-        &["run", "--input", data("photos").to_str().unwrap(), "--output", out.to_str().unwrap(), "--model", path.to_str().unwrap()],
+        &[
+            "run",
+            "--input",
+            data("photos").to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--model",
+            path.to_str().unwrap(),
+        ],
         "[-1, 10]",
         &out,
     );
@@ -199,19 +339,49 @@ fn a_fixed_batch_model_runs_at_its_batch_size() {
     let mut g = GraphBuilder::new("tiny");
     let w = F32Tensor::new(vec![4, 3], (0..12).map(|i| i as f32 / 10.0 - 0.5).collect()).unwrap();
     let b = F32Tensor::new(vec![4], vec![0.1, 0.0, -0.1, 0.2]).unwrap();
-    g.input_f32("pixels", &[Dim::Fixed(1), Dim::Fixed(3), Dim::Fixed(8), Dim::Fixed(8)])
-        .output_f32("scores", &[Dim::Fixed(1), Dim::Fixed(4)])
-        .initializer("w", &w)
-        .initializer("b", &b)
-        .node("GlobalAveragePool", "gap", &["pixels"], &["pooled"], vec![])
-        .node("Flatten", "flat", &["pooled"], &["flat"], vec![attr_int("axis", 1)])
-        .node("Gemm", "fc", &["flat", "w", "b"], &["scores"], vec![attr_int("transB", 1)]);
-    let meta = vec![("labelflow.classes".to_string(), r#"["red","green","blue","other"]"#.to_string())];
+    g.input_f32(
+        "pixels",
+        &[Dim::Fixed(1), Dim::Fixed(3), Dim::Fixed(8), Dim::Fixed(8)],
+    )
+    .output_f32("scores", &[Dim::Fixed(1), Dim::Fixed(4)])
+    .initializer("w", &w)
+    .initializer("b", &b)
+    .node("GlobalAveragePool", "gap", &["pixels"], &["pooled"], vec![])
+    .node(
+        "Flatten",
+        "flat",
+        &["pooled"],
+        &["flat"],
+        vec![attr_int("axis", 1)],
+    )
+    .node(
+        "Gemm",
+        "fc",
+        &["flat", "w", "b"],
+        &["scores"],
+        vec![attr_int("transB", 1)],
+    );
+    let meta = vec![(
+        "labelflow.classes".to_string(),
+        r#"["red","green","blue","other"]"#.to_string(),
+    )];
     write_model_file(&model_proto(g.build(), &meta), &path).unwrap();
     let out = dir.join("out");
     let o = labelflow()
-        .args(["run", "--input", data("photos").to_str().unwrap(), "--output", out.to_str().unwrap()])
-        .args(["--model", path.to_str().unwrap(), "--batch-size", "32", "--json"])
+        .args([
+            "run",
+            "--input",
+            data("photos").to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ])
+        .args([
+            "--model",
+            path.to_str().unwrap(),
+            "--batch-size",
+            "32",
+            "--json",
+        ])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
@@ -220,20 +390,28 @@ fn a_fixed_batch_model_runs_at_its_batch_size() {
     assert_eq!(summary["preprocess"]["crop"].as_u64(), Some(8));
     let rows = preds(&read_parts(&out));
     assert_eq!(rows.len(), files_under(&data("photos")).len());
-    assert!(rows.iter().all(|r| ["red", "green", "blue", "other"].contains(&r.label.as_deref().unwrap())));
+    assert!(rows
+        .iter()
+        .all(|r| ["red", "green", "blue", "other"].contains(&r.label.as_deref().unwrap())));
     assert!(rows.iter().all(|r| r.top_k.len() == 4));
 }
 
 fn plan(input: &str, output: &str) -> labelflow::config::RunPlan {
     let flags = JobConfig {
-        input: Some(InputConfig { url: Some(input.into()), ..Default::default() }),
+        input: Some(InputConfig {
+            url: Some(input.into()),
+            ..Default::default()
+        }),
         model: Some(ModelConfig {
             path: Some(small_model().display().to_string()),
             batch_size: Some(4),
             ..Default::default()
         }),
         preprocess: None,
-        output: Some(OutputConfig { url: Some(output.into()), ..Default::default() }),
+        output: Some(OutputConfig {
+            url: Some(output.into()),
+            ..Default::default()
+        }),
     };
     JobConfig::default()
         .plan(flags, Tuning::default(), Shard::default(), Some(ort_lib()))
@@ -255,16 +433,34 @@ async fn upload(store: &dyn ObjectStore, prefix: &str, dir: &Path) -> Vec<String
 async fn run_over_store(input: Location, output: Location, files: &[String]) {
     let p = plan("unused://", "unused://");
     let loaded = pipeline::load_model(&p).unwrap();
-    let summary = pipeline::run_with(&p, &input, &output, loaded, Arc::new(NoProgress)).await.unwrap();
+    let summary = pipeline::run_with(&p, &input, &output, loaded, Arc::new(NoProgress))
+        .await
+        .unwrap();
     let bad = odd_expectations().iter().filter(|e| !e.1).count() as u64;
     assert_eq!(summary.failed, bad);
     assert_eq!(summary.exit_code(), 1);
     // Read the parts back through the store.
     let mut batches = Vec::new();
-    let listed: Vec<_> = futures::TryStreamExt::try_collect(output.store.list(Some(&output.prefix))).await.unwrap();
-    for meta in listed.iter().filter(|m| m.location.as_ref().ends_with(".parquet")) {
-        let bytes = output.store.get(&meta.location).await.unwrap().bytes().await.unwrap();
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap();
+    let listed: Vec<_> =
+        futures::TryStreamExt::try_collect(output.store.list(Some(&output.prefix)))
+            .await
+            .unwrap();
+    for meta in listed
+        .iter()
+        .filter(|m| m.location.as_ref().ends_with(".parquet"))
+    {
+        let bytes = output
+            .store
+            .get(&meta.location)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .unwrap()
+            .build()
+            .unwrap();
         batches.extend(reader.map(|b| b.unwrap()));
     }
     let rows = preds(&batches);
@@ -282,8 +478,18 @@ async fn the_same_job_over_the_memory_and_local_stores() {
     run_over_store(input, output, &files).await;
     // Local folders, opened the way the CLI opens them.
     let out = scratch("stores-local-out");
-    let input = Location::parse(src.to_str().unwrap(), labelflow::store::Access::Read, Default::default()).unwrap();
-    let output = Location::parse(out.to_str().unwrap(), labelflow::store::Access::Write, Default::default()).unwrap();
+    let input = Location::parse(
+        src.to_str().unwrap(),
+        labelflow::store::Access::Read,
+        Default::default(),
+    )
+    .unwrap();
+    let output = Location::parse(
+        out.to_str().unwrap(),
+        labelflow::store::Access::Write,
+        Default::default(),
+    )
+    .unwrap();
     run_over_store(input, output, &files).await;
 }
 
@@ -308,19 +514,49 @@ fn the_same_job_over_s3() {
     let o = labelflow()
         .env("AWS_ENDPOINT", &endpoint)
         .env("AWS_ALLOW_HTTP", "true")
-        .args(["run", "--input", "s3://labelflow-run/photos/", "--output", "s3://labelflow-run/preds/"])
-        .args(["--model", small_model().to_str().unwrap(), "--json", "--run-id", "s3run"])
+        .args([
+            "run",
+            "--input",
+            "s3://labelflow-run/photos/",
+            "--output",
+            "s3://labelflow-run/preds/",
+        ])
+        .args([
+            "--model",
+            small_model().to_str().unwrap(),
+            "--json",
+            "--run-id",
+            "s3run",
+        ])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     // Copy the predictions down and check them.
     let store: Arc<dyn ObjectStore> = Arc::new(store);
-    let parts: Vec<_> = rt.block_on(futures::TryStreamExt::try_collect(store.list(Some(&"preds/run_id=s3run".into())))).unwrap();
+    let parts: Vec<_> = rt
+        .block_on(futures::TryStreamExt::try_collect(
+            store.list(Some(&"preds/run_id=s3run".into())),
+        ))
+        .unwrap();
     assert!(!parts.is_empty());
     let mut batches = Vec::new();
-    for meta in parts.iter().filter(|m| m.location.as_ref().ends_with(".parquet")) {
-        let bytes = rt.block_on(async { store.get(&meta.location).await.unwrap().bytes().await.unwrap() });
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap();
+    for meta in parts
+        .iter()
+        .filter(|m| m.location.as_ref().ends_with(".parquet"))
+    {
+        let bytes = rt.block_on(async {
+            store
+                .get(&meta.location)
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+        });
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .unwrap()
+            .build()
+            .unwrap();
         batches.extend(reader.map(|b| b.unwrap()));
     }
     check_rows(&preds(&batches), &files, "s3://labelflow-run/photos/");
@@ -332,10 +568,17 @@ fn create_bucket(endpoint: &str, bucket: &str) {
     use std::io::{Read, Write};
     let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
     let mut conn = std::net::TcpStream::connect(host).unwrap();
-    write!(conn, "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        conn,
+        "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut reply = String::new();
     conn.read_to_string(&mut reply).unwrap();
-    assert!(reply.starts_with("HTTP/1.1 200"), "creating bucket {bucket}: {reply}");
+    assert!(
+        reply.starts_with("HTTP/1.1 200"),
+        "creating bucket {bucket}: {reply}"
+    );
 }
 
 /// `labelflow model init` writes a model that passes the ONNX checker (full check)
@@ -347,13 +590,42 @@ fn model_init_passes_the_onnx_checker() {
         return;
     };
     let dir = scratch("checker");
-    for (name, extra) in [("tv.onnx", vec!["--width", "0.5"]), ("paper.onnx", vec!["--variant", "paper", "--width", "0.25", "--input-size", "112"])] {
+    for (name, extra) in [
+        ("tv.onnx", vec!["--width", "0.5"]),
+        (
+            "paper.onnx",
+            vec![
+                "--variant",
+                "paper",
+                "--width",
+                "0.25",
+                "--input-size",
+                "112",
+            ],
+        ),
+    ] {
         let path: PathBuf = dir.join(name);
-        let mut args = vec!["model", "init", "--out", path.to_str().unwrap(), "--classes", "7"];
+        let mut args = vec![
+            "model",
+            "init",
+            "--out",
+            path.to_str().unwrap(),
+            "--classes",
+            "7",
+        ];
         args.extend(extra);
         let o = run_cli(&args);
         assert!(o.status.success(), "{}", stderr(&o));
-        let c = std::process::Command::new(&py).arg(data("check_onnx.py")).arg(&path).output().unwrap();
-        assert!(c.status.success(), "{name}: {}{}", String::from_utf8_lossy(&c.stdout), String::from_utf8_lossy(&c.stderr));
+        let c = std::process::Command::new(&py)
+            .arg(data("check_onnx.py"))
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            c.status.success(),
+            "{name}: {}{}",
+            String::from_utf8_lossy(&c.stdout),
+            String::from_utf8_lossy(&c.stderr)
+        );
     }
 }
