@@ -4,5 +4,7 @@ mod integration {
     pub mod common;
     mod decode;
     mod golden;
+    mod interop;
+    mod query;
     mod run;
 }

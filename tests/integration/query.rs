@@ -3,7 +3,7 @@
 //!
 //! Every file in `sql/` runs against the fixture and its CSV output must equal
 //! `sql/expected/<name>.csv`. After changing a query or the fixture, regenerate with
-//! `LABELFLOW_BLESS=1 cargo test --test query_sql` and review the diff by hand: the
+//! `LABELFLOW_BLESS=1 cargo test --test integration query::` and review the diff by hand: the
 //! expected files are the specification, not a recording.
 
 use std::collections::BTreeSet;
