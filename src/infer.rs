@@ -125,6 +125,23 @@ fn ort_err(model: &str, e: impl std::fmt::Display) -> Error {
 
 /// Build one session for `model` on the requested device.
 pub fn build_session(model: &ModelBytes, opts: &SessionOptions) -> Result<Session> {
+    build_session_on(model, opts).map(|(session, _)| session)
+}
+
+/// Build one session and say which device it really runs on: with
+/// `allow_cpu_fallback`, a CUDA device that cannot be used gives a CPU session and a
+/// warning; without it, an error naming what to fix.
+pub fn build_session_on(model: &ModelBytes, opts: &SessionOptions) -> Result<(Session, Device)> {
+    match (opts.device, session_for(model, opts, opts.device)) {
+        (Device::Cuda(id), Err(Error::Runtime(reason))) if opts.allow_cpu_fallback => {
+            tracing::warn!(device = id, %reason, "CUDA cannot be used; running on CPU as --allow-cpu-fallback asks");
+            Ok((session_for(model, opts, Device::Cpu)?, Device::Cpu))
+        }
+        (device, result) => result.map(|s| (s, device)),
+    }
+}
+
+fn session_for(model: &ModelBytes, opts: &SessionOptions, device: Device) -> Result<Session> {
     let env = runtime::environment()?;
     let err = |e: &dyn std::fmt::Display| ort_err(&model.location, e);
     let mut builder = Session::builder(env)
@@ -132,27 +149,21 @@ pub fn build_session(model: &ModelBytes, opts: &SessionOptions) -> Result<Sessio
         .with_optimization_level(GraphOptimizationLevel::Level3)
         .map_err(|e| err(&e))?;
     if opts.intra_threads > 0 {
-        builder = builder
-            .with_intra_threads(opts.intra_threads)
-            .map_err(|e| err(&e))?;
+        builder = builder.with_intra_threads(opts.intra_threads).map_err(|e| err(&e))?;
     }
-    if let Device::Cuda(id) = opts.device {
-        let mut ep = ort::ep::CUDA::default().with_device_id(id).build();
-        if !opts.allow_cpu_fallback {
-            ep = ep.error_on_failure();
-        }
+    if let Device::Cuda(id) = device {
+        let ep = ort::ep::CUDA::default().with_device_id(id).build().error_on_failure();
         builder = builder.with_execution_providers([ep]).map_err(|e| {
             Error::Runtime(format!(
-                "cannot use CUDA device {id}: {e}. Check `labelflow doctor` (needs onnxruntime-gpu, CUDA 13 and cuDNN 9 libraries on the loader path), or pass --allow-cpu-fallback to run on CPU"
+                "cannot use CUDA device {id}: {}. Check `labelflow doctor` (needs the onnxruntime-gpu library, CUDA 13 and cuDNN 9 on the loader path), or pass --allow-cpu-fallback to run on CPU",
+                e.to_string().trim_end_matches('.')
             ))
         })?;
     }
-    builder
-        .commit_from_memory(&model.bytes)
-        .map_err(|e| Error::Model {
-            path: model.location.clone(),
-            reason: format!("ONNX Runtime cannot load it: {e}"),
-        })
+    builder.commit_from_memory(&model.bytes).map_err(|e| Error::Model {
+        path: model.location.clone(),
+        reason: format!("ONNX Runtime cannot load it: {e}"),
+    })
 }
 
 /// Read the model's inputs, outputs and metadata from a built session.
@@ -401,6 +412,7 @@ impl InferencePool {
     pub fn start(
         model: &ModelBytes,
         opts: &SessionOptions,
+        device: Device,
         first: Session,
         info: ModelInfo,
         sessions: usize,
@@ -423,7 +435,7 @@ impl InferencePool {
         for i in 0..sessions {
             let session = match first.take() {
                 Some(s) => s,
-                None => build_session(model, opts)?,
+                None => session_for(model, opts, device)?,
             };
             let rx = Arc::clone(&rx);
             let input_name = info.input_name.clone();

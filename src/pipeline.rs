@@ -83,6 +83,8 @@ pub struct LoadedModel {
     pub bytes: ModelBytes,
     pub info: ModelInfo,
     pub spec: PreprocessSpec,
+    /// The device the sessions run on (CPU after a permitted CUDA fallback).
+    pub device: crate::runtime::Device,
     pub pool: InferencePool,
 }
 
@@ -95,7 +97,7 @@ pub fn load_model(plan: &RunPlan) -> Result<LoadedModel> {
         allow_cpu_fallback: plan.allow_cpu_fallback,
         intra_threads: plan.tuning.intra_threads,
     };
-    let first = infer::build_session(&bytes, &opts)?;
+    let (first, device) = infer::build_session_on(&bytes, &opts)?;
     let info = infer::describe(&bytes, &first)?;
     let mut base = info.preprocess.clone().unwrap_or_default();
     if info.preprocess.is_none() {
@@ -111,6 +113,7 @@ pub fn load_model(plan: &RunPlan) -> Result<LoadedModel> {
     let pool = InferencePool::start(
         &bytes,
         &opts,
+        device,
         first,
         info.clone(),
         plan.tuning.sessions,
@@ -122,6 +125,7 @@ pub fn load_model(plan: &RunPlan) -> Result<LoadedModel> {
         bytes,
         info,
         spec,
+        device,
         pool,
     })
 }
@@ -187,6 +191,7 @@ pub async fn run_with(
         bytes,
         info,
         spec,
+        device,
         pool,
     } = model;
     let batch_size = pool.batch_size();
@@ -209,7 +214,7 @@ pub async fn run_with(
         output: output.to_string(),
         model: info.name.clone(),
         model_sha256: info.sha256.clone(),
-        device: plan.device.to_string(),
+        device: device.to_string(),
         listed,
         selected,
         skipped: stats.skipped.load(Relaxed),
@@ -230,6 +235,9 @@ pub async fn run_with(
     Ok(summary)
 }
 
+/// Rows written and the URIs of the published parts.
+type Written = (u64, Vec<String>);
+
 #[allow(clippy::too_many_arguments)]
 async fn drive(
     plan: &RunPlan,
@@ -239,13 +247,13 @@ async fn drive(
     run_id: &str,
     done: HashSet<String>,
     stats: Arc<Stats>,
-) -> Result<(u64, Vec<String>)> {
+) -> Result<Written> {
     let filter = Filter::new(&plan.selection)?;
     let batch_size = model.pool.batch_size();
     let tensor_len = model.spec.tensor_len();
     let (tx, rx) = mpsc::channel::<Work>(plan.tuning.batch_queue.max(1));
 
-    let mut tasks: JoinSet<Result<Option<(u64, Vec<String>)>>> = JoinSet::new();
+    let mut tasks: JoinSet<Result<Option<Written>>> = JoinSet::new();
 
     // Producer: list, fetch, decode, batch.
     {

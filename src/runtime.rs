@@ -218,14 +218,11 @@ fn load(explicit: Option<&Path>) -> Result<LoadedRuntime> {
 fn available_providers() -> Vec<String> {
     use ort::ep::ExecutionProvider;
     let mut out = Vec::new();
-    let checks: [(&str, fn() -> ort::Result<bool>); 2] = [
-        ("CPUExecutionProvider", ort::ep::CPU::is_available),
-        ("CUDAExecutionProvider", ort::ep::CUDA::is_available),
-    ];
-    for (name, check) in checks {
-        if matches!(check(), Ok(true)) {
-            out.push(name.to_string());
-        }
+    if matches!(ort::ep::CPU::is_available(), Ok(true)) {
+        out.push("CPUExecutionProvider".to_string());
+    }
+    if matches!(ort::ep::CUDA::is_available(), Ok(true)) {
+        out.push("CUDAExecutionProvider".to_string());
     }
     out
 }

@@ -33,6 +33,7 @@ async fn logits_match_python_onnxruntime() {
     let pool = InferencePool::start(
         &model,
         &opts,
+        labelflow::runtime::Device::Cpu,
         first,
         info,
         1,

@@ -1,0 +1,334 @@
+//! The training job on a small real subset of Fashion-MNIST (tests/data/fashion:
+//! 30 training and 10 validation images per class, 28×28 PNGs): it learns, its export
+//! runs in ONNX Runtime with the same logits as libtorch, head-only fine-tuning leaves
+//! every other weight untouched, resuming reaches the same weights, and bad input is a
+//! clear error.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use labelflow::infer::{self, BatchInput, InferencePool, ModelBytes, SessionOptions};
+use labelflow::onnx::alexnet::read_alexnet;
+use labelflow::onnx::writer::{model_proto, write_model_file};
+use labelflow::onnx::{Dim, GraphBuilder};
+use labelflow::runtime;
+use labelflow::train::augment::{eval_spec, AugmentConfig};
+use labelflow::train::model::AlexNet;
+use labelflow::train::{self, NoTrainProgress, TrainConfig, TrainReport};
+use tch::Tensor;
+
+use super::common::{data, ort_lib, scratch};
+
+fn fashion(split: &str) -> String {
+    data(&format!("fashion/{split}")).display().to_string()
+}
+
+/// The CI-sized configuration: a quarter-width AlexNet at 64 pixels.
+fn small(out: PathBuf) -> TrainConfig {
+    TrainConfig {
+        data: fashion("train"),
+        val: Some(fashion("val")),
+        out,
+        width: 0.25,
+        input_size: 64,
+        epochs: 12,
+        batch_size: 16,
+        lr: 0.01,
+        threads: Some(2),
+        fetch_concurrency: 8,
+        ..TrainConfig::default()
+    }
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+fn run(config: &TrainConfig) -> labelflow::Result<TrainReport> {
+    block_on(train::train(config, Arc::new(NoTrainProgress)))
+}
+
+/// One trained model shared by the tests that need one.
+fn trained() -> &'static TrainReport {
+    static MODEL: OnceLock<TrainReport> = OnceLock::new();
+    MODEL.get_or_init(|| run(&small(scratch("train-scratch"))).unwrap())
+}
+
+#[test]
+fn train_from_scratch_learns_fashion_subset() {
+    let report = trained();
+    let m = &report.metrics;
+    for e in m {
+        eprintln!(
+            "epoch {:>2} lr {:.0e} train loss {:.3} top-1 {:.2}  val loss {:.3} top-1 {:.2}",
+            e.epoch, e.lr, e.train_loss, e.train_top1, e.val_loss, e.val_top1
+        );
+    }
+    assert_eq!(m.len(), 12);
+    let first = m.first().unwrap();
+    let last = m.last().unwrap();
+    assert!(
+        last.train_loss < 0.75 * first.train_loss,
+        "training loss did not fall: {} → {}",
+        first.train_loss,
+        last.train_loss
+    );
+    let best = m.iter().map(|e| e.val_top1).fold(0.0, f64::max);
+    assert!(best >= 0.45, "validation top-1 {best} is not far above chance (0.10)");
+    assert_eq!(last.val_images, 100);
+
+    // The output folder the batch job and `labelflow query` use.
+    let out = &report.out;
+    for f in ["model.onnx", "card.json", "metrics.parquet", "checkpoints/last.safetensors"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("card.json")).unwrap()).unwrap();
+    assert_eq!(card["classes"].as_array().unwrap().len(), 10);
+    assert_eq!(card["train_images_per_class"]["trouser"], 30);
+    assert_eq!(card["sha256"].as_str().unwrap(), report.sha256);
+    let model = read_alexnet(&report.model).unwrap();
+    assert_eq!(model.class_names[0], "ankle_boot");
+    assert_eq!(model.spec.input_size, 64);
+    assert_eq!(model.spec.num_classes, 10);
+}
+
+/// libtorch's logits for `x` `[n, 3, s, s]` with the weights in `path`.
+fn torch_logits(path: &Path, x: &[f32], n: usize) -> Vec<f32> {
+    let m = read_alexnet(path).unwrap();
+    let s = m.spec.input_size as i64;
+    let net = AlexNet::new(m.spec.clone(), &m.weights, tch::Device::Cpu).unwrap();
+    let t = Tensor::from_slice(x).reshape([n as i64, 3, s, s]);
+    let y = tch::no_grad(|| net.forward(&t, false).unwrap());
+    Vec::<f32>::try_from(&y.flatten(0, -1)).unwrap()
+}
+
+fn ort_logits(path: &Path, x: Vec<f32>, n: usize) -> Vec<f32> {
+    runtime::init(Some(&ort_lib())).unwrap();
+    let model = ModelBytes::read(path).unwrap();
+    let opts = SessionOptions::default();
+    let session = infer::build_session(&model, &opts).unwrap();
+    let info = infer::describe(&model, &session).unwrap();
+    let spec = eval_spec(info.input_size.unwrap());
+    let pool = InferencePool::start(&model, &opts, session, info, 1, n, 1, &spec).unwrap();
+    let out = block_on(pool.handle().run(BatchInput { data: x, real: n })).unwrap();
+    pool.shutdown();
+    out
+}
+
+fn assert_close(torch: &[f32], ort: &[f32]) {
+    assert_eq!(torch.len(), ort.len());
+    let scale = torch.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    let worst = torch
+        .iter()
+        .zip(ort)
+        .map(|(a, b)| (a - b).abs() / scale)
+        .fold(0f32, f32::max);
+    eprintln!("largest libtorch/ONNX Runtime difference relative to the largest logit: {worst:e}");
+    assert!(worst <= 1e-4, "exported model differs from libtorch by {worst}");
+}
+
+#[test]
+fn train_export_matches_libtorch_in_onnx_runtime() {
+    let report = trained();
+    let n = 8;
+    // Random tensors.
+    let x: Vec<f32> = {
+        let t = Tensor::randn([n as i64, 3, 64, 64], (tch::Kind::Float, tch::Device::Cpu));
+        Vec::<f32>::try_from(&t.flatten(0, -1)).unwrap()
+    };
+    assert_close(&torch_logits(&report.model, &x, n), &ort_logits(&report.model, x.clone(), n));
+    // Fixture images through the batch job's own decode + preprocess.
+    let mut pre = labelflow::preprocess::Preprocessor::new(eval_spec(64)).unwrap();
+    let mut imgs = Vec::new();
+    for class in ["bag", "sneaker", "trouser", "coat"] {
+        let dir = data(&format!("fashion/val/{class}"));
+        let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        for f in files.iter().take(2) {
+            let img = labelflow::decode::decode(&std::fs::read(f).unwrap(), Default::default()).unwrap();
+            imgs.extend(pre.run(&img.pixels, img.width, img.height).unwrap());
+        }
+    }
+    assert_close(&torch_logits(&report.model, &imgs, n), &ort_logits(&report.model, imgs.clone(), n));
+}
+
+/// A `uri,label` manifest regrouping the fixture classes into 5 (tops, bottoms and
+/// dresses, outerwear, footwear, bags); relative URIs.
+fn regrouped_manifest(split: &str, dir: &Path) -> String {
+    let group = |c: &str| match c {
+        "t-shirt_top" | "shirt" | "pullover" => "top",
+        "trouser" | "dress" => "bottom_or_dress",
+        "coat" => "outerwear",
+        "sandal" | "sneaker" | "ankle_boot" => "footwear",
+        _ => "bag",
+    };
+    let root = data(&format!("fashion/{split}"));
+    let mut csv = String::from("uri,label\n");
+    let mut classes: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
+    classes.sort();
+    for c in classes {
+        let name = c.file_name().unwrap().to_str().unwrap().to_owned();
+        let mut files: Vec<_> = std::fs::read_dir(&c).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        for f in files {
+            csv.push_str(&format!("{},{}\n", f.display(), group(&name)));
+        }
+    }
+    let path = dir.join(format!("{split}.csv"));
+    std::fs::write(&path, csv).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn train_head_only_changes_nothing_but_the_last_layer() {
+    let base = trained();
+    let dir = scratch("train-head-only");
+    let config = TrainConfig {
+        data: regrouped_manifest("train", &dir),
+        val: Some(regrouped_manifest("val", &dir)),
+        from: Some(base.model.clone()),
+        head_only: true,
+        epochs: 15,
+        out: dir.join("model"),
+        ..small(dir.clone())
+    };
+    let report = run(&config).unwrap();
+    let before = read_alexnet(&base.model).unwrap();
+    let after = read_alexnet(&report.model).unwrap();
+    assert_eq!(after.spec.num_classes, 5);
+    assert_eq!(
+        after.class_names,
+        ["bag", "bottom_or_dress", "footwear", "outerwear", "top"]
+    );
+    let head = after.weights.get("classifier.6.weight").unwrap();
+    assert_eq!(head.shape(), [5, before.spec.hidden_width()]);
+    let mut compared = 0;
+    for (name, t) in before.weights.iter() {
+        if name.starts_with("classifier.6.") {
+            continue;
+        }
+        let u = after.weights.get(name).unwrap();
+        assert_eq!(t.shape(), u.shape(), "{name}");
+        let same = t.data().iter().zip(u.data()).all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "{name} changed during head-only training");
+        compared += 1;
+    }
+    assert_eq!(compared, 14);
+    let last = report.metrics.last().unwrap();
+    eprintln!(
+        "head-only on 5 regrouped classes: val top-1 {:.3} after {} epochs",
+        last.val_top1, last.epoch
+    );
+    assert!(last.val_top1 >= 0.5, "head-only val top-1 {} (chance 0.2)", last.val_top1);
+    assert_eq!(report.card.mode, "head-only");
+}
+
+#[test]
+fn train_resume_reaches_the_same_weights() {
+    let quick = |out: PathBuf| TrainConfig {
+        epochs: 3,
+        augment: AugmentConfig::default(),
+        ..small(out)
+    };
+    let whole = run(&quick(scratch("train-resume-whole"))).unwrap();
+    let dir = scratch("train-resume-split");
+    let first = run(&TrainConfig {
+        stop_after: Some(1),
+        ..quick(dir.clone())
+    })
+    .unwrap();
+    assert_eq!(first.metrics.len(), 1);
+    let resumed = run(&TrainConfig {
+        resume: true,
+        ..quick(dir)
+    })
+    .unwrap();
+    assert_eq!(resumed.resumed_after, Some(1));
+    assert_eq!(resumed.metrics.len(), 3);
+    let a = read_alexnet(&whole.model).unwrap();
+    let b = read_alexnet(&resumed.model).unwrap();
+    for (name, t) in a.weights.iter() {
+        let u = b.weights.get(name).unwrap();
+        let same = t.data().iter().zip(u.data()).all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(same, "{name} differs between the resumed and the uninterrupted run");
+    }
+    assert_eq!(whole.sha256, resumed.sha256);
+}
+
+fn train_error(config: &TrainConfig) -> String {
+    match run(config) {
+        Ok(_) => panic!("training on {} should have failed", config.data),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn train_bad_input_is_a_clear_error() {
+    let dir = scratch("train-bad");
+    // Empty dataset.
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let e = train_error(&TrainConfig { data: empty.display().to_string(), val: None, ..small(dir.join("o1")) });
+    assert!(e.contains("no labelled images found"), "{e}");
+
+    // One class only.
+    let one = dir.join("one/trouser");
+    std::fs::create_dir_all(&one).unwrap();
+    for f in std::fs::read_dir(data("fashion/train/trouser")).unwrap().take(5) {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, one.join(f.file_name().unwrap())).unwrap();
+    }
+    let e = train_error(&TrainConfig {
+        data: dir.join("one").display().to_string(),
+        val: None,
+        ..small(dir.join("o2"))
+    });
+    assert!(e.contains("only one class") && e.contains("trouser"), "{e}");
+
+    // Unreadable manifests: missing, and without the expected columns.
+    let e = train_error(&TrainConfig {
+        data: dir.join("missing.csv").display().to_string(),
+        ..small(dir.join("o3"))
+    });
+    assert!(e.contains("missing.csv"), "{e}");
+    let bad = dir.join("bad.csv");
+    std::fs::write(&bad, "path,class\na.png,x\n").unwrap();
+    let e = train_error(&TrainConfig { data: bad.display().to_string(), ..small(dir.join("o4")) });
+    assert!(e.contains("cannot read manifest") && e.contains("`uri`"), "{e}");
+
+    // --from a model that is not an AlexNet.
+    let mut g = GraphBuilder::new("not-alexnet");
+    g.input_f32("input", &[Dim::batch(), Dim::Fixed(4)])
+        .output_f32("logits", &[Dim::batch(), Dim::Fixed(4)])
+        .node("Relu", "relu", &["input"], &["logits"], vec![]);
+    let other = dir.join("other.onnx");
+    write_model_file(&model_proto(g.build(), &[]), &other).unwrap();
+    let e = train_error(&TrainConfig {
+        from: Some(other.clone()),
+        head_only: true,
+        ..small(dir.join("o5"))
+    });
+    assert!(e.contains("other.onnx") && e.contains("not an AlexNet"), "{e}");
+}
+
+#[test]
+fn train_cli_runs_end_to_end() {
+    let out = scratch("train-cli");
+    let o = super::common::labelflow()
+        .args(["train", "--data", &fashion("train"), "--val", &fashion("val")])
+        .args(["--out", out.to_str().unwrap(), "--epochs", "1", "--width", "0.25"])
+        .args(["--input-size", "64", "--batch-size", "32", "--threads", "2", "--json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("epoch   1"), "{stderr}");
+    let card: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(card["epochs"], 1);
+    assert!(out.join("model.onnx").is_file());
+}
