@@ -16,6 +16,9 @@
 #        AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_ALLOW_HTTP=true
 #        ORT_DYLIB_PATH=<the ONNX Runtime library>
 #        LABELFLOW_PYTHON=<repository>/.venv/bin/python
+#   5. The training tests (`--features train`, libtorch from scripts/setup-torch.sh),
+#      when LABELFLOW_TRAIN_TESTS=1 (opt-in while the training job is being finished:
+#      it downloads libtorch, about 550 MB, and rebuilds the dependencies).
 #
 # Exit status: the test command's.
 #
@@ -138,4 +141,31 @@ set +e
 "${cmd[@]}"
 rc=$?
 set -e
+
+# --- 5. Training tests (cargo feature `train`, libtorch) ---------------------------
+# Run with LABELFLOW_TRAIN_TESTS=1. scripts/setup-torch.sh installs libtorch
+# (PyPI torch 2.11.0, about 550 MB, once) and prints LIBTORCH and LD_LIBRARY_PATH.
+if [[ "${LABELFLOW_TRAIN_TESTS:-}" == 1 ]]; then
+  torch_env="$("$REPO/scripts/setup-torch.sh" | tail -n2)" || die "scripts/setup-torch.sh failed"
+  while IFS= read -r line; do
+    case "$line" in
+      LIBTORCH=*|LD_LIBRARY_PATH=*) export "${line?}" ;;
+      *) die "unexpected output from setup-torch.sh: $line" ;;
+    esac
+  done <<<"$torch_env"
+  if cargo nextest --version >/dev/null 2>&1; then
+    train_cmd=(cargo nextest run --features train -E 'test(/train/)')
+  else
+    train_cmd=(cargo test --features train --all-targets train)
+  fi
+  say "${train_cmd[*]}"
+  set +e
+  "${train_cmd[@]}"
+  train_rc=$?
+  set -e
+  if ((rc == 0)); then rc=$train_rc; fi
+else
+  say "training tests not run (set LABELFLOW_TRAIN_TESTS=1 to run them)"
+fi
+# --- end of 5 ----------------------------------------------------------------------
 exit "$rc"

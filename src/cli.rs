@@ -47,6 +47,12 @@ pub enum Command {
     Doctor,
     /// Measure decode+preprocess, inference-only and end-to-end throughput and peak memory.
     Bench(BenchArgs),
+    /// Train AlexNet on labelled images (or only its last layer) and export ONNX.
+    #[cfg(feature = "train")]
+    Train(crate::train_cli::TrainArgs),
+    /// Train AlexNet on labelled images (not in this build: see `labelflow train`).
+    #[cfg(not(feature = "train"))]
+    Train(crate::train_cli::TrainUnavailable),
 }
 
 #[derive(Debug, Args)]

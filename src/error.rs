@@ -70,6 +70,11 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The training job could not run (bad data, model or options); the message names
+    /// what to fix.
+    #[error("training: {0}")]
+    Train(String),
+
     /// A background task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(String),

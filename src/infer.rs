@@ -149,10 +149,15 @@ fn session_for(model: &ModelBytes, opts: &SessionOptions, device: Device) -> Res
         .with_optimization_level(GraphOptimizationLevel::Level3)
         .map_err(|e| err(&e))?;
     if opts.intra_threads > 0 {
-        builder = builder.with_intra_threads(opts.intra_threads).map_err(|e| err(&e))?;
+        builder = builder
+            .with_intra_threads(opts.intra_threads)
+            .map_err(|e| err(&e))?;
     }
     if let Device::Cuda(id) = device {
-        let ep = ort::ep::CUDA::default().with_device_id(id).build().error_on_failure();
+        let ep = ort::ep::CUDA::default()
+            .with_device_id(id)
+            .build()
+            .error_on_failure();
         builder = builder.with_execution_providers([ep]).map_err(|e| {
             Error::Runtime(format!(
                 "cannot use CUDA device {id}: {}. Check `labelflow doctor` (needs the onnxruntime-gpu library, CUDA 13 and cuDNN 9 on the loader path), or pass --allow-cpu-fallback to run on CPU",
@@ -160,10 +165,12 @@ fn session_for(model: &ModelBytes, opts: &SessionOptions, device: Device) -> Res
             ))
         })?;
     }
-    builder.commit_from_memory(&model.bytes).map_err(|e| Error::Model {
-        path: model.location.clone(),
-        reason: format!("ONNX Runtime cannot load it: {e}"),
-    })
+    builder
+        .commit_from_memory(&model.bytes)
+        .map_err(|e| Error::Model {
+            path: model.location.clone(),
+            reason: format!("ONNX Runtime cannot load it: {e}"),
+        })
 }
 
 /// Read the model's inputs, outputs and metadata from a built session.

@@ -21,5 +21,7 @@ pub mod schema;
 pub mod sink;
 pub mod source;
 pub mod store;
+#[cfg(feature = "train")]
+pub mod train;
 
 pub use error::{Error, Result};

@@ -3,6 +3,7 @@
 
 mod cli;
 mod progress;
+mod train_cli;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -39,7 +40,7 @@ fn main() -> ExitCode {
 fn init_tracing(verbose: u8) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
-        0 => "labelflow=warn,ort=error",
+        0 => "labelflow=warn,ort=off",
         1 => "labelflow=info,ort=warn",
         _ => "labelflow=debug,ort=info",
     };
@@ -143,6 +144,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             println!("{}", report.table());
             Ok(0)
         }
+        Command::Train(args) => train_cli::run(args, show_progress).await,
     }
 }
 

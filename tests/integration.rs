@@ -7,4 +7,6 @@ mod integration {
     mod interop;
     mod query;
     mod run;
+    #[cfg(feature = "train")]
+    mod train;
 }

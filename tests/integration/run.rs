@@ -635,21 +635,47 @@ fn model_init_passes_the_onnx_checker() {
 #[test]
 fn cuda_without_a_usable_gpu_is_an_error_unless_fallback_is_allowed() {
     let doctor = run_cli(&["doctor"]);
-    if String::from_utf8_lossy(&doctor.stdout).contains("CUDAExecutionProvider") && !runtime_gpus().is_empty() {
+    if String::from_utf8_lossy(&doctor.stdout).contains("CUDAExecutionProvider")
+        && !runtime_gpus().is_empty()
+    {
         eprintln!("skipped: this machine can run CUDA");
         return;
     }
     let out = scratch("cuda-out");
     let photos = data("photos");
-    let base = ["run", "--input", photos.to_str().unwrap(), "--output", out.to_str().unwrap(), "--limit", "2"];
+    let base = [
+        "run",
+        "--input",
+        photos.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--limit",
+        "2",
+    ];
     let model = small_model();
-    let o = labelflow().args(base).args(["--model", model.to_str().unwrap(), "--device", "cuda"]).output().unwrap();
+    let o = labelflow()
+        .args(base)
+        .args(["--model", model.to_str().unwrap(), "--device", "cuda"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("cannot use CUDA device 0") && stderr(&o).contains("--allow-cpu-fallback"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot use CUDA device 0")
+            && stderr(&o).contains("--allow-cpu-fallback"),
+        "{}",
+        stderr(&o)
+    );
     assert!(read_parts(&out).is_empty());
     let o = labelflow()
         .args(base)
-        .args(["--model", model.to_str().unwrap(), "--device", "cuda", "--allow-cpu-fallback", "--json"])
+        .args([
+            "--model",
+            model.to_str().unwrap(),
+            "--device",
+            "cuda",
+            "--allow-cpu-fallback",
+            "--json",
+        ])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));

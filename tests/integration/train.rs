@@ -78,12 +78,20 @@ fn train_from_scratch_learns_fashion_subset() {
         last.train_loss
     );
     let best = m.iter().map(|e| e.val_top1).fold(0.0, f64::max);
-    assert!(best >= 0.45, "validation top-1 {best} is not far above chance (0.10)");
+    assert!(
+        best >= 0.45,
+        "validation top-1 {best} is not far above chance (0.10)"
+    );
     assert_eq!(last.val_images, 100);
 
     // The output folder the batch job and `labelflow query` use.
     let out = &report.out;
-    for f in ["model.onnx", "card.json", "metrics.parquet", "checkpoints/last.safetensors"] {
+    for f in [
+        "model.onnx",
+        "card.json",
+        "metrics.parquet",
+        "checkpoints/last.safetensors",
+    ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     let card: serde_json::Value =
@@ -129,7 +137,10 @@ fn assert_close(torch: &[f32], ort: &[f32]) {
         .map(|(a, b)| (a - b).abs() / scale)
         .fold(0f32, f32::max);
     eprintln!("largest libtorch/ONNX Runtime difference relative to the largest logit: {worst:e}");
-    assert!(worst <= 1e-4, "exported model differs from libtorch by {worst}");
+    assert!(
+        worst <= 1e-4,
+        "exported model differs from libtorch by {worst}"
+    );
 }
 
 #[test]
@@ -141,20 +152,30 @@ fn train_export_matches_libtorch_in_onnx_runtime() {
         let t = Tensor::randn([n as i64, 3, 64, 64], (tch::Kind::Float, tch::Device::Cpu));
         Vec::<f32>::try_from(&t.flatten(0, -1)).unwrap()
     };
-    assert_close(&torch_logits(&report.model, &x, n), &ort_logits(&report.model, x.clone(), n));
+    assert_close(
+        &torch_logits(&report.model, &x, n),
+        &ort_logits(&report.model, x.clone(), n),
+    );
     // Fixture images through the batch job's own decode + preprocess.
     let mut pre = labelflow::preprocess::Preprocessor::new(eval_spec(64)).unwrap();
     let mut imgs = Vec::new();
     for class in ["bag", "sneaker", "trouser", "coat"] {
         let dir = data(&format!("fashion/val/{class}"));
-        let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         files.sort();
         for f in files.iter().take(2) {
-            let img = labelflow::decode::decode(&std::fs::read(f).unwrap(), Default::default()).unwrap();
+            let img =
+                labelflow::decode::decode(&std::fs::read(f).unwrap(), Default::default()).unwrap();
             imgs.extend(pre.run(&img.pixels, img.width, img.height).unwrap());
         }
     }
-    assert_close(&torch_logits(&report.model, &imgs, n), &ort_logits(&report.model, imgs.clone(), n));
+    assert_close(
+        &torch_logits(&report.model, &imgs, n),
+        &ort_logits(&report.model, imgs.clone(), n),
+    );
 }
 
 /// A `uri,label` manifest regrouping the fixture classes into 5 (tops, bottoms and
@@ -169,11 +190,17 @@ fn regrouped_manifest(split: &str, dir: &Path) -> String {
     };
     let root = data(&format!("fashion/{split}"));
     let mut csv = String::from("uri,label\n");
-    let mut classes: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut classes: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     classes.sort();
     for c in classes {
         let name = c.file_name().unwrap().to_str().unwrap().to_owned();
-        let mut files: Vec<_> = std::fs::read_dir(&c).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut files: Vec<_> = std::fs::read_dir(&c)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         files.sort();
         for f in files {
             csv.push_str(&format!("{},{}\n", f.display(), group(&name)));
@@ -214,7 +241,11 @@ fn train_head_only_changes_nothing_but_the_last_layer() {
         }
         let u = after.weights.get(name).unwrap();
         assert_eq!(t.shape(), u.shape(), "{name}");
-        let same = t.data().iter().zip(u.data()).all(|(a, b)| a.to_bits() == b.to_bits());
+        let same = t
+            .data()
+            .iter()
+            .zip(u.data())
+            .all(|(a, b)| a.to_bits() == b.to_bits());
         assert!(same, "{name} changed during head-only training");
         compared += 1;
     }
@@ -224,7 +255,11 @@ fn train_head_only_changes_nothing_but_the_last_layer() {
         "head-only on 5 regrouped classes: val top-1 {:.3} after {} epochs",
         last.val_top1, last.epoch
     );
-    assert!(last.val_top1 >= 0.5, "head-only val top-1 {} (chance 0.2)", last.val_top1);
+    assert!(
+        last.val_top1 >= 0.5,
+        "head-only val top-1 {} (chance 0.2)",
+        last.val_top1
+    );
     assert_eq!(report.card.mode, "head-only");
 }
 
@@ -254,8 +289,15 @@ fn train_resume_reaches_the_same_weights() {
     let b = read_alexnet(&resumed.model).unwrap();
     for (name, t) in a.weights.iter() {
         let u = b.weights.get(name).unwrap();
-        let same = t.data().iter().zip(u.data()).all(|(x, y)| x.to_bits() == y.to_bits());
-        assert!(same, "{name} differs between the resumed and the uninterrupted run");
+        let same = t
+            .data()
+            .iter()
+            .zip(u.data())
+            .all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(
+            same,
+            "{name} differs between the resumed and the uninterrupted run"
+        );
     }
     assert_eq!(whole.sha256, resumed.sha256);
 }
@@ -273,13 +315,20 @@ fn train_bad_input_is_a_clear_error() {
     // Empty dataset.
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let e = train_error(&TrainConfig { data: empty.display().to_string(), val: None, ..small(dir.join("o1")) });
+    let e = train_error(&TrainConfig {
+        data: empty.display().to_string(),
+        val: None,
+        ..small(dir.join("o1"))
+    });
     assert!(e.contains("no labelled images found"), "{e}");
 
     // One class only.
     let one = dir.join("one/trouser");
     std::fs::create_dir_all(&one).unwrap();
-    for f in std::fs::read_dir(data("fashion/train/trouser")).unwrap().take(5) {
+    for f in std::fs::read_dir(data("fashion/train/trouser"))
+        .unwrap()
+        .take(5)
+    {
         let f = f.unwrap().path();
         std::fs::copy(&f, one.join(f.file_name().unwrap())).unwrap();
     }
@@ -298,8 +347,14 @@ fn train_bad_input_is_a_clear_error() {
     assert!(e.contains("missing.csv"), "{e}");
     let bad = dir.join("bad.csv");
     std::fs::write(&bad, "path,class\na.png,x\n").unwrap();
-    let e = train_error(&TrainConfig { data: bad.display().to_string(), ..small(dir.join("o4")) });
-    assert!(e.contains("cannot read manifest") && e.contains("`uri`"), "{e}");
+    let e = train_error(&TrainConfig {
+        data: bad.display().to_string(),
+        ..small(dir.join("o4"))
+    });
+    assert!(
+        e.contains("cannot read manifest") && e.contains("`uri`"),
+        "{e}"
+    );
 
     // --from a model that is not an AlexNet.
     let mut g = GraphBuilder::new("not-alexnet");
@@ -313,16 +368,40 @@ fn train_bad_input_is_a_clear_error() {
         head_only: true,
         ..small(dir.join("o5"))
     });
-    assert!(e.contains("other.onnx") && e.contains("not an AlexNet"), "{e}");
+    assert!(
+        e.contains("other.onnx") && e.contains("not an AlexNet"),
+        "{e}"
+    );
 }
 
 #[test]
 fn train_cli_runs_end_to_end() {
     let out = scratch("train-cli");
     let o = super::common::labelflow()
-        .args(["train", "--data", &fashion("train"), "--val", &fashion("val")])
-        .args(["--out", out.to_str().unwrap(), "--epochs", "1", "--width", "0.25"])
-        .args(["--input-size", "64", "--batch-size", "32", "--threads", "2", "--json"])
+        .args([
+            "train",
+            "--data",
+            &fashion("train"),
+            "--val",
+            &fashion("val"),
+        ])
+        .args([
+            "--out",
+            out.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--width",
+            "0.25",
+        ])
+        .args([
+            "--input-size",
+            "64",
+            "--batch-size",
+            "32",
+            "--threads",
+            "2",
+            "--json",
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);

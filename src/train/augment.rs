@@ -1,0 +1,373 @@
+//! Training-time and evaluation-time image transforms.
+//!
+//! Both start with the batch job's own [`Preprocessor`] (resize the shorter side,
+//! scale, normalise), so a model never sees numbers at training time that the batch
+//! job would compute differently:
+//!
+//! - **evaluation**: exactly the batch job's transform — resize to `resize`, centre
+//!   crop `input_size` (the `labelflow.preprocess` metadata of the exported model);
+//! - **training** (the 2012 paper's augmentation, scaled to the input size): resize to
+//!   `resize`, centre `resize`×`resize` square, then a random `input_size` crop, a
+//!   horizontal flip with probability ½, and PCA colour lighting — add
+//!   Σᵢ αᵢ λᵢ vᵢ to every pixel, with (λᵢ, vᵢ) the eigenpairs of the training set's RGB
+//!   covariance and αᵢ ~ N(0, σ²) drawn once per image.
+
+use crate::decode::RgbImage;
+use crate::onnx::Preprocess;
+use crate::preprocess::{PreprocessSpec, Preprocessor};
+use crate::Result;
+
+use super::data::Sample;
+
+/// Which augmentations run at training time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AugmentConfig {
+    /// Random crops (otherwise the centre crop).
+    pub random_crop: bool,
+    /// Random horizontal flips.
+    pub flip: bool,
+    /// σ of the PCA lighting noise (the paper: 0.1); 0 turns it off.
+    pub lighting: f32,
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        AugmentConfig {
+            random_crop: true,
+            flip: true,
+            lighting: 0.1,
+        }
+    }
+}
+
+/// A small, seedable random source (SplitMix64): the same seed gives the same crops,
+/// flips and shuffles on every machine.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    /// A generator for `stream` (e.g. an epoch) derived from `seed`.
+    pub fn derive(seed: u64, stream: u64) -> Self {
+        let mut r = Rng(seed ^ stream.wrapping_mul(0xD6E8_FEB8_6659_FD93));
+        r.next_u64();
+        r
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Standard normal (Box–Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = 1.0 - self.unit();
+        let u2 = self.unit();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+
+    /// Fisher–Yates shuffle.
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            items.swap(i, self.below(i + 1));
+        }
+    }
+}
+
+/// Eigenvalues and unit eigenvectors of the RGB covariance (pixels in 0–1).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ColourPca {
+    pub eigenvalues: [f64; 3],
+    /// `eigenvectors[i]` belongs to `eigenvalues[i]`.
+    pub eigenvectors: [[f64; 3]; 3],
+}
+
+impl ColourPca {
+    /// From the pixels of `samples` (at most about 2²⁰ pixels, evenly spread).
+    pub fn from_samples(samples: &[Sample]) -> Self {
+        let total: usize = samples.iter().map(|s| s.image.pixels.len() / 3).sum();
+        let step = (total / (1 << 20)).max(1);
+        let (mut n, mut sum, mut sq) = (0f64, [0f64; 3], [[0f64; 3]; 3]);
+        let mut i = 0usize;
+        for s in samples {
+            for px in s.image.pixels.chunks_exact(3) {
+                if i % step == 0 {
+                    let v = [px[0], px[1], px[2]].map(|b| f64::from(b) / 255.0);
+                    for a in 0..3 {
+                        sum[a] += v[a];
+                        for b in 0..3 {
+                            sq[a][b] += v[a] * v[b];
+                        }
+                    }
+                    n += 1.0;
+                }
+                i += 1;
+            }
+        }
+        let mut cov = [[0f64; 3]; 3];
+        if n > 1.0 {
+            for a in 0..3 {
+                for b in 0..3 {
+                    cov[a][b] = (sq[a][b] - sum[a] * sum[b] / n) / (n - 1.0);
+                }
+            }
+        }
+        Self::of_covariance(cov)
+    }
+
+    /// Eigen-decomposition of a symmetric 3×3 matrix (cyclic Jacobi rotations).
+    pub fn of_covariance(mut a: [[f64; 3]; 3]) -> Self {
+        let mut v = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+        for _ in 0..50 {
+            let off = a[0][1].powi(2) + a[0][2].powi(2) + a[1][2].powi(2);
+            if off < 1e-30 {
+                break;
+            }
+            for (p, q) in [(0, 1), (0, 2), (1, 2)] {
+                if a[p][q].abs() < 1e-300 {
+                    continue;
+                }
+                let theta = (a[q][q] - a[p][p]) / (2.0 * a[p][q]);
+                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let t = if theta == 0.0 { 1.0 } else { t };
+                let c = 1.0 / (t * t + 1.0).sqrt();
+                let s = t * c;
+                for k in 0..3 {
+                    let (akp, akq) = (a[k][p], a[k][q]);
+                    a[k][p] = c * akp - s * akq;
+                    a[k][q] = s * akp + c * akq;
+                }
+                for k in 0..3 {
+                    let (apk, aqk) = (a[p][k], a[q][k]);
+                    a[p][k] = c * apk - s * aqk;
+                    a[q][k] = s * apk + c * aqk;
+                }
+                for row in v.iter_mut() {
+                    let (vp, vq) = (row[p], row[q]);
+                    row[p] = c * vp - s * vq;
+                    row[q] = s * vp + c * vq;
+                }
+            }
+        }
+        ColourPca {
+            eigenvalues: [a[0][0].max(0.0), a[1][1].max(0.0), a[2][2].max(0.0)],
+            eigenvectors: [0, 1, 2].map(|i| [v[0][i], v[1][i], v[2][i]]),
+        }
+    }
+
+    /// The RGB offset (0–1 units) for noise `alpha`.
+    pub fn offset(&self, alpha: [f64; 3]) -> [f64; 3] {
+        let mut d = [0f64; 3];
+        for (i, a) in alpha.iter().enumerate() {
+            for (c, dc) in d.iter_mut().enumerate() {
+                *dc += a * self.eigenvalues[i] * self.eigenvectors[i][c];
+            }
+        }
+        d
+    }
+}
+
+/// Turns decoded images into model input, for training and for evaluation.
+pub struct Augmenter {
+    config: AugmentConfig,
+    input: usize,
+    resize: usize,
+    std: [f32; 3],
+    train_pre: Preprocessor,
+    eval_pre: Preprocessor,
+    scratch: Vec<f32>,
+    pca: Option<ColourPca>,
+}
+
+/// The batch job's preprocessing for a model with `input_size` pixels (what the
+/// exported model's metadata says).
+pub fn eval_spec(input_size: usize) -> PreprocessSpec {
+    let p = Preprocess::imagenet(u32::try_from(input_size).unwrap_or(u32::MAX));
+    PreprocessSpec {
+        resize: p.resize,
+        crop: p.crop,
+        mean: p.mean,
+        std: p.std,
+        ..Default::default()
+    }
+}
+
+impl Augmenter {
+    /// `pca` is needed only when lighting is on.
+    pub fn new(input_size: usize, config: AugmentConfig, pca: Option<ColourPca>) -> Result<Self> {
+        let eval = eval_spec(input_size);
+        let train = PreprocessSpec {
+            crop: eval.resize,
+            ..eval.clone()
+        };
+        let resize = eval.resize as usize;
+        Ok(Augmenter {
+            config,
+            input: input_size,
+            resize,
+            std: eval.std,
+            train_pre: Preprocessor::new(train)?,
+            eval_pre: Preprocessor::new(eval)?,
+            scratch: vec![0f32; 3 * resize * resize],
+            pca: if config.lighting > 0.0 { pca } else { None },
+        })
+    }
+
+    /// Values per image (`3 × input × input`).
+    pub fn image_len(&self) -> usize {
+        3 * self.input * self.input
+    }
+
+    /// The resize side (shorter side before cropping).
+    pub fn resize(&self) -> usize {
+        self.resize
+    }
+
+    /// The batch job's transform of `img` into `out`.
+    pub fn eval_into(&mut self, img: &RgbImage, out: &mut [f32]) -> Result<()> {
+        self.eval_pre
+            .run_into(&img.pixels, img.width, img.height, out)
+    }
+
+    /// A random training view of `img` into `out`.
+    pub fn train_into(&mut self, img: &RgbImage, rng: &mut Rng, out: &mut [f32]) -> Result<()> {
+        self.train_pre
+            .run_into(&img.pixels, img.width, img.height, &mut self.scratch)?;
+        let (r, s) = (self.resize, self.input);
+        let span = r - s;
+        let (ox, oy) = if self.config.random_crop {
+            (rng.below(span + 1), rng.below(span + 1))
+        } else {
+            (span / 2, span / 2)
+        };
+        let flip = self.config.flip && rng.next_u64() & 1 == 1;
+        let shift = match &self.pca {
+            Some(pca) => {
+                let sigma = f64::from(self.config.lighting);
+                let alpha = [
+                    rng.normal() * sigma,
+                    rng.normal() * sigma,
+                    rng.normal() * sigma,
+                ];
+                let d = pca.offset(alpha);
+                [0, 1, 2].map(|c| (d[c] / f64::from(self.std[c])) as f32)
+            }
+            None => [0.0; 3],
+        };
+        for c in 0..3 {
+            for y in 0..s {
+                let src = &self.scratch[c * r * r + (oy + y) * r + ox..][..s];
+                let dst = &mut out[c * s * s + y * s..][..s];
+                if flip {
+                    for (d, v) in dst.iter_mut().zip(src.iter().rev()) {
+                        *d = v + shift[c];
+                    }
+                } else {
+                    for (d, v) in dst.iter_mut().zip(src) {
+                        *d = v + shift[c];
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jacobi_recovers_a_known_eigensystem() {
+        let pca = ColourPca::of_covariance([[2.0, 1.0, 0.0], [1.0, 2.0, 0.0], [0.0, 0.0, 5.0]]);
+        let mut ev = pca.eigenvalues;
+        ev.sort_by(f64::total_cmp);
+        for (got, want) in ev.iter().zip([1.0, 3.0, 5.0]) {
+            assert!((got - want).abs() < 1e-9, "{ev:?}");
+        }
+        for (i, v) in pca.eigenvectors.iter().enumerate() {
+            let norm: f64 = v.iter().map(|x| x * x).sum();
+            assert!((norm - 1.0).abs() < 1e-9);
+            // A v = λ v
+            let a = [[2.0, 1.0, 0.0], [1.0, 2.0, 0.0], [0.0, 0.0, 5.0]];
+            for r in 0..3 {
+                let av: f64 = (0..3).map(|k| a[r][k] * v[k]).sum();
+                assert!((av - pca.eigenvalues[i] * v[r]).abs() < 1e-9);
+            }
+        }
+    }
+
+    fn gradient(w: u32, h: u32) -> RgbImage {
+        let pixels = (0..w * h)
+            .flat_map(|i| [(i % w * 7) as u8, (i / w * 5) as u8, 128])
+            .collect();
+        RgbImage {
+            width: w,
+            height: h,
+            pixels,
+        }
+    }
+
+    #[test]
+    fn centre_view_without_augmentation_is_the_batch_jobs_centre_crop_when_sizes_agree() {
+        // With random crops, flips and lighting off, the training view is the centre
+        // input×input of the resize×resize square: the batch job's crop.
+        let cfg = AugmentConfig {
+            random_crop: false,
+            flip: false,
+            lighting: 0.0,
+        };
+        let mut a = Augmenter::new(64, cfg, None).unwrap();
+        let img = gradient(28, 28);
+        let (mut t, mut e) = (vec![0f32; a.image_len()], vec![0f32; a.image_len()]);
+        a.train_into(&img, &mut Rng::new(1), &mut t).unwrap();
+        a.eval_into(&img, &mut e).unwrap();
+        let max = t
+            .iter()
+            .zip(&e)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        // (73 - 64) / 2 rounds differently (4 vs 4.5 → 4): identical here.
+        assert!(max < 1e-6, "{max}");
+    }
+
+    #[test]
+    fn flips_mirror_rows_and_crops_stay_inside() {
+        let cfg = AugmentConfig {
+            random_crop: true,
+            flip: true,
+            lighting: 0.0,
+        };
+        let mut a = Augmenter::new(64, cfg, None).unwrap();
+        let img = gradient(40, 30);
+        let mut rng = Rng::new(7);
+        let mut out = vec![0f32; a.image_len()];
+        for _ in 0..20 {
+            a.train_into(&img, &mut rng, &mut out).unwrap();
+            assert!(out.iter().all(|v| v.is_finite()));
+        }
+        let mut r = Rng::new(3);
+        let mut v: Vec<usize> = (0..100).collect();
+        r.shuffle(&mut v);
+        let mut sorted = v.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..100).collect::<Vec<_>>());
+        assert_ne!(v, sorted);
+    }
+}

@@ -1,0 +1,208 @@
+//! The companion training job: labelled images in object storage → a trained AlexNet
+//! → the ONNX file the batch job runs.
+//!
+//! The stages, one module each:
+//!
+//! - [`data`]: list a folder-per-class tree or read a `uri,label` manifest from any
+//!   object-store URL, split train/validation by a stable hash, fetch and decode with
+//!   the batch job's decoder (bad images are counted and skipped).
+//! - [`augment`]: the batch job's resize and normalisation, then the paper's random
+//!   crops, horizontal flips and PCA colour lighting for training, centre crop for
+//!   evaluation — the same numbers the batch job feeds the exported model.
+//! - [`model`]: AlexNet in libtorch with torchvision's parameter names, initialised
+//!   from (and exported to) the crate's ONNX weights.
+//! - [`fit`]: the loop — SGD with momentum and weight decay, learning rate divided on
+//!   plateaus, checkpoints every epoch, `--resume`, head-only fine-tuning.
+//! - [`metrics`]: per-epoch loss and top-1/top-5, written as Parquet.
+//! - [`export`]: `model.onnx` through the crate's ONNX writer, `card.json` beside it.
+
+pub mod augment;
+pub mod data;
+pub mod export;
+pub mod fit;
+pub mod metrics;
+pub mod model;
+
+use std::path::PathBuf;
+
+use crate::onnx::Variant;
+use crate::runtime::Device;
+
+pub use fit::{train, NoTrainProgress, TrainProgress, TrainReport};
+
+/// Why the training job stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The labelled data cannot be used (empty, one class, unreadable manifest…).
+    #[error("{0}")]
+    Data(String),
+    /// The options do not describe a run that can work.
+    #[error("{0}")]
+    Options(String),
+    /// The model to start from cannot be used.
+    #[error("{0}")]
+    Model(String),
+    /// A checkpoint could not be written or read back.
+    #[error("checkpoint {}: {reason}", path.display())]
+    Checkpoint { path: PathBuf, reason: String },
+    /// libtorch reported an error.
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+}
+
+impl From<TrainError> for crate::Error {
+    fn from(e: TrainError) -> Self {
+        crate::Error::Train(e.to_string())
+    }
+}
+
+/// Everything a training run needs. [`TrainConfig::default`] is the paper's
+/// optimisation on torchvision's layout at full size.
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    /// Labelled images: a folder-per-class URL (`<root>/<class>/<image>`) or a CSV
+    /// manifest (`uri,label`; a relative `uri` is taken relative to the manifest).
+    pub data: String,
+    /// Validation images in the same forms; when absent, `val_percent` of `data` is
+    /// held out by a stable hash of each image's key.
+    pub val: Option<String>,
+    /// Images evaluated once with the final model (reported, never trained on).
+    pub test: Option<String>,
+    /// Output folder: `model.onnx`, `card.json`, `metrics.parquet`, `checkpoints/`.
+    pub out: PathBuf,
+    /// Start from this AlexNet ONNX file instead of fresh weights.
+    pub from: Option<PathBuf>,
+    /// With `from`: train only the last layer (`classifier.6`), replaced by one sized
+    /// to the new classes; every other weight stays bit-identical.
+    pub head_only: bool,
+    /// Layout of a fresh model.
+    pub variant: Variant,
+    /// Channel multiplier of a fresh model (1.0 = published sizes).
+    pub width: f32,
+    /// Input side of a fresh model in pixels (at least 63).
+    pub input_size: usize,
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Initial learning rate (the paper: 0.01).
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    /// Divide the learning rate by `lr_factor` after this many epochs without a
+    /// better validation loss.
+    pub lr_patience: usize,
+    pub lr_factor: f64,
+    /// Per cent of `data` held out for validation when `val` is absent.
+    pub val_percent: u32,
+    /// Seed of the initial weights, the shuffling, augmentation and dropout.
+    pub seed: u64,
+    pub device: Device,
+    /// libtorch intra-op threads (default: libtorch's choice).
+    pub threads: Option<usize>,
+    /// Continue from `out/checkpoints/last.*`.
+    pub resume: bool,
+    pub augment: augment::AugmentConfig,
+    /// Concurrent fetches while loading images.
+    pub fetch_concurrency: usize,
+    /// Stop after this many epochs in this invocation (tests use it to simulate an
+    /// interrupted run; `None` runs to `epochs`).
+    pub stop_after: Option<usize>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            data: String::new(),
+            val: None,
+            test: None,
+            out: PathBuf::from("models/v1"),
+            from: None,
+            head_only: false,
+            variant: Variant::Torchvision,
+            width: 1.0,
+            input_size: 224,
+            epochs: 30,
+            batch_size: 128,
+            lr: 0.01,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            lr_patience: 2,
+            lr_factor: 10.0,
+            val_percent: 10,
+            seed: 0,
+            device: Device::Cpu,
+            threads: None,
+            resume: false,
+            augment: augment::AugmentConfig::default(),
+            fetch_concurrency: 32,
+            stop_after: None,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks the numbers; the message names the flag to fix.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad = |m: String| Err(TrainError::Options(m));
+        if self.data.trim().is_empty() {
+            return bad("--data is required: a folder-per-class URL or a uri,label CSV".into());
+        }
+        if self.epochs == 0 {
+            return bad("--epochs must be at least 1".into());
+        }
+        if self.batch_size == 0 {
+            return bad("--batch-size must be at least 1".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!("--lr must be a positive number, got {}", self.lr));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return bad(format!(
+                "--momentum must be in [0, 1), got {}",
+                self.momentum
+            ));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad(format!(
+                "--weight-decay must be ≥ 0, got {}",
+                self.weight_decay
+            ));
+        }
+        if !(self.lr_factor.is_finite() && self.lr_factor > 1.0) {
+            return bad(format!(
+                "--lr-factor must be greater than 1, got {}",
+                self.lr_factor
+            ));
+        }
+        if self.val.is_none() && !(1..=90).contains(&self.val_percent) {
+            return bad(format!(
+                "--val-percent must be between 1 and 90 when no --val is given, got {}",
+                self.val_percent
+            ));
+        }
+        if self.head_only && self.from.is_none() {
+            return bad(
+                "--head-only needs --from MODEL.onnx (the model whose features to keep)".into(),
+            );
+        }
+        if self.fetch_concurrency == 0 {
+            return bad("fetch concurrency must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// The libtorch device for `device`, checking CUDA is there when asked for.
+pub fn torch_device(device: Device) -> Result<tch::Device, TrainError> {
+    match device {
+        Device::Cpu => Ok(tch::Device::Cpu),
+        Device::Cuda(n) => {
+            let count = tch::Cuda::device_count();
+            if n < 0 || i64::from(n) >= count {
+                return Err(TrainError::Options(format!(
+                    "--device cuda:{n}: libtorch sees {count} CUDA device(s); use --device cpu, or check the driver and that libtorch_cuda.so is linked"
+                )));
+            }
+            Ok(tch::Device::Cuda(n as usize))
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! `labelflow train`: flags, progress display and the call into `labelflow::train`.
+//! Without the `train` cargo feature the command exists and explains how to get it.
+
+#[cfg(not(feature = "train"))]
+pub use unavailable::*;
+
+#[cfg(feature = "train")]
+pub use available::*;
+
+#[cfg(not(feature = "train"))]
+mod unavailable {
+    use clap::Args;
+
+    /// Accepts anything, so the message below is what the user sees.
+    #[derive(Debug, Args)]
+    pub struct TrainUnavailable {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        pub rest: Vec<String>,
+    }
+
+    pub async fn run(_args: TrainUnavailable, _progress: bool) -> anyhow::Result<u8> {
+        eprintln!(
+            "error: this labelflow binary was built without training support.\n\
+             Build it with libtorch:\n  \
+             eval \"$(scripts/setup-torch.sh | tail -n2 | sed 's/^/export /')\"\n  \
+             cargo build --release --features train"
+        );
+        Ok(2)
+    }
+}
+
+#[cfg(feature = "train")]
+mod available {
+    use std::path::PathBuf;
+    use std::sync::{Arc, Mutex};
+
+    use clap::Args;
+    use indicatif::{ProgressBar, ProgressStyle};
+    use labelflow::onnx::Variant;
+    use labelflow::runtime::Device;
+    use labelflow::train::augment::AugmentConfig;
+    use labelflow::train::metrics::EpochMetrics;
+    use labelflow::train::{self, TrainConfig, TrainProgress};
+
+    #[derive(Debug, Args)]
+    pub struct TrainArgs {
+        /// Labelled images: folder-per-class URL (<root>/<class>/<image>) or a uri,label manifest (.csv, .jsonl).
+        #[arg(long, value_name = "URL")]
+        pub data: String,
+        /// Validation images (same forms); default: --val-percent of --data by a stable hash.
+        #[arg(long, value_name = "URL")]
+        pub val: Option<String>,
+        /// Test images, evaluated once with the final model and reported in card.json.
+        #[arg(long, value_name = "URL")]
+        pub test: Option<String>,
+        /// Output folder: model.onnx, card.json, metrics.parquet, checkpoints/.
+        #[arg(long, short = 'o', value_name = "DIR")]
+        pub out: PathBuf,
+        /// Start from this AlexNet ONNX file.
+        #[arg(long, value_name = "MODEL.onnx")]
+        pub from: Option<PathBuf>,
+        /// With --from: train only the last layer, replaced for the new classes.
+        #[arg(long, requires = "from")]
+        pub head_only: bool,
+        /// Continue from OUT/checkpoints/last.* (same flags as the interrupted run).
+        #[arg(long)]
+        pub resume: bool,
+        /// torchvision (default) or paper (2012 layout: LRN, grouped convolutions).
+        #[arg(long, default_value = "torchvision")]
+        pub variant: Variant,
+        /// Channel multiplier of a new model (1.0 = published sizes).
+        #[arg(long, default_value_t = 1.0)]
+        pub width: f32,
+        /// Input side of a new model in pixels (at least 63).
+        #[arg(long, default_value_t = 224)]
+        pub input_size: usize,
+        #[arg(long, default_value_t = 30)]
+        pub epochs: usize,
+        #[arg(long, default_value_t = 128)]
+        pub batch_size: usize,
+        /// Initial learning rate.
+        #[arg(long, default_value_t = 0.01)]
+        pub lr: f64,
+        #[arg(long, default_value_t = 0.9)]
+        pub momentum: f64,
+        #[arg(long, default_value_t = 5e-4)]
+        pub weight_decay: f64,
+        /// Epochs without a better validation loss before the learning rate is divided.
+        #[arg(long, default_value_t = 2)]
+        pub lr_patience: usize,
+        /// What the learning rate is divided by.
+        #[arg(long, default_value_t = 10.0)]
+        pub lr_factor: f64,
+        /// Per cent of --data held out for validation when --val is absent.
+        #[arg(long, default_value_t = 10)]
+        pub val_percent: u32,
+        /// Seed of the initial weights, shuffling, augmentation and dropout.
+        #[arg(long, default_value_t = 0)]
+        pub seed: u64,
+        /// cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        pub device: Device,
+        /// libtorch threads (default: libtorch's choice).
+        #[arg(long)]
+        pub threads: Option<usize>,
+        /// Turn off random crops (centre crop instead).
+        #[arg(long)]
+        pub no_random_crop: bool,
+        /// Turn off horizontal flips.
+        #[arg(long)]
+        pub no_flip: bool,
+        /// σ of PCA colour lighting noise (0 turns it off).
+        #[arg(long, default_value_t = 0.1)]
+        pub lighting: f32,
+        /// Print the final card as JSON on stdout.
+        #[arg(long)]
+        pub json: bool,
+    }
+
+    impl TrainArgs {
+        pub fn config(&self) -> TrainConfig {
+            TrainConfig {
+                data: self.data.clone(),
+                val: self.val.clone(),
+                test: self.test.clone(),
+                out: self.out.clone(),
+                from: self.from.clone(),
+                head_only: self.head_only,
+                variant: self.variant,
+                width: self.width,
+                input_size: self.input_size,
+                epochs: self.epochs,
+                batch_size: self.batch_size,
+                lr: self.lr,
+                momentum: self.momentum,
+                weight_decay: self.weight_decay,
+                lr_patience: self.lr_patience,
+                lr_factor: self.lr_factor,
+                val_percent: self.val_percent,
+                seed: self.seed,
+                device: self.device,
+                threads: self.threads,
+                resume: self.resume,
+                augment: AugmentConfig {
+                    random_crop: !self.no_random_crop,
+                    flip: !self.no_flip,
+                    lighting: self.lighting,
+                },
+                ..TrainConfig::default()
+            }
+        }
+    }
+
+    /// A bar per epoch and one line per finished epoch on stderr.
+    struct Bars {
+        bar: Mutex<Option<ProgressBar>>,
+        show: bool,
+    }
+
+    impl TrainProgress for Bars {
+        fn phase(&self, what: &str) {
+            tracing::info!("{what}");
+        }
+        fn epoch_start(&self, epoch: u32, epochs: u32, batches: u64) {
+            if !self.show {
+                return;
+            }
+            let bar = ProgressBar::new(batches);
+            if let Ok(style) = ProgressStyle::with_template(
+                "epoch {prefix} {bar:30} {pos}/{len} batches, loss {msg} ({elapsed}, eta {eta})",
+            ) {
+                bar.set_style(style);
+            }
+            bar.set_prefix(format!("{epoch}/{epochs}"));
+            if let Ok(mut b) = self.bar.lock() {
+                *b = Some(bar);
+            }
+        }
+        fn batch(&self, loss: f64) {
+            if let Ok(b) = self.bar.lock() {
+                if let Some(bar) = b.as_ref() {
+                    bar.set_message(format!("{loss:.4}"));
+                    bar.inc(1);
+                }
+            }
+        }
+        fn epoch_end(&self, m: &EpochMetrics) {
+            if let Ok(mut b) = self.bar.lock() {
+                if let Some(bar) = b.take() {
+                    bar.finish_and_clear();
+                }
+            }
+            eprintln!(
+                "epoch {:>3}  lr {:.0e}  train loss {:.4} top-1 {:.2}%  val loss {:.4} top-1 {:.2}% top-5 {:.2}%  {:.0} img/s  {:.1} s",
+                m.epoch,
+                m.lr,
+                m.train_loss,
+                100.0 * m.train_top1,
+                m.val_loss,
+                100.0 * m.val_top1,
+                100.0 * m.val_top5,
+                m.images_per_sec,
+                m.seconds
+            );
+        }
+    }
+
+    pub async fn run(args: TrainArgs, progress: bool) -> anyhow::Result<u8> {
+        let config = args.config();
+        let bars = Arc::new(Bars {
+            bar: Mutex::new(None),
+            show: progress,
+        });
+        let report = train::train(&config, bars).await?;
+        let c = &report.card;
+        eprintln!(
+            "wrote {} ({} classes, {} epochs{}), sha256 {}",
+            report.model.display(),
+            c.classes.len(),
+            c.epochs,
+            match c.test_top1 {
+                Some(t) => format!(
+                    ", test top-1 {:.2}% on {} images",
+                    100.0 * t,
+                    c.test_images.unwrap_or(0)
+                ),
+                None => String::new(),
+            },
+            report.sha256
+        );
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(c)?);
+        }
+        Ok(0)
+    }
+}
