@@ -272,6 +272,8 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport> {
         peak_rss_mib: None,
     });
     drop(results);
+    // The pool's threads stop once every queue handle is gone.
+    drop(handle);
     loaded.pool.shutdown();
 
     // 3. end to end over N images, once per requested size.

@@ -686,3 +686,47 @@ fn cuda_without_a_usable_gpu_is_an_error_unless_fallback_is_allowed() {
 fn runtime_gpus() -> Vec<String> {
     labelflow::runtime::gpus_seen()
 }
+
+/// `labelflow bench` measures every stage in one run and prints one table.
+#[test]
+fn bench_prints_stage_and_end_to_end_figures() {
+    let model = small_model();
+    let o = labelflow()
+        .args([
+            "bench",
+            "--input",
+            data("photos").to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+        ])
+        .args([
+            "--batch-size",
+            "4",
+            "--images",
+            "12,24",
+            "--stage-images",
+            "8",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
+    for stage in [
+        "decode+preprocess",
+        "inference-only",
+        "end-to-end (12 images)",
+        "end-to-end (24 images)",
+    ] {
+        assert!(table.contains(stage), "{stage} missing from:\n{table}");
+    }
+    let e2e = table
+        .lines()
+        .find(|l| l.starts_with("end-to-end (24 images)"))
+        .unwrap();
+    let cols: Vec<&str> = e2e.split_whitespace().collect();
+    assert_eq!(cols[3], "24", "all 24 images processed: {e2e}");
+    assert!(
+        cols.last().unwrap().parse::<f64>().unwrap() > 0.0,
+        "peak RSS reported: {e2e}"
+    );
+}
