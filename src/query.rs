@@ -197,12 +197,35 @@ pub async fn register_predictions(ctx: &SessionContext, data: &Location) -> Resu
     let table = ListingTable::try_new(config).map_err(df_err)?;
     ctx.register_table(PREDICTIONS, Arc::new(table))
         .map_err(df_err)?;
-    ctx.sql(&latest_view_sql()).await.map_err(df_err)?;
+    let single_run = count_runs(data).await? == 1;
+    ctx.sql(&latest_view_sql(single_run))
+        .await
+        .map_err(df_err)?;
     Ok(())
 }
 
+/// Number of `run_id=` folders directly under the dataset (one listing call).
+async fn count_runs(data: &Location) -> Result<usize> {
+    let prefix = (!data.prefix.as_ref().is_empty()).then_some(&data.prefix);
+    let listing = data.store.list_with_delimiter(prefix).await.map_err(|e| {
+        Error::Input(format!(
+            "cannot list the predictions dataset at {data}: {e}"
+        ))
+    })?;
+    Ok(listing
+        .common_prefixes
+        .iter()
+        .filter(|p| {
+            p.filename()
+                .is_some_and(|name| name.starts_with(&format!("{}=", schema::RUN_ID)))
+        })
+        .count())
+}
+
 /// `latest`: per uri, the row of the newest run (and within a run the last labelled).
-fn latest_view_sql() -> String {
+/// A run writes each uri once (a resumed run skips what it already wrote), so with a
+/// single run `latest` is the whole table and needs no window over it.
+fn latest_view_sql(single_run: bool) -> String {
     let mut columns: Vec<String> = schema::predictions()
         .fields()
         .iter()
@@ -210,6 +233,9 @@ fn latest_view_sql() -> String {
         .collect();
     columns.push(format!("\"{}\"", schema::RUN_ID));
     let columns = columns.join(", ");
+    if single_run {
+        return format!("CREATE VIEW {LATEST} AS SELECT {columns} FROM {PREDICTIONS}");
+    }
     format!(
         "CREATE VIEW {LATEST} AS SELECT {columns} FROM (\
            SELECT *, row_number() OVER (PARTITION BY \"{uri}\" \

@@ -72,6 +72,20 @@ fn duckdb_pyarrow_and_polars_read_what_run_wrote() {
         ours.insert(label.to_string(), n.parse().unwrap());
     }
     let total_rows = files_under(&input).len() as u64;
+    // One run: `latest` is every row (each object is written once per run).
+    let l = run_cli(&[
+        "query",
+        "--data",
+        out.to_str().unwrap(),
+        "--format",
+        "csv",
+        "SELECT count(*) AS n FROM latest",
+    ]);
+    assert!(l.status.success(), "{}", stderr(&l));
+    assert_eq!(
+        String::from_utf8_lossy(&l.stdout).lines().nth(1),
+        Some(total_rows.to_string().as_str())
+    );
     let errors = odd_expectations().iter().filter(|e| !e.1).count() as u64;
     assert_eq!(ours.values().sum::<u64>(), total_rows - errors);
 
