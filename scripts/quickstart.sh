@@ -10,7 +10,7 @@ cd "$REPO"
 ort_line="$(scripts/setup-ort.sh | tail -n1)"
 export "${ort_line?}"
 cargo build --release --quiet
-bin=target/release/labelflow
+bin="${CARGO_TARGET_DIR:-target}/release/labelflow"
 
 "$bin" doctor
 [[ -f out/alexnet.onnx ]] || "$bin" model init --out out/alexnet.onnx --classes 1000
