@@ -121,8 +121,19 @@ fn ort_logits(path: &Path, x: Vec<f32>, n: usize) -> Vec<f32> {
     let opts = SessionOptions::default();
     let session = infer::build_session(&model, &opts).unwrap();
     let info = infer::describe(&model, &session).unwrap();
-    let spec = eval_spec(info.input_size.unwrap());
-    let pool = InferencePool::start(&model, &opts, session, info, 1, n, 1, &spec).unwrap();
+    let spec = eval_spec(info.input_size.unwrap() as usize);
+    let pool = InferencePool::start(
+        &model,
+        &opts,
+        labelflow::runtime::Device::Cpu,
+        session,
+        info,
+        1,
+        n,
+        1,
+        &spec,
+    )
+    .unwrap();
     let out = block_on(pool.handle().run(BatchInput { data: x, real: n })).unwrap();
     pool.shutdown();
     out
