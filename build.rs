@@ -21,7 +21,11 @@ fn main() {
         return;
     };
     let lib = Path::new(&libtorch).join("lib");
-    if lib.join("libtorch_cuda.so").exists() {
+    // Keeping libtorch_cuda needs the whole CUDA stack (cuBLAS, cuSPARSE, cuDNN…) at
+    // run time, so it is asked for explicitly: LABELFLOW_TORCH_CUDA=1 on GPU machines.
+    println!("cargo:rerun-if-env-changed=LABELFLOW_TORCH_CUDA");
+    let want_cuda = std::env::var("LABELFLOW_TORCH_CUDA").is_ok_and(|v| v == "1");
+    if want_cuda && lib.join("libtorch_cuda.so").exists() {
         println!("cargo:rustc-link-search=native={}", lib.display());
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
         println!("cargo:rustc-link-arg=-ltorch_cuda");
