@@ -2,7 +2,7 @@
 //!
 //! Rust links with `--as-needed`, which drops `libtorch_cuda.so` because no symbol of
 //! it is referenced directly; without it libtorch reports no CUDA device. With the
-//! `train` feature the library is linked with `--no-as-needed`, and the libtorch
+//! `train` feature and `LABELFLOW_TORCH_CUDA=1` it is linked with `--no-as-needed`; the libtorch
 //! folder is added to the binary's run path so `labelflow` starts without
 //! `LD_LIBRARY_PATH` pointing at libtorch (the CUDA runtime libraries libtorch needs
 //! must still be found by the loader on machines without CUDA; see
