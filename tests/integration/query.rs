@@ -15,6 +15,8 @@ use labelflow::query::{self, NamedQuery, OutputFormat, QueryArgs};
 use labelflow::store::Location;
 use object_store::{ObjectStore, ObjectStoreExt};
 
+use super::common::create_bucket;
+
 const RUN_A: &str = "20261127T213000Z-ab12cd";
 const RUN_B: &str = "20261201T090000Z-ef34aa";
 
@@ -433,27 +435,6 @@ async fn any_object_store_can_hold_the_dataset() {
     let ctx = query::open_location(&preds).await.unwrap();
     let expected = std::fs::read_to_string(root().join("sql/expected/class_counts.csv")).unwrap();
     assert_eq!(run_named(&ctx, "class_counts", &[]).await, expected);
-}
-
-/// Create a bucket on an S3 server without credentials checks (e.g. moto).
-fn create_bucket(endpoint: &str, bucket: &str) {
-    use std::io::{Read, Write};
-    let host = endpoint
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
-    let mut conn = std::net::TcpStream::connect(&host).unwrap();
-    write!(
-        conn,
-        "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut reply = String::new();
-    conn.read_to_string(&mut reply).unwrap();
-    assert!(
-        reply.starts_with("HTTP/1.1 200"),
-        "creating bucket {bucket}: {reply}"
-    );
 }
 
 #[tokio::test]

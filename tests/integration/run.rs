@@ -563,24 +563,6 @@ fn the_same_job_over_s3() {
     let _ = out;
 }
 
-/// Create a bucket on an S3 server that accepts unsigned requests (moto).
-fn create_bucket(endpoint: &str, bucket: &str) {
-    use std::io::{Read, Write};
-    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
-    let mut conn = std::net::TcpStream::connect(host).unwrap();
-    write!(
-        conn,
-        "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut reply = String::new();
-    conn.read_to_string(&mut reply).unwrap();
-    assert!(
-        reply.starts_with("HTTP/1.1 200"),
-        "creating bucket {bucket}: {reply}"
-    );
-}
-
 /// `labelflow model init` writes a model that passes the ONNX checker (full check)
 /// and runs in Python onnxruntime, for both layouts.
 #[test]
