@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use labelflow::config::{
     InputConfig, JobConfig, ModelConfig, OutputConfig, PreprocessOverrides, Tuning,
 };
-use labelflow::preprocess::{ChannelOrder, Layout, PixelRange};
+use labelflow::preprocess::{ChannelOrder, Layout, PixelRange, Tta};
 use labelflow::runtime::Device;
 use labelflow::source::Shard;
 
@@ -93,6 +93,10 @@ pub struct JobFlags {
     /// Classes kept per image (default 5).
     #[arg(long)]
     pub top_k: Option<usize>,
+    /// Test-time augmentation: none, or 10crop (corners, centre and their mirrors,
+    /// softmax averaged; ten times the inference work).
+    #[arg(long, value_name = "none|10crop")]
+    pub tta: Option<Tta>,
     /// Stop after this many images.
     #[arg(long)]
     pub limit: Option<u64>,
@@ -223,6 +227,7 @@ impl JobFlags {
                 allow_cpu_fallback: self.allow_cpu_fallback.then_some(true),
                 batch_size: self.batch_size,
                 top_k: self.top_k,
+                tta: self.tta,
             }),
             preprocess: Some(PreprocessOverrides {
                 resize: self.resize,

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::decode::DEFAULT_MAX_PIXELS;
 use crate::error::{Error, Result};
-use crate::preprocess::{ChannelOrder, Layout, PixelRange, PreprocessSpec};
+use crate::preprocess::{ChannelOrder, Layout, PixelRange, PreprocessSpec, Tta};
 use crate::runtime::Device;
 use crate::sink::SinkOptions;
 use crate::source::{Selection, Shard, DEFAULT_EXTENSIONS};
@@ -60,6 +60,9 @@ pub struct ModelConfig {
     pub batch_size: Option<usize>,
     /// How many best classes to keep per image (default 5).
     pub top_k: Option<usize>,
+    /// Test-time augmentation: `none` (default) or `10crop` (four corners, centre and
+    /// their mirrors; softmax averaged — ten times the inference work).
+    pub tta: Option<Tta>,
 }
 
 /// `[preprocess]`: overrides of the model's declared preprocessing.
@@ -171,6 +174,7 @@ pub struct RunPlan {
     pub allow_cpu_fallback: bool,
     pub batch_size: usize,
     pub top_k: usize,
+    pub tta: Tta,
     pub run_id: Option<String>,
     pub sink: SinkOptions,
     pub tuning: Tuning,
@@ -312,6 +316,7 @@ impl JobConfig {
             allow_cpu_fallback: m.allow_cpu_fallback.unwrap_or(false),
             batch_size,
             top_k,
+            tta: m.tta.unwrap_or_default(),
             run_id: o.run_id,
             sink,
             tuning,
@@ -339,6 +344,7 @@ fn merge_model(a: ModelConfig, b: ModelConfig) -> ModelConfig {
         allow_cpu_fallback: b.allow_cpu_fallback.or(a.allow_cpu_fallback),
         batch_size: b.batch_size.or(a.batch_size),
         top_k: b.top_k.or(a.top_k),
+        tta: b.tta.or(a.tta),
     }
 }
 

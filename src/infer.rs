@@ -355,9 +355,8 @@ fn looks_like_probabilities(row: &[f32]) -> bool {
     row.iter().all(|v| (0.0..=1.0).contains(v)) && (sum - 1.0).abs() < 1e-3
 }
 
-/// Turn one output row into probabilities (per `kind`) and return the `k` best,
-/// highest first; ties keep the lower index first.
-pub fn top_k(row: &mut [f32], kind: OutputKind, k: usize) -> Vec<Scored> {
+/// Softmax `row` in place unless `kind` says it already holds probabilities.
+fn to_probabilities(row: &mut [f32], kind: OutputKind) {
     let needs_softmax = match kind {
         OutputKind::Logits => true,
         OutputKind::Probabilities => false,
@@ -366,6 +365,34 @@ pub fn top_k(row: &mut [f32], kind: OutputKind, k: usize) -> Vec<Scored> {
     if needs_softmax {
         softmax(row);
     }
+}
+
+/// Probabilities of one image seen as `rows.len() / classes` views (test-time
+/// augmentation): each view's row is turned into probabilities (per `kind`), then
+/// the rows are averaged, as the 2012 paper averaged its ten crops' softmax outputs.
+/// `rows` is overwritten.
+pub fn average_views(rows: &mut [f32], classes: usize, kind: OutputKind) -> Vec<f32> {
+    let mut mean = vec![0f32; classes];
+    let mut views = 0usize;
+    for row in rows.chunks_exact_mut(classes.max(1)) {
+        to_probabilities(row, kind);
+        for (m, v) in mean.iter_mut().zip(row.iter()) {
+            *m += *v;
+        }
+        views += 1;
+    }
+    if views > 1 {
+        for m in mean.iter_mut() {
+            *m /= views as f32;
+        }
+    }
+    mean
+}
+
+/// Turn one output row into probabilities (per `kind`) and return the `k` best,
+/// highest first; ties keep the lower index first.
+pub fn top_k(row: &mut [f32], kind: OutputKind, k: usize) -> Vec<Scored> {
+    to_probabilities(row, kind);
     let k = k.min(row.len());
     let mut idx: Vec<usize> = (0..row.len()).collect();
     let cmp = |a: &usize, b: &usize| {
@@ -594,6 +621,22 @@ mod tests {
         let sum: f32 = row.iter().sum();
         assert!((sum - 1.0).abs() < 1e-6);
         assert!((top[0].score - top[1].score).abs() < 1e-7);
+    }
+
+    #[test]
+    fn views_are_averaged_after_softmax() {
+        // Two views of three classes: softmax each, then the mean.
+        let mut rows = vec![0.0, 0.0, 0.0, 2.0f32.ln(), 0.0, 0.0];
+        let p = average_views(&mut rows, 3, OutputKind::Logits);
+        let expect = [(1.0 / 3.0 + 0.5) / 2.0, (1.0 / 3.0 + 0.25) / 2.0];
+        assert!((p[0] - expect[0]).abs() < 1e-6, "{p:?}");
+        assert!((p[1] - expect[1]).abs() < 1e-6 && (p[2] - p[1]).abs() < 1e-6);
+        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        let mut probs = vec![1.0, 0.0, 0.0, 1.0];
+        assert_eq!(
+            average_views(&mut probs, 2, OutputKind::Probabilities),
+            [0.5, 0.5]
+        );
     }
 
     #[test]

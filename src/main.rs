@@ -75,7 +75,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             let plan = plan(args, cli.ort_lib)?;
             let model = labelflow::infer::ModelBytes::read(&plan.model)?;
             eprintln!(
-                "ok: input {} → output {}, model {} ({} bytes), device {}, batch {}, top-k {}, shard {}",
+                "ok: input {} → output {}, model {} ({} bytes), device {}, batch {}, top-k {}, tta {}, shard {}",
                 plan.input,
                 plan.output,
                 model.location,
@@ -83,6 +83,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 plan.device,
                 plan.batch_size,
                 plan.top_k,
+                plan.tta,
                 plan.selection.shard
             );
             Ok(0)

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::infer::{
     self, BatchInput, InferenceHandle, InferencePool, ModelBytes, ModelInfo, SessionOptions,
 };
-use crate::preprocess::{PreprocessSpec, Preprocessor};
+use crate::preprocess::{PreprocessSpec, Preprocessor, Tta};
 use crate::sink::{self, ModelStamp, PartWriter, Row};
 use crate::source::{self, Filter, ListingCounters, ObjectRef};
 use crate::store::{Access, Location, RetryPolicy};
@@ -68,7 +68,10 @@ pub struct RunSummary {
     pub seconds: f64,
     pub images_per_second: f64,
     pub preprocess: PreprocessSpec,
+    /// Inputs per inference call (with test-time augmentation, views, not images).
     pub batch_size: usize,
+    /// Test-time augmentation used.
+    pub tta: Tta,
 }
 
 impl RunSummary {
@@ -110,6 +113,10 @@ pub fn load_model(plan: &RunPlan) -> Result<LoadedModel> {
     let spec = plan.preprocess.apply(base);
     spec.validate()?;
     infer::check_spec(&bytes, &info, &spec)?;
+    // With test-time augmentation a batch holds whole images' views: round it up to
+    // a multiple of the views per image.
+    let views = plan.tta.views();
+    let batch = plan.batch_size.div_ceil(views) * views;
     let pool = InferencePool::start(
         &bytes,
         &opts,
@@ -117,10 +124,19 @@ pub fn load_model(plan: &RunPlan) -> Result<LoadedModel> {
         first,
         info.clone(),
         plan.tuning.sessions,
-        plan.batch_size,
+        batch,
         plan.tuning.batch_queue,
         &spec,
     )?;
+    if pool.batch_size() < views {
+        let fixed = pool.batch_size();
+        pool.shutdown();
+        return Err(Error::Config(format!(
+            "--tta {} needs {views} inputs per image, but {} has a fixed batch size of {fixed}; use --tta none or a model with a dynamic (or larger) batch",
+            plan.tta,
+            plan.model.display()
+        )));
+    }
     Ok(LoadedModel {
         bytes,
         info,
@@ -226,6 +242,7 @@ pub async fn run_with(
         images_per_second: (labelled + failed) as f64 / seconds.max(1e-9),
         preprocess: spec,
         batch_size,
+        tta: plan.tta,
     };
     let _ = bytes;
     if rows_written > 0 {
@@ -249,8 +266,12 @@ async fn drive(
     stats: Arc<Stats>,
 ) -> Result<Written> {
     let filter = Filter::new(&plan.selection)?;
+    // The session batch counts inputs; an image is `views` of them.
+    let views = plan.tta.views();
     let batch_size = model.pool.batch_size();
-    let tensor_len = model.spec.tensor_len();
+    let images_per_batch = (batch_size / views).max(1);
+    let model_len = model.spec.tensor_len();
+    let tensor_len = model_len * views;
     let (tx, rx) = mpsc::channel::<Work>(plan.tuning.batch_queue.max(1));
 
     let mut tasks: JoinSet<Result<Option<Written>>> = JoinSet::new();
@@ -264,6 +285,7 @@ async fn drive(
             max_pixels: plan.max_pixels,
         };
         let max_bytes = plan.max_bytes;
+        let tta = plan.tta;
         let limit = plan.selection.limit;
         let concurrency = plan.tuning.fetch_concurrency;
         let decode_pool = Arc::new(Semaphore::new(plan.tuning.decode_threads));
@@ -282,12 +304,12 @@ async fn drive(
                     let input = input.clone();
                     let spec = spec.clone();
                     let pool = decode_pool.clone();
-                    prepare(input, object, spec, limits, max_bytes, pool)
+                    prepare(input, object, spec, tta, limits, max_bytes, pool)
                 })
                 .try_buffer_unordered(concurrency);
             futures::pin_mut!(prepared);
-            let mut data = Vec::with_capacity(batch_size * tensor_len);
-            let mut items = Vec::with_capacity(batch_size);
+            let mut data = Vec::with_capacity(images_per_batch * tensor_len);
+            let mut items = Vec::with_capacity(images_per_batch);
             while let Some(p) = prepared.try_next().await? {
                 match p {
                     Prepared::Failed { object, error } => {
@@ -311,16 +333,17 @@ async fn drive(
                     } => {
                         data.extend_from_slice(&tensor);
                         items.push((object, width, height));
-                        if items.len() == batch_size {
-                            let input = BatchInput {
-                                data: std::mem::replace(
-                                    &mut data,
-                                    Vec::with_capacity(batch_size * tensor_len),
-                                ),
-                                real: items.len(),
-                            };
+                        if items.len() == images_per_batch {
+                            let real = items.len() * views;
+                            let mut data = std::mem::replace(
+                                &mut data,
+                                Vec::with_capacity(images_per_batch * tensor_len),
+                            );
+                            // Pad when the batch is not a multiple of the views.
+                            data.resize(batch_size * model_len, 0.0);
+                            let input = BatchInput { data, real };
                             let items =
-                                std::mem::replace(&mut items, Vec::with_capacity(batch_size));
+                                std::mem::replace(&mut items, Vec::with_capacity(images_per_batch));
                             if tx.send(Work::Batch { input, items }).await.is_err() {
                                 return Ok(None);
                             }
@@ -330,8 +353,8 @@ async fn drive(
             }
             if !items.is_empty() {
                 // Pad the last batch so the session always sees one shape.
-                let real = items.len();
-                data.resize(batch_size * tensor_len, 0.0);
+                let real = items.len() * views;
+                data.resize(batch_size * model_len, 0.0);
                 let _ = tx
                     .send(Work::Batch {
                         input: BatchInput { data, real },
@@ -352,6 +375,7 @@ async fn drive(
             sha256: model.info.sha256.clone(),
             classes: classes.clone(),
         };
+        let output_views = views;
         let mut writer = PartWriter::new(
             output.clone(),
             run_id,
@@ -390,9 +414,16 @@ async fn drive(
                     }
                     Err((items, mut scores)) => {
                         let now = chrono::Utc::now();
+                        let per_image = n_classes * output_views;
                         for (i, (object, width, height)) in items.into_iter().enumerate() {
-                            let row_scores = &mut scores[i * n_classes..(i + 1) * n_classes];
-                            let top = infer::top_k(row_scores, output_kind, top_k);
+                            let row_scores = &mut scores[i * per_image..(i + 1) * per_image];
+                            let top = if output_views == 1 {
+                                infer::top_k(row_scores, output_kind, top_k)
+                            } else {
+                                let mut mean =
+                                    infer::average_views(row_scores, n_classes, output_kind);
+                                infer::top_k(&mut mean, infer::OutputKind::Probabilities, top_k)
+                            };
                             let row = Row {
                                 object,
                                 width: Some(width),
@@ -449,6 +480,7 @@ async fn prepare(
     input: Location,
     object: ObjectRef,
     spec: PreprocessSpec,
+    tta: Tta,
     limits: DecodeLimits,
     max_bytes: u64,
     pool: Arc<Semaphore>,
@@ -476,8 +508,8 @@ async fn prepare(
         move || -> std::result::Result<(u32, u32, Vec<f32>), String> {
             let img = decode::decode(&bytes, limits).map_err(|e| e.to_string())?;
             let mut pre = Preprocessor::new(spec).map_err(|e| e.to_string())?;
-            let tensor = pre
-                .run(&img.pixels, img.width, img.height)
+            let mut tensor = vec![0f32; pre.spec().tensor_len() * tta.views()];
+            pre.run_views_into(&img.pixels, img.width, img.height, tta, &mut tensor)
                 .map_err(|e| format!("preprocess failed: {e}"))?;
             Ok((img.width, img.height, tensor))
         },

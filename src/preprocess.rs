@@ -57,6 +57,40 @@ macro_rules! parse_enum {
 parse_enum!(ChannelOrder, "channel order", "rgb" => ChannelOrder::Rgb, "bgr" => ChannelOrder::Bgr);
 parse_enum!(Layout, "layout", "nchw" => Layout::Nchw, "nhwc" => Layout::Nhwc);
 parse_enum!(PixelRange, "pixel range", "unit" => PixelRange::Unit, "byte" => PixelRange::Byte);
+parse_enum!(Tta, "test-time augmentation", "none" => Tta::None, "10crop" => Tta::TenCrop);
+
+/// Test-time augmentation: which views of an image the model sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Tta {
+    /// The centre crop only.
+    #[default]
+    #[serde(rename = "none")]
+    None,
+    /// The 2012 paper's evaluation: the four corner crops and the centre crop of the
+    /// resized image, and the horizontal reflection of each; the model's softmax
+    /// outputs of the ten are averaged.
+    #[serde(rename = "10crop")]
+    TenCrop,
+}
+
+impl Tta {
+    /// Input tensors per image.
+    pub fn views(self) -> usize {
+        match self {
+            Tta::None => 1,
+            Tta::TenCrop => 10,
+        }
+    }
+}
+
+impl std::fmt::Display for Tta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Tta::None => "none",
+            Tta::TenCrop => "10crop",
+        })
+    }
+}
 
 /// Everything preprocessing needs to know. Defaults are ImageNet's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -186,12 +220,27 @@ impl Preprocessor {
     /// Resize + crop `rgb` (packed RGB8, `width`×`height`) and write the normalised
     /// tensor into `out` (length [`PreprocessSpec::tensor_len`]).
     pub fn run_into(&mut self, rgb: &[u8], width: u32, height: u32, out: &mut [f32]) -> Result<()> {
-        let crop = self.spec.crop;
-        if out.len() != self.spec.tensor_len() {
+        self.run_views_into(rgb, width, height, Tta::None, out)
+    }
+
+    /// Like [`Preprocessor::run_into`] for every view `tta` asks for, one tensor
+    /// after another in `out` (length `tta.views()` × [`PreprocessSpec::tensor_len`]).
+    /// Ten-crop order: centre, top-left, top-right, bottom-left, bottom-right, then
+    /// the same five mirrored.
+    pub fn run_views_into(
+        &mut self,
+        rgb: &[u8],
+        width: u32,
+        height: u32,
+        tta: Tta,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let len = self.spec.tensor_len();
+        if out.len() != len * tta.views() {
             return Err(Error::Inference(format!(
                 "preprocess buffer holds {} values, expected {}",
                 out.len(),
-                self.spec.tensor_len()
+                len * tta.views()
             )));
         }
         let (rw, rh) = self.spec.resized_size(width, height);
@@ -212,38 +261,76 @@ impl Preprocessor {
             resized = dst.into_vec();
             (&resized, rw, rh)
         };
+        let crop = self.spec.crop;
         let top = round_half_even(f64::from(ph - crop.min(ph)) / 2.0).max(0) as u32;
         let left = round_half_even(f64::from(pw - crop.min(pw)) / 2.0).max(0) as u32;
+        let (right, bottom) = (pw - crop.min(pw), ph - crop.min(ph));
+        let origins = [
+            (left, top),
+            (0, 0),
+            (right, 0),
+            (0, bottom),
+            (right, bottom),
+        ];
+        let views: &[(u32, u32)] = match tta {
+            Tta::None => &origins[..1],
+            Tta::TenCrop => &origins,
+        };
+        let mut chunks = out.chunks_exact_mut(len);
+        for flip in [false, true] {
+            if flip && tta == Tta::None {
+                break;
+            }
+            for &(x0, y0) in views {
+                let dst = chunks.next().ok_or_else(|| {
+                    Error::Inference("preprocess buffer too small for the views".into())
+                })?;
+                self.write_crop(pixels, pw, x0, y0, flip, dst);
+            }
+        }
+        Ok(())
+    }
+
+    /// Normalise the `crop`×`crop` window at (`x0`, `y0`) of `pixels` (RGB8 rows of
+    /// `pw` pixels) into `out`, mirrored left-right when `flip`.
+    fn write_crop(&self, pixels: &[u8], pw: u32, x0: u32, y0: u32, flip: bool, out: &mut [f32]) {
         let order: [usize; 3] = match self.spec.channel_order {
             ChannelOrder::Rgb => [0, 1, 2],
             ChannelOrder::Bgr => [2, 1, 0],
         };
-        let c = crop as usize;
+        let c = self.spec.crop as usize;
         let plane = c * c;
         let stride = pw as usize * 3;
+        let src_x = |x: usize| if flip { c - 1 - x } else { x };
         for y in 0..c {
-            let row = &pixels[(top as usize + y) * stride + left as usize * 3..][..c * 3];
+            let row = &pixels[(y0 as usize + y) * stride + x0 as usize * 3..][..c * 3];
             match self.spec.layout {
                 Layout::Nchw => {
                     for (oc, &sc) in order.iter().enumerate() {
                         let dst = &mut out[oc * plane + y * c..][..c];
                         let lut = &self.lut[sc];
-                        for (x, d) in dst.iter_mut().enumerate() {
-                            *d = lut[row[x * 3 + sc] as usize];
+                        if flip {
+                            for (x, d) in dst.iter_mut().enumerate() {
+                                *d = lut[row[src_x(x) * 3 + sc] as usize];
+                            }
+                        } else {
+                            for (x, d) in dst.iter_mut().enumerate() {
+                                *d = lut[row[x * 3 + sc] as usize];
+                            }
                         }
                     }
                 }
                 Layout::Nhwc => {
                     let dst = &mut out[y * c * 3..][..c * 3];
                     for x in 0..c {
+                        let sx = src_x(x);
                         for (oc, &sc) in order.iter().enumerate() {
-                            dst[x * 3 + oc] = self.lut[sc][row[x * 3 + sc] as usize];
+                            dst[x * 3 + oc] = self.lut[sc][row[sx * 3 + sc] as usize];
                         }
                     }
                 }
             }
         }
-        Ok(())
     }
 
     /// Like [`Preprocessor::run_into`], returning a new vector.
@@ -304,6 +391,39 @@ mod tests {
         let rgb: Vec<u8> = (0..16).flat_map(|i| [i as u8, 100, 200]).collect();
         let t = p.run(&rgb, 4, 4).unwrap();
         assert_eq!(&t[..6], &[200.0, 100.0, 0.0, 200.0, 100.0, 1.0]);
+    }
+
+    #[test]
+    fn ten_crop_takes_corners_centre_and_mirrors() {
+        // A 6×4 image whose red channel is x + 10·y; crop 2, no resize.
+        let spec = PreprocessSpec {
+            resize: 4,
+            crop: 2,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            pixel_range: PixelRange::Byte,
+            ..PreprocessSpec::default()
+        };
+        let mut p = Preprocessor::new(spec).unwrap();
+        let (w, h) = (6u32, 4u32);
+        let rgb: Vec<u8> = (0..h)
+            .flat_map(|y| (0..w).flat_map(move |x| [(x + 10 * y) as u8, 0, 0]))
+            .collect();
+        let mut out = vec![0f32; 10 * 12];
+        p.run_views_into(&rgb, w, h, Tta::TenCrop, &mut out)
+            .unwrap();
+        let red = |v: usize| out[v * 12..v * 12 + 4].to_vec();
+        assert_eq!(red(0), [12.0, 13.0, 22.0, 23.0]); // centre (left 2, top 1)
+        assert_eq!(red(1), [0.0, 1.0, 10.0, 11.0]); // top-left
+        assert_eq!(red(2), [4.0, 5.0, 14.0, 15.0]); // top-right
+        assert_eq!(red(3), [20.0, 21.0, 30.0, 31.0]); // bottom-left
+        assert_eq!(red(4), [24.0, 25.0, 34.0, 35.0]); // bottom-right
+        assert_eq!(red(5), [13.0, 12.0, 23.0, 22.0]); // centre, mirrored
+        assert_eq!(red(9), [25.0, 24.0, 35.0, 34.0]);
+        // The first view is exactly the plain centre crop.
+        assert_eq!(p.run(&rgb, w, h).unwrap(), out[..12].to_vec());
+        assert_eq!("10crop".parse::<Tta>().unwrap(), Tta::TenCrop);
+        assert!("5crop".parse::<Tta>().unwrap_err().contains("10crop"));
     }
 
     #[test]

@@ -91,6 +91,10 @@ mod available {
         /// What the learning rate is divided by.
         #[arg(long, default_value_t = 10.0)]
         pub lr_factor: f64,
+        /// Epochs over which the learning rate rises linearly from near 0 to --lr
+        /// (step by step); 0 starts at --lr as the paper did.
+        #[arg(long, default_value_t = 1.0)]
+        pub warmup_epochs: f64,
         /// Per cent of --data held out for validation when --val is absent.
         #[arg(long, default_value_t = 10)]
         pub val_percent: u32,
@@ -136,6 +140,7 @@ mod available {
                 weight_decay: self.weight_decay,
                 lr_patience: self.lr_patience,
                 lr_factor: self.lr_factor,
+                warmup_epochs: self.warmup_epochs,
                 val_percent: self.val_percent,
                 seed: self.seed,
                 device: self.device,

@@ -287,8 +287,8 @@ pub async fn train(config: &TrainConfig, progress: Arc<dyn TrainProgress>) -> Re
         epochs: fitted.metrics.last().map_or(0, |m| m.epoch),
         batch_size: config.batch_size,
         optimizer: format!(
-            "SGD lr {} momentum {} weight decay {}, lr ÷{} after {} epochs without a better validation loss",
-            config.lr, config.momentum, config.weight_decay, config.lr_factor, config.lr_patience
+            "SGD lr {} momentum {} weight decay {}, linear warm-up over {} epochs, lr ÷{} after {} epochs without a better validation loss",
+            config.lr, config.momentum, config.weight_decay, config.warmup_epochs, config.lr_factor, config.lr_patience
         ),
         seed: config.seed,
         device: config.device.to_string(),
@@ -355,9 +355,7 @@ fn fit(
                 input_size: config.input_size,
                 seed: config.seed,
             };
-            let w = spec
-                .random_weights()
-                .map_err(|e| TrainError::Options(e.to_string()))?;
+            let w = super::model::initial_weights(&spec)?;
             AlexNet::new(spec, &w, device)?
         }
     };
@@ -425,7 +423,14 @@ fn fit(
         rng.shuffle(&mut order);
         let mut tally = Tally::default();
         let mut buf = vec![0f32; 0];
-        for chunk in order.chunks(config.batch_size) {
+        let warmup_steps = (config.warmup_epochs * batches as f64).ceil();
+        for (b, chunk) in order.chunks(config.batch_size).enumerate() {
+            let step = (u64::from(epoch - 1) * batches + b as u64) as f64;
+            let lr = if step < warmup_steps {
+                state.lr * (step + 1.0) / warmup_steps
+            } else {
+                state.lr
+            };
             let targets =
                 Tensor::f_from_slice(&chunk.iter().map(|&i| train_labels[i]).collect::<Vec<_>>())?
                     .f_to_device(device)?;
@@ -461,12 +466,11 @@ fn fit(
             )?;
             sgd.zero_grad();
             loss.f_backward()?;
-            sgd.step(state.lr)?;
+            sgd.step(lr)?;
             let loss_v = loss.f_double_value(&[])?;
             if !loss_v.is_finite() {
                 return Err(TrainError::Options(format!(
-                    "the training loss became {loss_v} in epoch {epoch}; lower --lr (now {})",
-                    state.lr
+                    "the training loss became {loss_v} in epoch {epoch}; lower --lr (now {lr}) or raise --warmup-epochs"
                 ))
                 .into());
             }

@@ -20,6 +20,33 @@ pub const DROPOUT: f64 = 0.5;
 /// The last layer, the one head-only fine-tuning replaces.
 pub const HEAD: &str = "classifier.6";
 
+/// Standard deviation of the last layer's initial weights: the paper's N(0, 0.01).
+///
+/// The other layers keep the He initialisation of [`AlexNetSpec::random_weights`]
+/// (each is followed by a ReLU). The last one is not, and He-sized weights there start
+/// training with logits in the tens: the first updates are then large enough to leave
+/// every ReLU of the classifier dead, and the loss sits at ln(classes) for good.
+pub const HEAD_INIT_STD: f32 = 0.01;
+
+/// Initial weights for training `spec`: He normal everywhere but the last layer, which
+/// is drawn from N(0, [`HEAD_INIT_STD`]²); zero biases. Seeded by `spec.seed`.
+pub fn initial_weights(spec: &AlexNetSpec) -> Result<AlexNetWeights, TrainError> {
+    let mut w = spec
+        .random_weights()
+        .map_err(|e| TrainError::Options(e.to_string()))?;
+    let name = format!("{HEAD}.weight");
+    let head = w
+        .get_mut(&name)
+        .ok_or_else(|| TrainError::Model(format!("no `{name}` in fresh weights")))?;
+    // random_weights draws N(0, 2/fan_in); rescale the same draw to the head's σ.
+    let fan_in = head.shape().get(1).copied().unwrap_or(1).max(1);
+    let scale = HEAD_INIT_STD / (2.0 / fan_in as f32).sqrt();
+    for v in head.data_mut() {
+        *v *= scale;
+    }
+    Ok(w)
+}
+
 /// One feature-extractor layer, as in the ONNX graph.
 #[derive(Debug, Clone, Copy)]
 enum Layer {
@@ -152,17 +179,15 @@ impl AlexNet {
         Ok(())
     }
 
-    /// Replaces the last layer with fresh weights for `num_classes` classes (He normal
-    /// from the spec's seeded initialiser, zero bias).
+    /// Replaces the last layer with fresh weights for `num_classes` classes
+    /// ([`initial_weights`]: N(0, 0.01²), zero bias).
     pub fn replace_head(&mut self, num_classes: usize, seed: u64) -> Result<(), TrainError> {
         let spec = AlexNetSpec {
             num_classes,
             seed,
             ..self.spec.clone()
         };
-        let fresh = spec
-            .random_weights()
-            .map_err(|e| TrainError::Model(e.to_string()))?;
+        let fresh = initial_weights(&spec)?;
         for suffix in ["weight", "bias"] {
             let name = format!("{HEAD}.{suffix}");
             let t = fresh

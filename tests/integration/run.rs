@@ -330,11 +330,8 @@ fn a_model_without_an_image_input_is_refused() {
     );
 }
 
-/// A tiny model with a fixed batch of 1 and an 8×8 input: run at its own batch size,
-/// with the model's shape deciding the crop; class names come from its metadata.
-#[test]
-fn a_fixed_batch_model_runs_at_its_batch_size() {
-    let dir = scratch("fixed-batch");
+/// A tiny model with a fixed batch of 1, an 8×8 input and four named classes.
+fn fixed_batch_model(dir: &Path) -> PathBuf {
     let path = dir.join("tiny.onnx");
     let mut g = GraphBuilder::new("tiny");
     let w = F32Tensor::new(vec![4, 3], (0..12).map(|i| i as f32 / 10.0 - 0.5).collect()).unwrap();
@@ -366,6 +363,15 @@ fn a_fixed_batch_model_runs_at_its_batch_size() {
         r#"["red","green","blue","other"]"#.to_string(),
     )];
     write_model_file(&model_proto(g.build(), &meta), &path).unwrap();
+    path
+}
+
+/// A fixed-batch model runs at its own batch size, with the model's shape deciding
+/// the crop; class names come from its metadata.
+#[test]
+fn a_fixed_batch_model_runs_at_its_batch_size() {
+    let dir = scratch("fixed-batch");
+    let path = fixed_batch_model(&dir);
     let out = dir.join("out");
     let o = labelflow()
         .args([
@@ -711,4 +717,83 @@ fn bench_prints_stage_and_end_to_end_figures() {
         cols.last().unwrap().parse::<f64>().unwrap() > 0.0,
         "peak RSS reported: {e2e}"
     );
+}
+
+/// `--tta 10crop` averages the softmax of the four corner crops, the centre crop and
+/// their mirrors: checked against an independent Pillow + onnxruntime evaluation, and
+/// it must differ from the centre crop alone.
+#[test]
+fn ten_crop_tta_matches_a_python_reference() {
+    let Some(py) = python() else {
+        eprintln!("skipped: no Python with onnxruntime (set LABELFLOW_PYTHON)");
+        return;
+    };
+    let photos = data("photos");
+    let model = small_model();
+    let label = |out: &Path, extra: &[&str]| {
+        let o = labelflow()
+            .args(["run", "--input", photos.to_str().unwrap()])
+            .args(["--output", out.to_str().unwrap()])
+            .args(["--model", model.to_str().unwrap(), "--batch-size", "16"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        preds(&read_parts(out))
+    };
+    let dir = scratch("tta");
+    let tta = label(&dir.join("tta"), &["--tta", "10crop"]);
+    let plain = label(&dir.join("plain"), &[]);
+    assert_eq!(tta.len(), files_under(&photos).len());
+    assert!(tta.iter().all(|r| r.error.is_none() && r.top_k.len() == 5));
+    let differs = tta
+        .iter()
+        .zip(&plain)
+        .any(|(a, b)| (a.score.unwrap() - b.score.unwrap()).abs() > 1e-4);
+    assert!(differs, "ten-crop scores equal the centre crop's");
+
+    let rows: Vec<serde_json::Value> = tta
+        .iter()
+        .map(|r| serde_json::json!({ "key": r.key, "top_k": r.top_k }))
+        .collect();
+    let rows_path = dir.join("rows.json");
+    std::fs::write(&rows_path, serde_json::to_string(&rows).unwrap()).unwrap();
+    let c = std::process::Command::new(&py)
+        .arg(data("reference/check_tta.py"))
+        .args([&model, &photos, &rows_path])
+        .output()
+        .unwrap();
+    eprintln!("{}", String::from_utf8_lossy(&c.stdout));
+    assert!(
+        c.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&c.stdout),
+        String::from_utf8_lossy(&c.stderr)
+    );
+}
+
+/// A model whose batch is fixed below ten cannot take ten views per image: a clear
+/// error before anything is read.
+#[test]
+fn ten_crop_tta_needs_room_for_the_views() {
+    let dir = scratch("tta-fixed");
+    let model = fixed_batch_model(&dir);
+    let o = run_cli(&[
+        "run",
+        "--input",
+        data("photos").to_str().unwrap(),
+        "--output",
+        dir.join("out").to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--tta",
+        "10crop",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("--tta 10crop") && e.contains("fixed batch"),
+        "{e}"
+    );
+    assert!(!dir.join("out").exists() || files_under(&dir.join("out")).is_empty());
 }
