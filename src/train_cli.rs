@@ -44,7 +44,7 @@ mod available {
 
     #[derive(Debug, Args)]
     pub struct TrainArgs {
-        /// Labelled images: folder-per-class URL (<root>/<class>/<image>) or a uri,label manifest (.csv, .jsonl).
+        /// Labelled images: folder-per-class URL (<root>/<class>/<image>) or a uri,label manifest (.csv, .jsonl, .parquet).
         #[arg(long, value_name = "URL")]
         pub data: String,
         /// Validation images (same forms); default: --val-percent of --data by a stable hash.

@@ -1,5 +1,6 @@
 //! Labelled images from any object-store URL: a folder-per-class tree
-//! (`<root>/<class>/<image>`) or a manifest (CSV or JSON lines with `uri` and `label`),
+//! (`<root>/<class>/<image>`) or a manifest (CSV, JSON lines or Parquet with `uri` and
+//! `label`),
 //! a stable train/validation split, and loading through the batch job's decoder.
 //!
 //! Class indices follow the sorted class names (as torchvision's `ImageFolder`), so the
@@ -57,7 +58,10 @@ impl Listing {
 pub fn is_manifest(url: &str) -> bool {
     let lower = url.to_ascii_lowercase();
     let lower = lower.split(['?', '#']).next().unwrap_or_default();
-    lower.ends_with(".csv") || lower.ends_with(".jsonl") || lower.ends_with(".ndjson")
+    lower.ends_with(".csv")
+        || lower.ends_with(".jsonl")
+        || lower.ends_with(".ndjson")
+        || lower.ends_with(".parquet")
 }
 
 /// Lists the labelled images at `url` (folder-per-class or manifest).
@@ -109,13 +113,17 @@ async fn list_manifest(url: &str) -> Result<Listing> {
         Ok(got) => got.bytes().await.map_err(|e| unreadable(e.to_string()))?,
         Err(e) => return Err(unreadable(e.to_string()).into()),
     };
-    let text =
-        std::str::from_utf8(&bytes).map_err(|e| unreadable(format!("not UTF-8 text ({e})")))?;
     let lower = url.to_ascii_lowercase();
-    let rows = if lower.contains(".jsonl") || lower.contains(".ndjson") {
-        parse_jsonl(text)
+    let rows = if lower.contains(".parquet") {
+        parse_parquet(bytes)
     } else {
-        parse_csv(text)
+        let text =
+            std::str::from_utf8(&bytes).map_err(|e| unreadable(format!("not UTF-8 text ({e})")))?;
+        if lower.contains(".jsonl") || lower.contains(".ndjson") {
+            parse_jsonl(text)
+        } else {
+            parse_csv(text)
+        }
     }
     .map_err(unreadable)?;
 
@@ -263,6 +271,64 @@ pub fn parse_jsonl(text: &str) -> std::result::Result<Vec<(usize, String, String
     Ok(rows)
 }
 
+/// `(row number, uri, label)` rows of a Parquet manifest with columns `uri` and
+/// `label` (any type that casts to text, e.g. strings or integers; other columns
+/// ignored; rows with a null or empty label skipped). The `relabel_candidates` query's
+/// output, labels filled in, is such a file.
+pub fn parse_parquet(
+    bytes: bytes::Bytes,
+) -> std::result::Result<Vec<(usize, String, String)>, String> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::DataType;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .map_err(|e| format!("not a Parquet file ({e})"))?;
+    let schema = builder.schema().clone();
+    let col = |name: &str| {
+        schema
+            .fields()
+            .iter()
+            .position(|f| f.name().eq_ignore_ascii_case(name))
+            .ok_or_else(|| {
+                let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+                format!("the columns {names:?} have no `{name}`; expected `uri` and `label`")
+            })
+    };
+    let (ui, li) = (col("uri")?, col("label")?);
+    let reader = builder.build().map_err(|e| e.to_string())?;
+    let mut rows = Vec::new();
+    let mut row = 0usize;
+    for batch in reader {
+        let batch = batch.map_err(|e| e.to_string())?;
+        let text = |i: usize| {
+            arrow::compute::cast(batch.column(i), &DataType::Utf8).map_err(|e| {
+                format!(
+                    "column `{}` cannot be read as text ({e})",
+                    schema.field(i).name()
+                )
+            })
+        };
+        let (uris, labels) = (text(ui)?, text(li)?);
+        let (uris, labels) = (uris.as_string::<i32>(), labels.as_string::<i32>());
+        for i in 0..batch.num_rows() {
+            row += 1;
+            if uris.is_null(i) || uris.value(i).trim().is_empty() {
+                return Err(format!("row {row}: empty uri"));
+            }
+            if labels.is_null(i) || labels.value(i).trim().is_empty() {
+                continue;
+            }
+            rows.push((
+                row,
+                uris.value(i).trim().to_owned(),
+                labels.value(i).trim().to_owned(),
+            ));
+        }
+    }
+    Ok(rows)
+}
+
 /// 64-bit FNV-1a: a hash that never changes between runs, machines or versions.
 fn stable_hash(key: &str) -> u64 {
     key.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
@@ -280,7 +346,7 @@ pub fn is_validation(key: &str, percent: u32) -> bool {
 pub fn check_classes(listing: &Listing) -> Result<Vec<String>> {
     if listing.items.is_empty() {
         return Err(TrainError::Data(format!(
-            "no labelled images found at {}: expected <root>/<class>/<image> (jpg, png, webp, …) or a uri,label manifest (.csv, .jsonl)",
+            "no labelled images found at {}: expected <root>/<class>/<image> (jpg, png, webp, …) or a uri,label manifest (.csv, .jsonl, .parquet)",
             listing.source
         ))
         .into());
@@ -456,6 +522,70 @@ mod tests {
             .contains("uri"));
     }
 
+    fn parquet_bytes(batch: arrow::record_batch::RecordBatch) -> bytes::Bytes {
+        let mut buf = Vec::new();
+        let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        bytes::Bytes::from(buf)
+    }
+
+    #[test]
+    fn parquet_manifest_reads_uri_and_label_columns() {
+        use arrow::array::{ArrayRef, Float32Array, Int64Array, StringArray};
+        use arrow::record_batch::RecordBatch;
+        // The relabel_candidates layout, with labels filled in for two of three rows.
+        let batch = RecordBatch::try_from_iter([
+            (
+                "uri",
+                std::sync::Arc::new(StringArray::from(vec!["s3://b/a.jpg", "b.jpg", "c.jpg"]))
+                    as ArrayRef,
+            ),
+            (
+                "label",
+                std::sync::Arc::new(StringArray::from(vec![Some("cat"), Some(""), Some("dog")])),
+            ),
+            (
+                "predicted_label",
+                std::sync::Arc::new(StringArray::from(vec![None, Some("x"), None::<&str>])),
+            ),
+            (
+                "score",
+                std::sync::Arc::new(Float32Array::from(vec![0.1, 0.2, 0.3])),
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            parse_parquet(parquet_bytes(batch)).unwrap(),
+            vec![
+                (1, "s3://b/a.jpg".to_owned(), "cat".to_owned()),
+                (3, "c.jpg".to_owned(), "dog".to_owned())
+            ]
+        );
+        // Integer labels are read as their decimal text.
+        let ints = RecordBatch::try_from_iter([
+            (
+                "URI",
+                std::sync::Arc::new(StringArray::from(vec!["a.png"])) as ArrayRef,
+            ),
+            ("label", std::sync::Arc::new(Int64Array::from(vec![7]))),
+        ])
+        .unwrap();
+        assert_eq!(
+            parse_parquet(parquet_bytes(ints)).unwrap(),
+            vec![(1, "a.png".to_owned(), "7".to_owned())]
+        );
+        let wrong = RecordBatch::try_from_iter([(
+            "path",
+            std::sync::Arc::new(StringArray::from(vec!["a.png"])) as ArrayRef,
+        )])
+        .unwrap();
+        let err = parse_parquet(parquet_bytes(wrong)).unwrap_err();
+        assert!(err.contains("`uri`") && err.contains("path"), "{err}");
+        let err = parse_parquet(bytes::Bytes::from_static(b"uri,label\n")).unwrap_err();
+        assert!(err.contains("not a Parquet file"), "{err}");
+    }
+
     #[test]
     fn split_is_stable_and_near_the_requested_share() {
         let keys: Vec<String> = (0..10_000).map(|i| format!("class/{i:05}.png")).collect();
@@ -466,5 +596,6 @@ mod tests {
             stable_hash("trouser/00001.png")
         );
         assert!(is_manifest("s3://b/labels.CSV") && !is_manifest("s3://b/labels/"));
+        assert!(is_manifest("s3://b/relabel.parquet"));
     }
 }

@@ -5,7 +5,7 @@
 //! clear error.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use labelflow::infer::{self, BatchInput, InferencePool, ModelBytes, SessionOptions};
 use labelflow::onnx::alexnet::read_alexnet;
@@ -53,15 +53,17 @@ fn run(config: &TrainConfig) -> labelflow::Result<TrainReport> {
     block_on(train::train(config, Arc::new(NoTrainProgress)))
 }
 
-/// One trained model shared by the tests that need one.
-fn trained() -> &'static TrainReport {
-    static MODEL: OnceLock<TrainReport> = OnceLock::new();
-    MODEL.get_or_init(|| run(&small(scratch("train-scratch"))).unwrap())
+/// Training from scratch, then what is checked on its result. One test, so the model
+/// is trained once (the test runner gives every test its own process).
+#[test]
+fn train_from_scratch_export_and_head_only() {
+    let report = run(&small(scratch("train-scratch"))).unwrap();
+    learns_fashion_subset(&report);
+    export_matches_libtorch_in_onnx_runtime(&report);
+    head_only_changes_nothing_but_the_last_layer(&report);
 }
 
-#[test]
-fn train_from_scratch_learns_fashion_subset() {
-    let report = trained();
+fn learns_fashion_subset(report: &TrainReport) {
     let m = &report.metrics;
     for e in m {
         eprintln!(
@@ -155,9 +157,9 @@ fn assert_close(torch: &[f32], ort: &[f32]) {
     );
 }
 
-#[test]
-fn train_export_matches_libtorch_in_onnx_runtime() {
-    let report = trained();
+/// libtorch's logits and ONNX Runtime's on the exported file, random tensors and
+/// fixture images through the batch job's preprocessing.
+fn export_matches_libtorch_in_onnx_runtime(report: &TrainReport) {
     let n = 8;
     // Random tensors.
     let x: Vec<f32> = {
@@ -191,8 +193,9 @@ fn train_export_matches_libtorch_in_onnx_runtime() {
 }
 
 /// A `uri,label` manifest regrouping the fixture classes into 5 (tops, bottoms and
-/// dresses, outerwear, footwear, bags); relative URIs.
-fn regrouped_manifest(split: &str, dir: &Path) -> String {
+/// dresses, outerwear, footwear, bags) with absolute paths as URIs, written as CSV or
+/// (with `parquet`) as Parquet.
+fn regrouped_manifest(split: &str, dir: &Path, parquet: bool) -> String {
     let group = |c: &str| match c {
         "t-shirt_top" | "shirt" | "pullover" => "top",
         "trouser" | "dress" => "bottom_or_dress",
@@ -201,7 +204,7 @@ fn regrouped_manifest(split: &str, dir: &Path) -> String {
         _ => "bag",
     };
     let root = data(&format!("fashion/{split}"));
-    let mut csv = String::from("uri,label\n");
+    let mut rows: Vec<(String, &str)> = Vec::new();
     let mut classes: Vec<_> = std::fs::read_dir(&root)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -215,21 +218,44 @@ fn regrouped_manifest(split: &str, dir: &Path) -> String {
             .collect();
         files.sort();
         for f in files {
-            csv.push_str(&format!("{},{}\n", f.display(), group(&name)));
+            rows.push((f.display().to_string(), group(&name)));
         }
+    }
+    if parquet {
+        use arrow::array::{ArrayRef, StringArray};
+        let batch = arrow::record_batch::RecordBatch::try_from_iter([
+            (
+                "uri",
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.0))) as ArrayRef,
+            ),
+            (
+                "label",
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+            ),
+        ])
+        .unwrap();
+        let path = dir.join(format!("{split}.parquet"));
+        let file = std::fs::File::create(&path).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        return path.display().to_string();
+    }
+    let mut csv = String::from("uri,label\n");
+    for (uri, label) in &rows {
+        csv.push_str(&format!("{uri},{label}\n"));
     }
     let path = dir.join(format!("{split}.csv"));
     std::fs::write(&path, csv).unwrap();
     path.display().to_string()
 }
 
-#[test]
-fn train_head_only_changes_nothing_but_the_last_layer() {
-    let base = trained();
+/// Head-only fine-tuning on a 5-class regrouping: every other weight bit-identical.
+fn head_only_changes_nothing_but_the_last_layer(base: &TrainReport) {
     let dir = scratch("train-head-only");
     let config = TrainConfig {
-        data: regrouped_manifest("train", &dir),
-        val: Some(regrouped_manifest("val", &dir)),
+        data: regrouped_manifest("train", &dir, false),
+        val: Some(regrouped_manifest("val", &dir, true)),
         from: Some(base.model.clone()),
         head_only: true,
         epochs: 15,
