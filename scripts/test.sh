@@ -10,15 +10,16 @@
 #   2. ONNX Runtime: scripts/setup-ort.sh (skipped when ORT_DYLIB_PATH already names
 #      an existing file, e.g. a CUDA build on a GPU machine).
 #   3. An S3 server (moto) on 127.0.0.1 at a free port, stopped on exit.
-#   4. The tests, with these variables exported:
+#   4. Test environment exported:
 #        LABELFLOW_TEST_S3_ENDPOINT=http://127.0.0.1:PORT
 #        AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
 #        AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_ALLOW_HTTP=true
 #        ORT_DYLIB_PATH=<the ONNX Runtime library>
 #        LABELFLOW_PYTHON=<repository>/.venv/bin/python
-#   5. The training tests (`--features train`, libtorch from scripts/setup-torch.sh),
-#      when LABELFLOW_TRAIN_TESTS=1 (opt-in while the training job is being finished:
-#      it downloads libtorch, about 550 MB, and rebuilds the dependencies).
+#   5. libtorch for the training job: scripts/setup-torch.sh (PyPI torch==2.11.0,
+#      about 550 MB, once), LIBTORCH and LD_LIBRARY_PATH exported; then the tests, with
+#      `--features train` so the training tests are part of the one build and run.
+#      LABELFLOW_TRAIN_TESTS=0 skips libtorch (tests of the batch job and SQL only).
 #
 # Exit status: the test command's.
 #
@@ -113,7 +114,7 @@ export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_ALLOW_HTTP=true
 unset AWS_SESSION_TOKEN AWS_SECURITY_TOKEN AWS_PROFILE
 export LABELFLOW_PYTHON="$py"
 
-# --- 4. Tests ----------------------------------------------------------------------
+# --- 4. (dry run: check the environment and stop) ----------------------------------
 if [[ "${LABELFLOW_TEST_DRY:-}" == 1 ]]; then
   "$py" - <<'PY'
 import os, boto3
@@ -130,22 +131,9 @@ PY
   exit 0
 fi
 
-if cargo nextest --version >/dev/null 2>&1; then
-  cmd=(cargo nextest run --all-targets "$@")
-else
-  say "cargo-nextest not found; using cargo test"
-  cmd=(cargo test --all-targets "$@")
-fi
-say "${cmd[*]}"
-set +e
-"${cmd[@]}"
-rc=$?
-set -e
-
-# --- 5. Training tests (cargo feature `train`, libtorch) ---------------------------
-# Run with LABELFLOW_TRAIN_TESTS=1. scripts/setup-torch.sh installs libtorch
-# (PyPI torch 2.11.0, about 550 MB, once) and prints LIBTORCH and LD_LIBRARY_PATH.
-if [[ "${LABELFLOW_TRAIN_TESTS:-}" == 1 ]]; then
+# --- 5. libtorch, then the tests --------------------------------------------------
+features=()
+if [[ "${LABELFLOW_TRAIN_TESTS:-1}" != 0 ]]; then
   torch_env="$("$REPO/scripts/setup-torch.sh" | tail -n2)" || die "scripts/setup-torch.sh failed"
   while IFS= read -r line; do
     case "$line" in
@@ -153,19 +141,21 @@ if [[ "${LABELFLOW_TRAIN_TESTS:-}" == 1 ]]; then
       *) die "unexpected output from setup-torch.sh: $line" ;;
     esac
   done <<<"$torch_env"
-  if cargo nextest --version >/dev/null 2>&1; then
-    train_cmd=(cargo nextest run --features train -E 'test(/train/)')
-  else
-    train_cmd=(cargo test --features train --all-targets train)
-  fi
-  say "${train_cmd[*]}"
-  set +e
-  "${train_cmd[@]}"
-  train_rc=$?
-  set -e
-  if ((rc == 0)); then rc=$train_rc; fi
+  features=(--features train)
+  say "libtorch: $LIBTORCH"
 else
-  say "training tests not run (set LABELFLOW_TRAIN_TESTS=1 to run them)"
+  say "LABELFLOW_TRAIN_TESTS=0: training tests not built or run"
 fi
-# --- end of 5 ----------------------------------------------------------------------
+
+if cargo nextest --version >/dev/null 2>&1; then
+  cmd=(cargo nextest run --all-targets "${features[@]}" "$@")
+else
+  say "cargo-nextest not found; using cargo test"
+  cmd=(cargo test --all-targets "${features[@]}" "$@")
+fi
+say "${cmd[*]}"
+set +e
+"${cmd[@]}"
+rc=$?
+set -e
 exit "$rc"

@@ -219,10 +219,14 @@ mod available {
         let report = train::train(&config, bars).await?;
         let c = &report.card;
         eprintln!(
-            "wrote {} ({} classes, {} epochs{}), sha256 {}",
+            "wrote {} ({} classes, {} epochs{}{}), sha256 {}",
             report.model.display(),
             c.classes.len(),
             c.epochs,
+            match c.skipped_images {
+                0 => String::new(),
+                n => format!(", {n} unreadable images skipped (see the log)"),
+            },
             match c.test_top1 {
                 Some(t) => format!(
                     ", test top-1 {:.2}% on {} images",

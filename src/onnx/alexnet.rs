@@ -50,10 +50,10 @@ const WEIGHT_CHUNK: usize = 1 << 20;
 const POOLED: usize = 6;
 
 /// The paper's local response normalisation: b = a / (k + α Σ a²)^β over `n` channels.
-const LRN_SIZE: i64 = 5;
-const LRN_PAPER_ALPHA: f64 = 1e-4;
-const LRN_BETA: f32 = 0.75;
-const LRN_BIAS: f32 = 2.0;
+pub const LRN_SIZE: i64 = 5;
+pub const LRN_PAPER_ALPHA: f64 = 1e-4;
+pub const LRN_BETA: f32 = 0.75;
+pub const LRN_BIAS: f32 = 2.0;
 
 /// Which AlexNet layout to build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -122,6 +122,28 @@ impl Variant {
         }
     }
 
+    /// The feature extractor as a trainer runs it: each layer with its index in
+    /// `features` (the `state_dict` name of a convolution is `features.{index}`).
+    pub fn feature_layers(self) -> Vec<FeatureLayer> {
+        self.features()
+            .iter()
+            .enumerate()
+            .map(|(index, op)| match *op {
+                Op::Conv {
+                    stride, pad, group, ..
+                } => FeatureLayer::Conv {
+                    index,
+                    stride,
+                    pad,
+                    groups: group,
+                },
+                Op::Relu => FeatureLayer::Relu,
+                Op::Lrn => FeatureLayer::Lrn,
+                Op::MaxPool => FeatureLayer::MaxPool,
+            })
+            .collect()
+    }
+
     /// Channel counts are rounded to a multiple of this, so grouped convolutions split
     /// evenly.
     fn channel_multiple(self) -> usize {
@@ -152,6 +174,22 @@ impl FromStr for Variant {
             ))),
         }
     }
+}
+
+/// One feature-extractor layer, for code that runs the network itself (training):
+/// convolutions carry their module index, stride, padding and group count; pooling is
+/// always 3×3 with stride 2; LRN uses the `LRN_*` constants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeatureLayer {
+    Conv {
+        index: usize,
+        stride: usize,
+        pad: usize,
+        groups: usize,
+    },
+    Relu,
+    Lrn,
+    MaxPool,
 }
 
 /// One layer of the feature extractor.

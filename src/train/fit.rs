@@ -537,50 +537,61 @@ pub fn evaluate(
     batch: usize,
 ) -> Result<Tally> {
     let mut tally = Tally::default();
-    let len = aug.image_len();
-    let s = model.spec.input_size as i64;
     let mut buf = Vec::new();
     for chunk in samples.chunks(batch) {
-        buf.resize(chunk.len() * len, 0.0);
-        for (k, sample) in chunk.iter().enumerate() {
-            aug.eval_into(&sample.image, &mut buf[k * len..(k + 1) * len])?;
-        }
+        let x = eval_batch(model, aug, chunk, &mut buf)?;
+        let labels: Vec<i64> = chunk.iter().map(|x| x.label as i64).collect();
         let (logits, targets, loss) = tch::no_grad(|| -> Result<_, TrainError> {
-            let x = Tensor::f_from_slice(&buf)?
-                .f_reshape([chunk.len() as i64, 3, s, s])?
-                .f_to_device(model.device())?;
-            let logits = model.forward(&x, false)?;
-            let targets =
-                Tensor::f_from_slice(&chunk.iter().map(|x| x.label as i64).collect::<Vec<_>>())?
-                    .f_to_device(model.device())?;
-            let loss = logits
-                .f_log_softmax(-1, Kind::Float)?
-                .f_nll_loss(&targets, None::<Tensor>, tch::Reduction::Mean, -100)?
-                .f_double_value(&[])?;
-            Ok((logits, targets, loss))
+            scored(
+                model.forward(&x, false)?,
+                &Tensor::f_from_slice(&labels)?,
+                model,
+            )
         })?;
         tally.add(&logits, &targets, loss)?;
     }
     Ok(tally)
 }
 
-fn features_of(model: &AlexNet, aug: &mut Augmenter, samples: &[Sample]) -> Result<Tensor> {
+/// The batch job's view of each image in `chunk` as one `[n, 3, s, s]` tensor on the
+/// model's device (`buf` is reused between calls).
+fn eval_batch(
+    model: &AlexNet,
+    aug: &mut Augmenter,
+    chunk: &[Sample],
+    buf: &mut Vec<f32>,
+) -> Result<Tensor> {
     let len = aug.image_len();
     let s = model.spec.input_size as i64;
+    buf.resize(chunk.len() * len, 0.0);
+    for (k, sample) in chunk.iter().enumerate() {
+        aug.eval_into(&sample.image, &mut buf[k * len..(k + 1) * len])?;
+    }
+    Ok(Tensor::f_from_slice(buf)?
+        .f_reshape([chunk.len() as i64, 3, s, s])?
+        .f_to_device(model.device())?)
+}
+
+/// `(logits, targets on the model's device, mean cross-entropy)`.
+fn scored(
+    logits: Tensor,
+    labels: &Tensor,
+    model: &AlexNet,
+) -> Result<(Tensor, Tensor, f64), TrainError> {
+    let targets = labels.f_to_device(model.device())?;
+    let loss = logits
+        .f_log_softmax(-1, Kind::Float)?
+        .f_nll_loss(&targets, None::<Tensor>, tch::Reduction::Mean, -100)?
+        .f_double_value(&[])?;
+    Ok((logits, targets, loss))
+}
+
+fn features_of(model: &AlexNet, aug: &mut Augmenter, samples: &[Sample]) -> Result<Tensor> {
     let mut parts = Vec::new();
     let mut buf = Vec::new();
     for chunk in samples.chunks(256) {
-        buf.resize(chunk.len() * len, 0.0);
-        for (k, sample) in chunk.iter().enumerate() {
-            aug.eval_into(&sample.image, &mut buf[k * len..(k + 1) * len])?;
-        }
-        let f = tch::no_grad(|| -> Result<_, TrainError> {
-            let x = Tensor::f_from_slice(&buf)?
-                .f_reshape([chunk.len() as i64, 3, s, s])?
-                .f_to_device(model.device())?;
-            model.features(&x, false)
-        })?;
-        parts.push(f);
+        let x = eval_batch(model, aug, chunk, &mut buf)?;
+        parts.push(tch::no_grad(|| model.features(&x, false))?);
     }
     Ok(Tensor::f_cat(&parts, 0)?)
 }
@@ -597,15 +608,11 @@ fn evaluate_features(
     while start < n {
         let len = (batch as i64).min(n - start);
         let (logits, targets, loss) = tch::no_grad(|| -> Result<_, TrainError> {
-            let logits = model.head(&feats.f_narrow(0, start, len)?)?;
-            let targets = labels
-                .f_narrow(0, start, len)?
-                .f_to_device(model.device())?;
-            let loss = logits
-                .f_log_softmax(-1, Kind::Float)?
-                .f_nll_loss(&targets, None::<Tensor>, tch::Reduction::Mean, -100)?
-                .f_double_value(&[])?;
-            Ok((logits, targets, loss))
+            scored(
+                model.head(&feats.f_narrow(0, start, len)?)?,
+                &labels.f_narrow(0, start, len)?,
+                model,
+            )
         })?;
         tally.add(&logits, &targets, loss)?;
         start += len;

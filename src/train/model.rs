@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use tch::{Kind, Tensor};
 
 use super::TrainError;
-use crate::onnx::{AlexNetSpec, AlexNetWeights, F32Tensor, Variant};
+use crate::onnx::alexnet::{FeatureLayer, LRN_BETA, LRN_BIAS, LRN_PAPER_ALPHA, LRN_SIZE};
+use crate::onnx::{AlexNetSpec, AlexNetWeights, F32Tensor};
 
 /// Dropout probability of the classifier (the paper's 0.5).
 pub const DROPOUT: f64 = 0.5;
@@ -47,69 +48,11 @@ pub fn initial_weights(spec: &AlexNetSpec) -> Result<AlexNetWeights, TrainError>
     Ok(w)
 }
 
-/// One feature-extractor layer, as in the ONNX graph.
-#[derive(Debug, Clone, Copy)]
-enum Layer {
-    Conv {
-        index: usize,
-        stride: i64,
-        pad: i64,
-        groups: i64,
-    },
-    Relu,
-    Lrn,
-    MaxPool,
-}
-
-fn layers(variant: Variant) -> Vec<Layer> {
-    use Layer::*;
-    let c = |index, stride, pad, groups| Conv {
-        index,
-        stride,
-        pad,
-        groups,
-    };
-    match variant {
-        Variant::Torchvision => vec![
-            c(0, 4, 2, 1),
-            Relu,
-            MaxPool,
-            c(3, 1, 2, 1),
-            Relu,
-            MaxPool,
-            c(6, 1, 1, 1),
-            Relu,
-            c(8, 1, 1, 1),
-            Relu,
-            c(10, 1, 1, 1),
-            Relu,
-            MaxPool,
-        ],
-        Variant::Paper => vec![
-            c(0, 4, 2, 1),
-            Relu,
-            Lrn,
-            MaxPool,
-            c(4, 1, 2, 2),
-            Relu,
-            Lrn,
-            MaxPool,
-            c(8, 1, 1, 1),
-            Relu,
-            c(10, 1, 1, 2),
-            Relu,
-            c(12, 1, 1, 2),
-            Relu,
-            MaxPool,
-        ],
-    }
-}
-
 /// An AlexNet whose parameters live on a libtorch device.
 pub struct AlexNet {
     pub spec: AlexNetSpec,
     device: tch::Device,
-    layers: Vec<Layer>,
+    layers: Vec<FeatureLayer>,
     /// Parameters by `state_dict` name.
     params: BTreeMap<String, Tensor>,
 }
@@ -135,7 +78,7 @@ impl AlexNet {
             params.insert(name.to_owned(), p);
         }
         Ok(AlexNet {
-            layers: layers(spec.variant),
+            layers: spec.variant.feature_layers(),
             spec,
             device,
             params,
@@ -210,22 +153,25 @@ impl AlexNet {
         let mut x = x.shallow_clone();
         for layer in &self.layers {
             x = match *layer {
-                Layer::Conv {
+                FeatureLayer::Conv {
                     index,
                     stride,
                     pad,
                     groups,
-                } => x.f_conv2d(
-                    self.param(&format!("features.{index}.weight"))?,
-                    Some(self.param(&format!("features.{index}.bias"))?),
-                    [stride, stride],
-                    [pad, pad],
-                    [1, 1],
-                    groups,
-                )?,
-                Layer::Relu => x.f_relu()?,
-                Layer::Lrn => local_response_norm(&x)?,
-                Layer::MaxPool => x.f_max_pool2d([3, 3], [2, 2], [0, 0], [1, 1], false)?,
+                } => {
+                    let (stride, pad) = (stride as i64, pad as i64);
+                    x.f_conv2d(
+                        self.param(&format!("features.{index}.weight"))?,
+                        Some(self.param(&format!("features.{index}.bias"))?),
+                        [stride, stride],
+                        [pad, pad],
+                        [1, 1],
+                        groups as i64,
+                    )?
+                }
+                FeatureLayer::Relu => x.f_relu()?,
+                FeatureLayer::Lrn => local_response_norm(&x)?,
+                FeatureLayer::MaxPool => x.f_max_pool2d([3, 3], [2, 2], [0, 0], [1, 1], false)?,
             };
         }
         let x = x.f_adaptive_avg_pool2d([6, 6])?.f_flatten(1, -1)?;
@@ -301,14 +247,17 @@ pub fn to_f32_tensor(t: &Tensor) -> Result<F32Tensor, TrainError> {
     F32Tensor::new(shape, data).map_err(|e| TrainError::Model(e.to_string()))
 }
 
-/// The paper's local response normalisation over 5 channels (α = 1e-4, β = 0.75,
-/// k = 2), as PyTorch's `nn.LocalResponseNorm(5, 1e-4, 0.75, 2)` and ONNX `LRN`
-/// compute it: b = a / (k + α/n · Σ a²)^β.
+/// The paper's local response normalisation over n = 5 channels (α = 1e-4, β = 0.75,
+/// k = 2): b = a / (k + α · Σ a²)^β, with α on the *sum* of squares as in the paper —
+/// what the exported ONNX `LRN` (alpha = n·α, which ONNX divides by n) computes.
+/// (PyTorch's `nn.LocalResponseNorm(5, 1e-4, …)` divides α by n; it would be
+/// `LocalResponseNorm(5, 5e-4, 0.75, 2)`.)
 fn local_response_norm(x: &Tensor) -> Result<Tensor, TrainError> {
-    const SIZE: i64 = 5;
-    const ALPHA: f64 = 1e-4;
-    const BETA: f64 = 0.75;
-    const K: f64 = 2.0;
+    const SIZE: i64 = LRN_SIZE;
+    // The window average times n is the sum.
+    const ALPHA: f64 = LRN_PAPER_ALPHA * LRN_SIZE as f64;
+    const BETA: f64 = LRN_BETA as f64;
+    const K: f64 = LRN_BIAS as f64;
     // Average of squares over a window of channels, zero-padded (as PyTorch does).
     let sq = x.f_mul(x)?.f_unsqueeze(1)?; // [N, 1, C, H, W]
     let padded = sq.f_constant_pad_nd([0, 0, 0, 0, SIZE / 2, (SIZE - 1) / 2])?;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use labelflow::infer::{self, BatchInput, InferencePool, ModelBytes, SessionOptions};
 use labelflow::onnx::alexnet::read_alexnet;
 use labelflow::onnx::writer::{model_proto, write_model_file};
-use labelflow::onnx::{Dim, GraphBuilder};
+use labelflow::onnx::{Dim, GraphBuilder, Variant};
 use labelflow::runtime;
 use labelflow::train::augment::{eval_spec, AugmentConfig};
 use labelflow::train::model::AlexNet;
@@ -61,6 +61,7 @@ fn train_from_scratch_export_and_head_only() {
     learns_fashion_subset(&report);
     export_matches_libtorch_in_onnx_runtime(&report);
     head_only_changes_nothing_but_the_last_layer(&report);
+    full_fine_tune_trains_every_layer(&report);
 }
 
 fn learns_fashion_subset(report: &TrainReport) {
@@ -157,19 +158,23 @@ fn assert_close(torch: &[f32], ort: &[f32]) {
     );
 }
 
-/// libtorch's logits and ONNX Runtime's on the exported file, random tensors and
-/// fixture images through the batch job's preprocessing.
-fn export_matches_libtorch_in_onnx_runtime(report: &TrainReport) {
-    let n = 8;
-    // Random tensors.
+/// libtorch and ONNX Runtime agree on `n` standard-normal 64-pixel inputs.
+fn same_logits_on_random_input(model: &Path, n: usize) {
     let x: Vec<f32> = {
         let t = Tensor::randn([n as i64, 3, 64, 64], (tch::Kind::Float, tch::Device::Cpu));
         Vec::<f32>::try_from(&t.flatten(0, -1)).unwrap()
     };
     assert_close(
-        &torch_logits(&report.model, &x, n),
-        &ort_logits(&report.model, x.clone(), n),
+        &torch_logits(model, &x, n),
+        &ort_logits(model, x.clone(), n),
     );
+}
+
+/// libtorch's logits and ONNX Runtime's on the exported file, random tensors and
+/// fixture images through the batch job's preprocessing.
+fn export_matches_libtorch_in_onnx_runtime(report: &TrainReport) {
+    let n = 8;
+    same_logits_on_random_input(&report.model, n);
     // Fixture images through the batch job's own decode + preprocess.
     let mut pre = labelflow::preprocess::Preprocessor::new(eval_spec(64)).unwrap();
     let mut imgs = Vec::new();
@@ -412,6 +417,42 @@ fn train_bad_input_is_a_clear_error() {
     );
 }
 
+/// An image that cannot be decoded is counted and skipped; the run goes on.
+#[test]
+fn train_skips_and_counts_unreadable_images() {
+    let dir = scratch("train-skip");
+    let data_dir = dir.join("data");
+    for class in ["bag", "trouser"] {
+        let to = data_dir.join(class);
+        std::fs::create_dir_all(&to).unwrap();
+        let mut files: Vec<_> = std::fs::read_dir(data(&format!("fashion/train/{class}")))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for f in files.iter().take(6) {
+            std::fs::copy(f, to.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::write(
+        data_dir.join("bag/broken.png"),
+        b"\x89PNG\r\n\x1a\nnot really",
+    )
+    .unwrap();
+    let report = run(&TrainConfig {
+        data: data_dir.display().to_string(),
+        val: None,
+        val_percent: 30,
+        epochs: 1,
+        ..small(dir.join("out"))
+    })
+    .unwrap();
+    assert_eq!(report.card.skipped_images, 1);
+    let seen: usize = report.card.train_images_per_class.values().sum::<usize>()
+        + report.card.val_images_per_class.values().sum::<usize>();
+    assert_eq!(seen, 12);
+}
+
 #[test]
 fn train_cli_runs_end_to_end() {
     let out = scratch("train-cli");
@@ -448,4 +489,51 @@ fn train_cli_runs_end_to_end() {
     let card: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(card["epochs"], 1);
     assert!(out.join("model.onnx").is_file());
+}
+
+/// `--from` without `--head-only`: a new last layer for the new classes, and every
+/// layer trained.
+fn full_fine_tune_trains_every_layer(base: &TrainReport) {
+    let dir = scratch("train-fine-tune");
+    let report = run(&TrainConfig {
+        data: regrouped_manifest("train", &dir, false),
+        val: Some(regrouped_manifest("val", &dir, false)),
+        from: Some(base.model.clone()),
+        epochs: 2,
+        out: dir.join("model"),
+        ..small(dir.clone())
+    })
+    .unwrap();
+    assert_eq!(report.card.mode, "fine-tune");
+    let before = read_alexnet(&base.model).unwrap();
+    let after = read_alexnet(&report.model).unwrap();
+    assert_eq!(after.spec.num_classes, 5);
+    for (name, t) in before.weights.iter() {
+        if name.starts_with("classifier.6.") {
+            continue;
+        }
+        let u = after.weights.get(name).unwrap();
+        assert!(
+            t.data().iter().zip(u.data()).any(|(a, b)| a != b),
+            "{name} did not change in a full fine-tune"
+        );
+    }
+}
+
+/// The 2012 layout (`--variant paper`: LRN, convolutions 2, 4 and 5 in two groups)
+/// trains, and its export (ONNX `LRN` and grouped `Conv`) gives libtorch's logits in
+/// ONNX Runtime.
+#[test]
+fn train_paper_variant_exports_the_same_function() {
+    let report = run(&TrainConfig {
+        variant: Variant::Paper,
+        epochs: 2,
+        ..small(scratch("train-paper"))
+    })
+    .unwrap();
+    let model = read_alexnet(&report.model).unwrap();
+    assert_eq!(model.spec.variant, Variant::Paper);
+    assert_eq!(report.card.architecture, Variant::Paper.architecture());
+    assert!(report.metrics.iter().all(|m| m.train_loss.is_finite()));
+    same_logits_on_random_input(&report.model, 4);
 }
