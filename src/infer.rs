@@ -79,11 +79,7 @@ impl ModelBytes {
             ));
         }
         let bytes = std::fs::read(path).map_err(|e| model_err(format!("cannot read: {e}")))?;
-        let name = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("model")
-            .to_string();
+        let name = display_name(path);
         Ok(Self {
             name,
             location: path.display().to_string(),
@@ -94,6 +90,23 @@ impl ModelBytes {
     pub fn sha256(&self) -> String {
         hex::encode(Sha256::digest(self.bytes.as_slice()))
     }
+}
+
+/// The name a model is known by in the output's `model` column: the file stem, or
+/// for the training job's `<version>/model.onnx` layout the version folder's name
+/// (`models/v2/model.onnx` → `v2`), so runs of different versions tell apart.
+fn display_name(path: &Path) -> String {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
+    if stem == "model" {
+        if let Some(dir) = path
+            .parent()
+            .and_then(|p| p.file_name())
+            .and_then(|d| d.to_str())
+        {
+            return dir.to_string();
+        }
+    }
+    stem.to_string()
 }
 
 /// How sessions are built.
@@ -621,6 +634,13 @@ mod tests {
         let sum: f32 = row.iter().sum();
         assert!((sum - 1.0).abs() < 1e-6);
         assert!((top[0].score - top[1].score).abs() < 1e-7);
+    }
+
+    #[test]
+    fn model_names_come_from_the_file_or_its_version_folder() {
+        assert_eq!(display_name(Path::new("out/alexnet.onnx")), "alexnet");
+        assert_eq!(display_name(Path::new("models/v2/model.onnx")), "v2");
+        assert_eq!(display_name(Path::new("model.onnx")), "model");
     }
 
     #[test]
