@@ -169,6 +169,27 @@ impl PreprocessSpec {
     }
 }
 
+/// Resample packed RGB8 pixels from `from` to `to` (width, height) with the
+/// antialiased bilinear filter every resize in the project uses (PIL's `BILINEAR`).
+pub fn resize_rgb(
+    resizer: &mut Resizer,
+    rgb: &[u8],
+    from: (u32, u32),
+    to: (u32, u32),
+) -> std::result::Result<Vec<u8>, String> {
+    let src = ImageRef::new(from.0, from.1, rgb, PixelType::U8x3)
+        .map_err(|e| format!("resize source: {e}"))?;
+    let mut dst = Image::new(to.0, to.1, PixelType::U8x3);
+    resizer
+        .resize(
+            &src,
+            &mut dst,
+            &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)),
+        )
+        .map_err(|e| format!("resize: {e}"))?;
+    Ok(dst.into_vec())
+}
+
 /// Python's `round()` (half to even), which torchvision's centre-crop offsets use.
 fn round_half_even(x: f64) -> i64 {
     let r = x.round();
@@ -248,17 +269,8 @@ impl Preprocessor {
         let (pixels, pw, ph): (&[u8], u32, u32) = if (rw, rh) == (width, height) {
             (rgb, width, height)
         } else {
-            let src = ImageRef::new(width, height, rgb, PixelType::U8x3)
-                .map_err(|e| Error::Inference(format!("resize source: {e}")))?;
-            let mut dst = Image::new(rw, rh, PixelType::U8x3);
-            self.resizer
-                .resize(
-                    &src,
-                    &mut dst,
-                    &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)),
-                )
-                .map_err(|e| Error::Inference(format!("resize: {e}")))?;
-            resized = dst.into_vec();
+            resized = resize_rgb(&mut self.resizer, rgb, (width, height), (rw, rh))
+                .map_err(Error::Inference)?;
             (&resized, rw, rh)
         };
         let crop = self.spec.crop;

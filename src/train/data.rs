@@ -12,14 +12,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use fast_image_resize::images::{Image, ImageRef};
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use fast_image_resize::Resizer;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStoreExt;
 
 use super::TrainError;
 use crate::decode::{decode, DecodeLimits, RgbImage};
+use crate::preprocess::resize_rgb;
 use crate::source::{self, Filter, ListingCounters, Selection};
 use crate::store::{Access, Location, RetryPolicy};
 use crate::Result;
@@ -462,20 +462,16 @@ fn shrink(img: RgbImage, resize: u32) -> std::result::Result<RgbImage, String> {
         ..Default::default()
     };
     let (w, h) = spec.resized_size(img.width, img.height);
-    let src = ImageRef::new(img.width, img.height, &img.pixels, PixelType::U8x3)
-        .map_err(|e| format!("resize source: {e}"))?;
-    let mut dst = Image::new(w, h, PixelType::U8x3);
-    Resizer::new()
-        .resize(
-            &src,
-            &mut dst,
-            &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)),
-        )
-        .map_err(|e| format!("resize: {e}"))?;
+    let pixels = resize_rgb(
+        &mut Resizer::new(),
+        &img.pixels,
+        (img.width, img.height),
+        (w, h),
+    )?;
     Ok(RgbImage {
         width: w,
         height: h,
-        pixels: dst.into_vec(),
+        pixels,
     })
 }
 

@@ -458,12 +458,7 @@ fn fit(
                     model.forward(&x, true)?
                 }
             };
-            let loss = logits.f_log_softmax(-1, Kind::Float)?.f_nll_loss(
-                &targets,
-                None::<Tensor>,
-                tch::Reduction::Mean,
-                -100,
-            )?;
+            let loss = cross_entropy(&logits, &targets)?;
             sgd.zero_grad();
             loss.f_backward()?;
             sgd.step(lr)?;
@@ -579,11 +574,18 @@ fn scored(
     model: &AlexNet,
 ) -> Result<(Tensor, Tensor, f64), TrainError> {
     let targets = labels.f_to_device(model.device())?;
-    let loss = logits
-        .f_log_softmax(-1, Kind::Float)?
-        .f_nll_loss(&targets, None::<Tensor>, tch::Reduction::Mean, -100)?
-        .f_double_value(&[])?;
+    let loss = cross_entropy(&logits, &targets)?.f_double_value(&[])?;
     Ok((logits, targets, loss))
+}
+
+/// Mean cross-entropy of `logits` `[N, classes]` against class indices `targets`.
+fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor, TrainError> {
+    Ok(logits.f_log_softmax(-1, Kind::Float)?.f_nll_loss(
+        targets,
+        None::<Tensor>,
+        tch::Reduction::Mean,
+        -100,
+    )?)
 }
 
 fn features_of(model: &AlexNet, aug: &mut Augmenter, samples: &[Sample]) -> Result<Tensor> {
