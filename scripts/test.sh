@@ -113,6 +113,9 @@ export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
 export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_ALLOW_HTTP=true
 unset AWS_SESSION_TOKEN AWS_SECURITY_TOKEN AWS_PROFILE
 export LABELFLOW_PYTHON="$py"
+# Tests that need a tool (Python, the S3 server) fail instead of skipping when CI is
+# set; this script provides every such tool, so a missing one is a failure here.
+export CI="${CI:-true}"
 
 # --- 4. (dry run: check the environment and stop) ----------------------------------
 if [[ "${LABELFLOW_TEST_DRY:-}" == 1 ]]; then

@@ -16,7 +16,7 @@ use labelflow::source::Shard;
     name = "labelflow",
     version,
     about = "Label every image in a bucket with an ONNX model, write Parquet, query it with SQL",
-    after_help = "Exit codes: 0 success; 1 finished, but some images could not be labelled (see the error column); 2 fatal error."
+    after_help = "Exit codes: 0 success; 1 finished, but some images could not be labelled (see the error column); 2 fatal error (nothing half-written is visible; rows already published are kept and a rerun continues after them); 3 stopped by SIGTERM/SIGINT after publishing its progress (rerun the same command to continue)."
 )]
 pub struct Cli {
     /// ONNX Runtime library to load (default: $ORT_DYLIB_PATH, then third_party/onnxruntime/lib, then a Python onnxruntime package).
@@ -136,9 +136,23 @@ pub struct JobFlags {
     /// unit (0–1) or byte (0–255) before normalising.
     #[arg(long)]
     pub pixel_range: Option<PixelRange>,
-    /// Run id; re-running with an existing id resumes it (skips objects already written).
-    #[arg(long)]
+    /// Run id. By default a run continues the newest unfinished run of the same job
+    /// (same input, filters, model, preprocessing and shard) in the output, or starts a
+    /// new one; an explicit id continues that run (objects already written are skipped)
+    /// unless it finished.
+    #[arg(long, conflicts_with = "new_run")]
     pub run_id: Option<String>,
+    /// Start a new run even when an unfinished run of the same job exists.
+    #[arg(long)]
+    pub new_run: bool,
+    /// An input under which no object is selected is not an error (exit 0).
+    #[arg(long)]
+    pub allow_empty: bool,
+    /// Longest time (seconds) rows wait before their Parquet part is published: the
+    /// most labelling a killed worker can lose (default 60; the first parts of a run
+    /// publish after 5, 10, 20, 40 s).
+    #[arg(long)]
+    pub flush_seconds: Option<u64>,
     /// Rows per Parquet part file.
     #[arg(long)]
     pub rows_per_part: Option<usize>,
@@ -193,6 +207,24 @@ pub struct TuningFlags {
     /// Batches queued for inference.
     #[arg(long, default_value_t = Tuning::default().batch_queue)]
     pub batch_queue: usize,
+    /// Retries of a failed store request.
+    #[arg(long, default_value_t = Tuning::default().retries)]
+    pub retries: usize,
+    /// Longest time spent retrying one store request, seconds.
+    #[arg(long, value_name = "SECS", default_value_t = Tuning::default().retry_timeout_seconds)]
+    pub retry_timeout: u64,
+    /// Longest one store request may take before it is retried, seconds.
+    #[arg(long, value_name = "SECS", default_value_t = Tuning::default().request_timeout_seconds)]
+    pub request_timeout: u64,
+    /// Store failures in a row (after retries; a missing object does not count) that
+    /// stop the run with exit code 2; rows already published are kept.
+    #[arg(long, default_value_t = Tuning::default().max_store_failures)]
+    pub max_store_failures: u32,
+    /// On SIGTERM or SIGINT: seconds in-flight batches may still be labelled before the
+    /// open part is published and the run exits with code 3. A second signal exits at
+    /// once. Keep it below the scheduler's grace (Kubernetes: 30 s).
+    #[arg(long, value_name = "SECS", default_value_t = Tuning::default().stop_grace_seconds)]
+    pub stop_grace: u64,
 }
 
 impl TuningFlags {
@@ -203,6 +235,11 @@ impl TuningFlags {
             sessions: self.sessions,
             intra_threads: self.intra_threads,
             batch_queue: self.batch_queue,
+            retries: self.retries,
+            retry_timeout_seconds: self.retry_timeout,
+            request_timeout_seconds: self.request_timeout,
+            max_store_failures: self.max_store_failures,
+            stop_grace_seconds: self.stop_grace,
         }
     }
 }
@@ -220,6 +257,7 @@ impl JobFlags {
                 limit: self.limit,
                 max_pixels: self.max_pixels,
                 max_bytes: self.max_bytes,
+                allow_empty: self.allow_empty.then_some(true),
             }),
             model: Some(ModelConfig {
                 path: self.model.clone(),
@@ -243,8 +281,9 @@ impl JobFlags {
                 run_id: self.run_id.clone(),
                 rows_per_part: self.rows_per_part,
                 row_group_rows: self.row_group_rows,
-                flush_seconds: None,
+                flush_seconds: self.flush_seconds,
                 zstd_level: None,
+                new_run: self.new_run.then_some(true),
             }),
         }
     }

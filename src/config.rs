@@ -15,6 +15,7 @@ use crate::preprocess::{ChannelOrder, Layout, PixelRange, PreprocessSpec, Tta};
 use crate::runtime::Device;
 use crate::sink::SinkOptions;
 use crate::source::{Selection, Shard, DEFAULT_EXTENSIONS};
+use crate::store::RetryPolicy;
 
 /// A pipeline file.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -44,6 +45,9 @@ pub struct InputConfig {
     pub max_pixels: Option<u64>,
     /// Refuse objects larger than this many bytes without fetching them.
     pub max_bytes: Option<u64>,
+    /// Accept an input under which nothing is selected (exit 0) instead of failing
+    /// with a message naming what was listed and which filters removed it.
+    pub allow_empty: Option<bool>,
 }
 
 /// `[model]`: what labels them, and where.
@@ -126,8 +130,13 @@ pub struct OutputConfig {
     pub run_id: Option<String>,
     pub rows_per_part: Option<usize>,
     pub row_group_rows: Option<usize>,
+    /// Longest time (s) rows wait before their part is published (default 60): the
+    /// most labelling a killed worker can lose.
     pub flush_seconds: Option<u64>,
     pub zstd_level: Option<i32>,
+    /// Start a new run even when an unfinished run of the same job exists (by
+    /// default that run is continued).
+    pub new_run: Option<bool>,
 }
 
 /// Runtime knobs (command line only): concurrency and queue sizes.
@@ -143,6 +152,18 @@ pub struct Tuning {
     pub intra_threads: usize,
     /// Batches waiting for inference.
     pub batch_queue: usize,
+    /// Retries of one failed store request (object_store's backoff between them).
+    pub retries: usize,
+    /// Longest time spent retrying one store request, seconds.
+    pub retry_timeout_seconds: u64,
+    /// Longest one store request may take before it is abandoned and retried, seconds.
+    pub request_timeout_seconds: u64,
+    /// Store failures in a row (each after its retries; a missing object does not
+    /// count) after which the store is declared down and the run stops (exit 2).
+    pub max_store_failures: u32,
+    /// After SIGTERM/SIGINT, how long in-flight batches may still be labelled before
+    /// the open part is published and the run exits, seconds.
+    pub stop_grace_seconds: u64,
 }
 
 impl Default for Tuning {
@@ -156,6 +177,11 @@ impl Default for Tuning {
             sessions: 1,
             intra_threads: 0,
             batch_queue: 2,
+            retries: 10,
+            retry_timeout_seconds: 180,
+            request_timeout_seconds: 60,
+            max_store_failures: 10,
+            stop_grace_seconds: 15,
         }
     }
 }
@@ -176,8 +202,18 @@ pub struct RunPlan {
     pub top_k: usize,
     pub tta: Tta,
     pub run_id: Option<String>,
+    /// Start a fresh run even when an unfinished one of the same job exists.
+    pub new_run: bool,
+    /// An input under which nothing is selected is not an error.
+    pub allow_empty: bool,
     pub sink: SinkOptions,
     pub tuning: Tuning,
+    /// Retries and timeouts of every store request.
+    pub retry: RetryPolicy,
+    /// Store failures in a row that stop the run.
+    pub max_store_failures: u32,
+    /// How long a stop request lets in-flight batches finish.
+    pub stop_grace: std::time::Duration,
     pub ort_lib: Option<PathBuf>,
 }
 
@@ -292,6 +328,11 @@ impl JobConfig {
                 "--fetch-concurrency, --decode-threads, --sessions and --batch-queue must be at least 1".into(),
             ));
         }
+        if tuning.max_store_failures == 0 || tuning.request_timeout_seconds == 0 {
+            return Err(Error::Config(
+                "--max-store-failures and --request-timeout must be at least 1".into(),
+            ));
+        }
         let selection = Selection {
             extensions: i
                 .extensions
@@ -318,7 +359,16 @@ impl JobConfig {
             top_k,
             tta: m.tta.unwrap_or_default(),
             run_id: o.run_id,
+            new_run: o.new_run.unwrap_or(false),
+            allow_empty: i.allow_empty.unwrap_or(false),
             sink,
+            retry: RetryPolicy {
+                max_retries: tuning.retries,
+                timeout: std::time::Duration::from_secs(tuning.retry_timeout_seconds),
+                request_timeout: std::time::Duration::from_secs(tuning.request_timeout_seconds),
+            },
+            max_store_failures: tuning.max_store_failures,
+            stop_grace: std::time::Duration::from_secs(tuning.stop_grace_seconds),
             tuning,
             ort_lib,
         })
@@ -334,6 +384,7 @@ fn merge_input(a: InputConfig, b: InputConfig) -> InputConfig {
         limit: b.limit.or(a.limit),
         max_pixels: b.max_pixels.or(a.max_pixels),
         max_bytes: b.max_bytes.or(a.max_bytes),
+        allow_empty: b.allow_empty.or(a.allow_empty),
     }
 }
 
@@ -356,6 +407,7 @@ fn merge_output(a: OutputConfig, b: OutputConfig) -> OutputConfig {
         row_group_rows: b.row_group_rows.or(a.row_group_rows),
         flush_seconds: b.flush_seconds.or(a.flush_seconds),
         zstd_level: b.zstd_level.or(a.zstd_level),
+        new_run: b.new_run.or(a.new_run),
     }
 }
 

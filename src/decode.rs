@@ -1,12 +1,17 @@
-//! Bytes → oriented RGB8 pixels. Pure and synchronous; run it on the CPU pool.
+//! Bytes → oriented RGB8 pixels (→ model input, with [`decode_and_prepare`]). Pure and
+//! synchronous; run it on the CPU pool.
 //!
 //! Every failure is a [`DecodeError`] that becomes the `error` column of the object's
-//! row: a bad file never stops a job. Decoder panics are caught for the same reason.
+//! row: a bad file never stops a job. Panics in the decoder or in preprocessing are
+//! caught for the same reason, and memory is bounded by the pixel cap: the decoders
+//! refuse headers above it before allocating pixels.
 
 use std::io::Cursor;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
+
+use crate::preprocess::{PreprocessError, Preprocessor, Tta};
 
 /// Default pixel cap: images declaring more pixels than this are refused before any
 /// pixel memory is allocated (about 100 megapixels, above any camera's output).
@@ -46,8 +51,17 @@ pub enum DecodeError {
     ZeroSized { width: u32, height: u32 },
     #[error("{format} decode failed: {reason}")]
     Corrupt { format: String, reason: String },
-    #[error("decoder crashed on this file: {0}")]
+    /// A panic in the decoder or in preprocessing; the text names the stage.
+    #[error("crashed on this file: {0}")]
     Panicked(String),
+    #[error("{format} decoder refused the image: {reason} (limits follow max_pixels = {limit}; raise it to accept larger images)")]
+    OverLimit {
+        format: String,
+        reason: String,
+        limit: u64,
+    },
+    #[error("preprocessing failed: {0}")]
+    Preprocess(#[source] PreprocessError),
     #[error("fetch failed: {0}")]
     Fetch(String),
     #[error("object is {size} bytes, above the limit of {limit} (raise max_bytes to accept it)")]
@@ -82,17 +96,59 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage, DecodeErro
     if bytes.is_empty() {
         return Err(DecodeError::Empty);
     }
-    match catch_unwind(AssertUnwindSafe(|| decode_inner(bytes, limits))) {
-        Ok(r) => r,
-        Err(panic) => {
-            let msg = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".to_string());
-            Err(DecodeError::Panicked(msg))
-        }
+    catch_unwind(AssertUnwindSafe(|| decode_inner(bytes, limits)))
+        .unwrap_or_else(|panic| Err(panicked("decoding", &*panic)))
+}
+
+/// Decode `bytes` and preprocess the image into `out` (`tta.views()` tensors of
+/// [`crate::preprocess::PreprocessSpec::tensor_len`] values each), all under one
+/// panic guard, so one hostile file costs its own row and nothing more. Returns the
+/// decoded (oriented) width and height.
+///
+/// `pre` keeps its buffers between calls: keep one per decode thread. It stays
+/// usable after an error, a caught panic included (its buffers are scratch only).
+pub fn decode_and_prepare(
+    bytes: &[u8],
+    limits: DecodeLimits,
+    pre: &mut Preprocessor,
+    tta: Tta,
+    out: &mut [f32],
+) -> Result<(u32, u32), DecodeError> {
+    if bytes.is_empty() {
+        return Err(DecodeError::Empty);
     }
+    let mut stage = "decoding";
+    catch_unwind(AssertUnwindSafe(|| {
+        let img = decode_inner(bytes, limits)?;
+        stage = "preprocessing";
+        pre.prepare(&img.pixels, img.width, img.height, tta, out)
+            .map_err(DecodeError::Preprocess)?;
+        Ok((img.width, img.height))
+    }))
+    .unwrap_or_else(|panic| Err(panicked(stage, &*panic)))
+}
+
+fn panicked(stage: &str, panic: &(dyn std::any::Any + Send)) -> DecodeError {
+    let msg = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string());
+    DecodeError::Panicked(format!("{stage}: {msg}"))
+}
+
+/// The decoders' own limits, derived from the pixel cap: no side longer than the cap
+/// (a `1×max_pixels` strip is the longest accepted), and no allocation beyond the
+/// pixel memory of the largest accepted image at 16 bits × 4 channels, plus slack for
+/// the decoders' working rows. Headers claiming more are refused before pixel memory
+/// is allocated.
+fn image_limits(limits: DecodeLimits) -> Limits {
+    let side = u32::try_from(limits.max_pixels).unwrap_or(u32::MAX);
+    let mut l = Limits::default();
+    l.max_image_width = Some(side);
+    l.max_image_height = Some(side);
+    l.max_alloc = Some(limits.max_pixels.saturating_mul(8).saturating_add(64 << 20));
+    l
 }
 
 fn decode_inner(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage, DecodeError> {
@@ -115,15 +171,19 @@ fn decode_inner(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage, DecodeEr
             reason: "file is truncated (no end-of-image marker)".into(),
         });
     }
-    let corrupt = |e: image::ImageError| DecodeError::Corrupt {
-        format: format_name.clone(),
-        reason: e.to_string(),
+    let corrupt = |e: image::ImageError| match e {
+        image::ImageError::Limits(e) => DecodeError::OverLimit {
+            format: format_name.clone(),
+            reason: e.to_string(),
+            limit: limits.max_pixels,
+        },
+        e => DecodeError::Corrupt {
+            format: format_name.clone(),
+            reason: e.to_string(),
+        },
     };
     let mut reader = reader;
-    let mut image_limits = Limits::default();
-    // Pixel memory for the largest accepted image at 16 bits × 4 channels, plus slack.
-    image_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).saturating_add(64 << 20));
-    reader.limits(image_limits);
+    reader.limits(image_limits(limits));
     let mut decoder = reader.into_decoder().map_err(corrupt)?;
     let (width, height) = decoder.dimensions();
     let pixels = u64::from(width) * u64::from(height);
@@ -206,6 +266,202 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("max_pixels"));
+    }
+
+    /// CRC-32 (ISO-HDLC), as PNG chunks use.
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+
+    /// A valid 1×1 PNG whose header is rewritten to claim `width`×`height`.
+    fn png_claiming(width: u32, height: u32) -> Vec<u8> {
+        let mut bytes = png(1, 1, image::ColorType::Rgb8);
+        // Signature (8), IHDR length (4), "IHDR" (4), width, height, …, CRC at 29.
+        bytes[16..20].copy_from_slice(&width.to_be_bytes());
+        bytes[20..24].copy_from_slice(&height.to_be_bytes());
+        let crc = crc32(&bytes[12..29]);
+        bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+        bytes
+    }
+
+    #[test]
+    fn huge_headers_are_refused_before_allocating() {
+        let err = decode(&png_claiming(60_000, 60_000), DecodeLimits::default()).unwrap_err();
+        assert!(
+            matches!(err, DecodeError::TooManyPixels { pixels: 3_600_000_000, .. }),
+            "{err}"
+        );
+        // A side longer than the cap is refused by the decoder's own limits.
+        let err = decode(&png_claiming(1, 200), DecodeLimits { max_pixels: 100 }).unwrap_err();
+        assert!(matches!(err, DecodeError::OverLimit { .. }), "{err}");
+        assert!(err.to_string().contains("max_pixels"), "{err}");
+    }
+
+    fn small_preprocessor() -> Preprocessor {
+        Preprocessor::new(crate::preprocess::PreprocessSpec {
+            resize: 32,
+            crop: 24,
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn decode_and_prepare_fills_every_view() {
+        let mut pre = small_preprocessor();
+        let mut out = vec![f32::NAN; 10 * pre.spec().tensor_len()];
+        let bytes = png(40, 3, image::ColorType::Rgba8);
+        let dims = decode_and_prepare(
+            &bytes,
+            DecodeLimits::default(),
+            &mut pre,
+            Tta::TenCrop,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(dims, (40, 3));
+        assert!(out.iter().all(|v| v.is_finite()));
+        let err = decode_and_prepare(&bytes, DecodeLimits::default(), &mut pre, Tta::None, &mut out)
+            .unwrap_err();
+        assert!(matches!(err, DecodeError::Preprocess(_)), "{err}");
+        assert!(err.to_string().contains("output buffer"), "{err}");
+        let err = decode_and_prepare(b"", DecodeLimits::default(), &mut pre, Tta::None, &mut out)
+            .unwrap_err();
+        assert_eq!(err, DecodeError::Empty);
+    }
+
+    #[test]
+    fn panics_name_the_stage() {
+        let panic = std::panic::catch_unwind(|| {
+            let v: Vec<u8> = Vec::new();
+            v[usize::from(v.is_empty())]
+        })
+        .unwrap_err();
+        let err = panicked("preprocessing", &*panic);
+        assert!(
+            err.to_string().starts_with("crashed on this file: preprocessing: index out of bounds"),
+            "{err}"
+        );
+    }
+
+    /// Small valid files the property tests mutate: a JPEG and a PNG with detail.
+    fn seeds() -> &'static [Vec<u8>] {
+        static SEEDS: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+        SEEDS.get_or_init(|| {
+            let (w, h) = (24u32, 16u32);
+            let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 37 % 251) as u8).collect();
+            let mut jpeg = Vec::new();
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 80)
+                .write_image(&rgb, w, h, image::ExtendedColorType::Rgb8)
+                .unwrap();
+            let mut png = Vec::new();
+            image::codecs::png::PngEncoder::new(&mut png)
+                .write_image(&rgb, w, h, image::ExtendedColorType::Rgb8)
+                .unwrap();
+            vec![jpeg, png]
+        })
+    }
+
+    #[derive(Debug, Clone)]
+    enum Mutation {
+        Flip { at: usize, mask: u8 },
+        Truncate { at: usize },
+        Insert { at: usize, bytes: Vec<u8> },
+    }
+
+    fn mutation() -> impl proptest::strategy::Strategy<Value = Mutation> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (any::<usize>(), 1u8..=255).prop_map(|(at, mask)| Mutation::Flip { at, mask }),
+            1 => any::<usize>().prop_map(|at| Mutation::Truncate { at }),
+            2 => (any::<usize>(), proptest::collection::vec(any::<u8>(), 1..16))
+                .prop_map(|(at, bytes)| Mutation::Insert { at, bytes }),
+        ]
+    }
+
+    fn apply(mut bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
+        for m in mutations {
+            if bytes.is_empty() {
+                break;
+            }
+            match m {
+                Mutation::Flip { at, mask } => {
+                    let i = at % bytes.len();
+                    bytes[i] ^= mask;
+                }
+                Mutation::Truncate { at } => bytes.truncate(at % bytes.len()),
+                Mutation::Insert { at, bytes: extra } => {
+                    let i = at % (bytes.len() + 1);
+                    bytes.splice(i..i, extra.iter().copied());
+                }
+            }
+        }
+        bytes
+    }
+
+    /// Decode + preprocess either succeeds or names an error; a panic never escapes
+    /// (the test would fail) and our own preprocessing never panics at all (a caught
+    /// decoder panic is the decoder's bug, contained). A small pixel cap keeps headers
+    /// mutated into large sizes cheap.
+    fn survives(bytes: &[u8], tta: Tta) -> Result<(), String> {
+        thread_local! {
+            static PRE: std::cell::RefCell<Preprocessor> = std::cell::RefCell::new(small_preprocessor());
+        }
+        PRE.with(|pre| {
+            let mut pre = pre.borrow_mut();
+            let mut out = vec![0f32; tta.views() * pre.spec().tensor_len()];
+            let limits = DecodeLimits { max_pixels: 1 << 20 };
+            match decode_and_prepare(bytes, limits, &mut pre, tta, &mut out) {
+                Err(DecodeError::Panicked(msg)) if msg.starts_with("preprocessing") => Err(msg),
+                Ok(_) if out.iter().any(|v| !v.is_finite()) => Err("non-finite output".into()),
+                _ => Ok(()),
+            }
+        })
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+            #[test]
+            fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512), ten in any::<bool>()) {
+                let tta = if ten { Tta::TenCrop } else { Tta::None };
+                prop_assert_eq!(survives(&bytes, tta), Ok(()));
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 160, failure_persistence: None, ..ProptestConfig::default() })]
+
+            #[test]
+            fn mutated_images_never_panic(
+                seed in 0usize..2,
+                mutations in proptest::collection::vec(mutation(), 1..6),
+                ten in any::<bool>(),
+            ) {
+                let bytes = apply(seeds()[seed].clone(), &mutations);
+                let tta = if ten { Tta::TenCrop } else { Tta::None };
+                prop_assert_eq!(survives(&bytes, tta), Ok(()));
+            }
+        }
+    }
+
+    #[test]
+    fn seeds_decode_unmutated() {
+        for bytes in seeds() {
+            assert_eq!(survives(bytes, Tta::TenCrop), Ok(()));
+            assert!(decode(bytes, DecodeLimits::default()).is_ok());
+        }
     }
 
     #[test]

@@ -22,6 +22,27 @@ pub enum Error {
         source: object_store::Error,
     },
 
+    /// The store refused the credentials, or none could be found: every further
+    /// request would fail the same way, so the job stops.
+    #[error("{location}: {hint}")]
+    Credentials {
+        location: String,
+        /// What to do about it (which variables to set).
+        hint: String,
+        #[source]
+        source: object_store::Error,
+    },
+
+    /// The store failed this many requests in a row (after each one's retries): it is
+    /// down or unreachable, not one bad object. Committed parts are kept.
+    #[error("the store at {location} failed {failures} requests in a row (each after its retries); it looks unreachable or down. Parts already written are kept: rerun the same command to continue")]
+    StoreUnavailable {
+        location: String,
+        failures: u32,
+        #[source]
+        source: object_store::Error,
+    },
+
     /// The input location exists but holds no objects (after filters), or does not exist.
     #[error("{0}")]
     Input(String),
@@ -54,9 +75,17 @@ pub enum Error {
     #[error("cannot write output {location}: {reason}")]
     Output { location: String, reason: String },
 
-    /// Arrow or Parquet encoding failed.
+    /// Encoding results (JSON summaries, unexpected column types) failed.
     #[error("encoding results: {0}")]
     Encode(String),
+
+    /// Arrow failed to build or convert a batch.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+
+    /// Reading or writing Parquet failed.
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
 
     /// A SQL query failed to parse, plan or run.
     #[error("{0}")]
@@ -93,18 +122,6 @@ impl Error {
             context: context.into(),
             source,
         }
-    }
-}
-
-impl From<arrow::error::ArrowError> for Error {
-    fn from(e: arrow::error::ArrowError) -> Self {
-        Error::Encode(e.to_string())
-    }
-}
-
-impl From<parquet::errors::ParquetError> for Error {
-    fn from(e: parquet::errors::ParquetError) -> Self {
-        Error::Encode(e.to_string())
     }
 }
 

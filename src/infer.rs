@@ -520,6 +520,7 @@ impl InferencePool {
         InferenceHandle {
             queue: self.queue.clone(),
             classes: self.info.num_classes(),
+            batch: self.batch_size,
         }
     }
 
@@ -557,6 +558,7 @@ pub fn check_spec(model: &ModelBytes, info: &ModelInfo, spec: &PreprocessSpec) -
 pub struct InferenceHandle {
     queue: mpsc::Sender<Job>,
     classes: usize,
+    batch: usize,
 }
 
 impl InferenceHandle {
@@ -572,6 +574,18 @@ impl InferenceHandle {
         let mut out = rx
             .await
             .map_err(|_| Error::Inference("an inference thread stopped mid-batch".into()))??;
+        // Every batch is checked, not only the first: a model whose class dimension is
+        // dynamic can disagree with its class names on any call.
+        if out.len() != self.batch * self.classes {
+            return Err(Error::Inference(format!(
+                "the model returned {} values for a batch of {}, expected {} ({} per image for its {} class names); the model's output disagrees with its metadata",
+                out.len(),
+                self.batch,
+                self.batch * self.classes,
+                self.classes,
+                self.classes
+            )));
+        }
         out.truncate(real * self.classes);
         Ok(out)
     }

@@ -16,10 +16,13 @@ pub mod onnx;
 pub mod pipeline;
 pub mod preprocess;
 pub mod query;
+pub mod redact;
+pub mod runs;
 pub mod runtime;
 pub mod schema;
 pub mod sink;
 pub mod source;
+pub mod stable;
 pub mod store;
 #[cfg(feature = "train")]
 pub mod train;

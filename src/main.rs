@@ -31,9 +31,65 @@ fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_message(&e));
             ExitCode::from(2)
         }
+    }
+}
+
+/// The error and its causes in one line, each cause said once: store errors repeat
+/// their source's text in their own, which would print the same failure many times
+/// over. Secrets are masked.
+fn error_message(e: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        let text = text.trim();
+        if text.is_empty() || message.contains(text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(text);
+    }
+    labelflow::redact::redact(&message).into_owned()
+}
+
+/// Turn the first SIGTERM or SIGINT into a stop request (the run publishes what it
+/// has and exits with code 3); the second exits at once.
+fn watch_signals(stop: pipeline::Stop) {
+    tokio::spawn(async move {
+        let first = next_signal().await;
+        eprintln!(
+            "labelflow: {first} received: stopping — no new images, labelling what is in flight, publishing the open part; send it again to exit at once"
+        );
+        stop.request();
+        let second = next_signal().await;
+        eprintln!("labelflow: second {second}: exiting now; rows not yet published will be redone by the next run");
+        std::process::exit(if second == "SIGINT" { 130 } else { 143 });
+    });
+}
+
+async fn next_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
     }
 }
 
@@ -48,7 +104,8 @@ fn init_tracing(verbose: u8) {
         EnvFilter::try_from_env("LABELFLOW_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| labelflow::redact::RedactingWriter(std::io::stderr()))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
 }
@@ -62,9 +119,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             let progress: Arc<dyn Progress> = if show_progress {
                 Arc::new(progress::Bars::new())
             } else {
-                Arc::new(pipeline::NoProgress)
+                Arc::new(progress::Notes)
             };
-            let summary = pipeline::run(&plan, progress).await?;
+            let stop = pipeline::Stop::new();
+            watch_signals(stop.clone());
+            let summary = pipeline::run_until(&plan, progress, stop).await?;
             progress::print_summary(&summary);
             if json {
                 println!("{}", serde_json::to_string_pretty(&summary)?);

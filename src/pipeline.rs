@@ -5,14 +5,12 @@
 //! `decode_threads`), packing fixed-shape batches; the consumer runs inference and
 //! writes rows. Every stage is bounded, so memory does not grow with the bucket.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::{mpsc, Semaphore};
-use tokio::task::JoinSet;
 
 use crate::config::RunPlan;
 use crate::decode::{self, DecodeError, DecodeLimits};
@@ -21,9 +19,11 @@ use crate::infer::{
     self, BatchInput, InferenceHandle, InferencePool, ModelBytes, ModelInfo, SessionOptions,
 };
 use crate::preprocess::{PreprocessSpec, Preprocessor, Tta};
-use crate::sink::{self, ModelStamp, PartWriter, Row};
-use crate::source::{self, Filter, ListingCounters, ObjectRef};
-use crate::store::{Access, Location, RetryPolicy};
+use crate::redact::redact;
+use crate::runs::{self, RunStatus};
+use crate::sink::{self, CommittedKeys, ModelStamp, PartWriter, Row};
+use crate::source::{self, Filter, ListingCounters, ObjectRef, Shard};
+use crate::store::{Access, Location};
 
 /// Live counters of a run; read them for progress.
 #[derive(Debug, Default)]
@@ -41,6 +41,8 @@ pub struct Stats {
 pub trait Progress: Send + Sync {
     /// Called once the model is loaded and the listing starts.
     fn started(&self, _run_id: &str, _stats: Arc<Stats>) {}
+    /// A line a person watching the run should read (resuming, stopping).
+    fn note(&self, _message: &str) {}
     /// Called when the run ends (successfully or not).
     fn finished(&self) {}
 }
@@ -49,10 +51,61 @@ pub trait Progress: Send + Sync {
 pub struct NoProgress;
 impl Progress for NoProgress {}
 
-/// What a finished run did.
+/// A request to stop a run early (SIGTERM, Ctrl-C, a caller's deadline). The run
+/// stops listing, labels what is already decoded for at most the plan's stop grace,
+/// publishes the open part and returns a summary with status `interrupted`.
+#[derive(Clone, Default)]
+pub struct Stop {
+    inner: Arc<StopInner>,
+}
+
+#[derive(Default)]
+struct StopInner {
+    requested: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Stop {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Ask the run to stop; safe to call from any thread, any number of times.
+    pub fn request(&self) {
+        self.inner.requested.store(true, Relaxed);
+        self.inner.notify.notify_waiters();
+    }
+
+    pub fn is_requested(&self) -> bool {
+        self.inner.requested.load(Relaxed)
+    }
+
+    /// Resolves once a stop was requested.
+    pub async fn requested(&self) {
+        let notified = self.inner.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.is_requested() {
+            return;
+        }
+        notified.await;
+    }
+}
+
+/// Exit code of a run stopped by a signal after committing its progress.
+pub const EXIT_INTERRUPTED: u8 = 3;
+
+/// What a run did (also its record under `_runs/`, see [`crate::runs`]).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RunSummary {
     pub run_id: String,
+    pub status: RunStatus,
+    /// Whether this invocation continued an earlier, unfinished run.
+    pub resumed: bool,
+    /// Digest of what decides the rows (input, filters, model, preprocessing, tta, top-k).
+    pub fingerprint: String,
+    pub shard: String,
+    pub started_at: String,
     pub input: String,
     pub output: String,
     pub model: String,
@@ -72,13 +125,28 @@ pub struct RunSummary {
     pub batch_size: usize,
     /// Test-time augmentation used.
     pub tta: Tta,
+    /// Peak resident memory of the process so far (Linux), bytes.
+    pub peak_rss_bytes: Option<u64>,
 }
 
 impl RunSummary {
-    /// Process exit code: 0 all labelled, 1 some rows carry errors.
+    /// Process exit code: 0 all labelled, 1 some rows carry errors, 3 interrupted
+    /// (progress committed; rerun the same command to continue).
     pub fn exit_code(&self) -> u8 {
-        u8::from(self.failed > 0)
+        match self.status {
+            RunStatus::Interrupted | RunStatus::Running => EXIT_INTERRUPTED,
+            RunStatus::Failed => 2,
+            RunStatus::Finished => u8::from(self.failed > 0),
+        }
     }
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`), bytes.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// A loaded model ready to run, with its resolved preprocessing.
@@ -157,6 +225,9 @@ enum Prepared {
     Failed {
         object: ObjectRef,
         error: String,
+        /// Set when the fetch failed for a reason that is the store's, not the
+        /// object's (see [`crate::store::is_object_error`]).
+        store_fault: Option<object_store::Error>,
     },
 }
 
@@ -172,11 +243,20 @@ enum Work {
 /// Label everything `plan` selects. Fatal problems are `Err`; per-image problems are
 /// rows with an `error` and counted in the summary.
 pub async fn run(plan: &RunPlan, progress: Arc<dyn Progress>) -> Result<RunSummary> {
-    let input = Location::parse(&plan.input, Access::Read, RetryPolicy::default())?;
+    run_until(plan, progress, Stop::new()).await
+}
+
+/// Like [`run`], stopping early (status `interrupted`) when `stop` is requested.
+pub async fn run_until(
+    plan: &RunPlan,
+    progress: Arc<dyn Progress>,
+    stop: Stop,
+) -> Result<RunSummary> {
+    let input = Location::parse(&plan.input, Access::Read, plan.retry)?;
     let model = load_model(plan)?;
-    let output = Location::parse(&plan.output, Access::Write, RetryPolicy::default())?;
+    let output = Location::parse(&plan.output, Access::Write, plan.retry)?;
     sink::probe_writable(&output).await?;
-    run_with(plan, &input, &output, model, progress).await
+    run_with_stop(plan, &input, &output, model, progress, stop).await
 }
 
 /// Like [`run`], over locations and a model the caller already opened.
@@ -187,85 +267,293 @@ pub async fn run_with(
     model: LoadedModel,
     progress: Arc<dyn Progress>,
 ) -> Result<RunSummary> {
-    let started = Instant::now();
-    let run_id = match &plan.run_id {
-        Some(id) => id.clone(),
-        None => sink::new_run_id(),
-    };
-    let done: HashSet<String> = match &plan.run_id {
-        Some(id) => sink::committed_uris(output, id).await?,
-        None => HashSet::new(),
-    };
-    if !done.is_empty() {
-        tracing::info!(run_id = %run_id, already = done.len(), "resuming run; objects already written are skipped");
-    }
-    let stats = Arc::new(Stats::default());
-    progress.started(&run_id, stats.clone());
-    let result = drive(plan, input, output, &model, &run_id, done, stats.clone()).await;
-    progress.finished();
-    let LoadedModel {
-        bytes,
-        info,
-        spec,
-        device,
-        pool,
-    } = model;
-    let batch_size = pool.batch_size();
-    pool.shutdown();
-    let (rows_written, parts) = result?;
-
-    let listed = stats.listing.listed.load(Relaxed);
-    let selected = stats.listing.selected.load(Relaxed);
-    if listed == 0 {
-        return Err(Error::Input(format!(
-            "no objects found under {input}; check the path or URL (and credentials for a bucket)"
-        )));
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    let labelled = stats.labelled.load(Relaxed);
-    let failed = stats.failed.load(Relaxed);
-    let summary = RunSummary {
-        run_id: run_id.clone(),
-        input: input.to_string(),
-        output: output.to_string(),
-        model: info.name.clone(),
-        model_sha256: info.sha256.clone(),
-        device: device.to_string(),
-        listed,
-        selected,
-        skipped: stats.skipped.load(Relaxed),
-        labelled,
-        failed,
-        rows_written,
-        parts,
-        seconds,
-        images_per_second: (labelled + failed) as f64 / seconds.max(1e-9),
-        preprocess: spec,
-        batch_size,
-        tta: plan.tta,
-    };
-    let _ = bytes;
-    if rows_written > 0 {
-        let value = serde_json::to_value(&summary).map_err(|e| Error::Encode(e.to_string()))?;
-        sink::write_summary(output, &run_id, plan.selection.shard, &value).await?;
-    }
-    Ok(summary)
+    run_with_stop(plan, input, output, model, progress, Stop::new()).await
 }
 
-/// Rows written and the URIs of the published parts.
-type Written = (u64, Vec<String>);
+/// Digest of everything that decides a run's rows; runs with the same fingerprint
+/// (and shard) are the same job, and an unfinished one is continued. `--limit` is not
+/// part of it: it decides how many rows, not what they hold.
+fn job_fingerprint(plan: &RunPlan, input: &Location, model: &LoadedModel) -> String {
+    let job = serde_json::json!({
+        "input": input.to_string(),
+        "extensions": plan.selection.extensions,
+        "include": plan.selection.include,
+        "exclude": plan.selection.exclude,
+        "max_pixels": plan.max_pixels,
+        "max_bytes": plan.max_bytes,
+        "model_sha256": model.info.sha256,
+        "preprocess": model.spec,
+        "tta": plan.tta,
+        "top_k": plan.top_k,
+    });
+    let digest = crate::stable::uri_digest(&job.to_string());
+    format!("{digest:032x}")
+}
 
-#[allow(clippy::too_many_arguments)]
-async fn drive(
+/// Which run this invocation writes to, and whether it continues an earlier one.
+async fn resolve_run(
+    plan: &RunPlan,
+    output: &Location,
+    fingerprint: &str,
+    progress: &dyn Progress,
+) -> Result<(String, bool)> {
+    let shard = plan.selection.shard;
+    if let Some(id) = &plan.run_id {
+        return match runs::read_record(output, id, shard).await? {
+            Some(r) if r.status == RunStatus::Finished => Err(Error::Config(format!(
+                "run {id} already finished (shard {shard}); a finished run is never appended to: pass another --run-id, or --new-run"
+            ))),
+            Some(r) if r.fingerprint.as_deref().is_some_and(|f| f != fingerprint) => {
+                Err(Error::Config(format!(
+                    "run {id} was started with a different input, filters, model or preprocessing; continuing it would mix two jobs in one run: pass another --run-id, or --new-run"
+                )))
+            }
+            Some(_) => Ok((id.clone(), true)),
+            None => Ok((id.clone(), false)),
+        };
+    }
+    if !plan.new_run {
+        if let Some(r) = runs::find_unfinished(output, fingerprint, shard).await? {
+            progress.note(&format!(
+                "continuing unfinished run {} (status {}; started {}); pass --new-run to start over",
+                r.run_id,
+                r.status,
+                r.started_at.as_deref().unwrap_or("at an unknown time")
+            ));
+            return Ok((r.run_id, true));
+        }
+    }
+    Ok((sink::new_run_id(), false))
+}
+
+/// Like [`run_with`], stopping early when `stop` is requested.
+pub async fn run_with_stop(
     plan: &RunPlan,
     input: &Location,
     output: &Location,
-    model: &LoadedModel,
-    run_id: &str,
-    done: HashSet<String>,
+    model: LoadedModel,
+    progress: Arc<dyn Progress>,
+    stop: Stop,
+) -> Result<RunSummary> {
+    let started = Instant::now();
+    let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let shard = plan.selection.shard;
+    let fingerprint = job_fingerprint(plan, input, &model);
+    let (run_id, resumed) = match resolve_run(plan, output, &fingerprint, progress.as_ref()).await {
+        Ok(r) => r,
+        Err(e) => {
+            model.pool.shutdown();
+            return Err(e);
+        }
+    };
+    let stale = sink::remove_stale_staging(output, &run_id);
+    if stale > 0 {
+        tracing::info!(run_id = %run_id, files = stale, "removed unfinished part files of an earlier attempt");
+    }
+    let done = if resumed {
+        match CommittedKeys::load(output, &run_id, shard).await {
+            Ok(d) => d,
+            Err(e) => {
+                model.pool.shutdown();
+                return Err(e);
+            }
+        }
+    } else {
+        CommittedKeys::default()
+    };
+    if !done.is_empty() {
+        progress.note(&format!(
+            "run {run_id}: {} objects already written are skipped",
+            done.len()
+        ));
+    }
+    let stats = Arc::new(Stats::default());
+    let mut summary = RunSummary {
+        run_id: run_id.clone(),
+        status: RunStatus::Running,
+        resumed,
+        fingerprint,
+        shard: shard.to_string(),
+        started_at,
+        input: input.to_string(),
+        output: output.to_string(),
+        model: model.info.name.clone(),
+        model_sha256: model.info.sha256.clone(),
+        device: model.device.to_string(),
+        listed: 0,
+        selected: 0,
+        skipped: 0,
+        labelled: 0,
+        failed: 0,
+        rows_written: 0,
+        parts: Vec::new(),
+        seconds: 0.0,
+        images_per_second: 0.0,
+        preprocess: model.spec.clone(),
+        batch_size: model.pool.batch_size(),
+        tta: plan.tta,
+        peak_rss_bytes: None,
+    };
+    if let Err(e) = write_record(output, &summary).await {
+        model.pool.shutdown();
+        return Err(e);
+    }
+    progress.started(&run_id, stats.clone());
+    let outcome = drive(Drive {
+        plan,
+        input,
+        output,
+        model: &model,
+        run_id: &run_id,
+        done,
+        stats: stats.clone(),
+        stop: stop.clone(),
+    })
+    .await;
+    progress.finished();
+    model.pool.shutdown();
+
+    let listing = &stats.listing;
+    summary.listed = listing.listed.load(Relaxed);
+    summary.selected = listing.selected.load(Relaxed);
+    summary.skipped = stats.skipped.load(Relaxed);
+    summary.labelled = stats.labelled.load(Relaxed);
+    summary.failed = stats.failed.load(Relaxed);
+    summary.rows_written = outcome.rows_written;
+    summary.parts = outcome.parts;
+    summary.seconds = started.elapsed().as_secs_f64();
+    summary.images_per_second =
+        (summary.labelled + summary.failed) as f64 / summary.seconds.max(1e-9);
+    summary.peak_rss_bytes = peak_rss_bytes();
+
+    if let Some(error) = outcome.error {
+        summary.status = RunStatus::Failed;
+        if let Err(e) = write_record(output, &summary).await {
+            tracing::warn!(error = %e, "could not record the failed run");
+        }
+        return Err(error);
+    }
+    if stop.is_requested() {
+        summary.status = RunStatus::Interrupted;
+        write_record(output, &summary).await?;
+        return Ok(summary);
+    }
+    let complete = listing.complete.load(Relaxed);
+    if complete && summary.selected == 0 && !plan.allow_empty {
+        if !resumed {
+            runs::remove_record(output, &run_id, shard).await;
+        }
+        let filter = Filter::new(&plan.selection)?;
+        return Err(Error::Input(if summary.listed == 0 {
+            format!(
+                "nothing to label: no objects under {input}; check the path or prefix (and the credentials for a bucket), or pass --allow-empty"
+            )
+        } else {
+            format!(
+                "nothing to label: {} objects listed under {input}, all removed by the filters: {}; pass --allow-empty to accept an empty selection",
+                summary.listed,
+                listing.removed_description(&filter)
+            )
+        }));
+    }
+    summary.status = RunStatus::Finished;
+    write_record(output, &summary).await?;
+    Ok(summary)
+}
+
+async fn write_record(output: &Location, summary: &RunSummary) -> Result<String> {
+    let value = serde_json::to_value(summary).map_err(|e| Error::Encode(e.to_string()))?;
+    let shard: Shard = summary
+        .shard
+        .parse()
+        .map_err(Error::Config)?;
+    runs::write_record(output, &summary.run_id, shard, &value).await
+}
+
+/// Everything one run's stages share.
+struct Drive<'a> {
+    plan: &'a RunPlan,
+    input: &'a Location,
+    output: &'a Location,
+    model: &'a LoadedModel,
+    run_id: &'a str,
+    done: CommittedKeys,
     stats: Arc<Stats>,
-) -> Result<Written> {
-    let filter = Filter::new(&plan.selection)?;
+    stop: Stop,
+}
+
+/// How the stages ended: what was published, and the first fatal error if any.
+/// Rows produced before a fatal error in the listing or fetching are still
+/// published, so a rerun continues after them.
+struct Outcome {
+    rows_written: u64,
+    parts: Vec<String>,
+    error: Option<Error>,
+}
+
+/// Failed fetches held back while the store may be down: written as error rows
+/// once another fetch succeeds (the failures were the objects'), dropped when the
+/// store is declared unavailable (a rerun retries them).
+struct StoreHealth {
+    held: Vec<Row>,
+    max_failures: u32,
+}
+
+impl StoreHealth {
+    /// Note a fetch failure that was the store's; `Err` once there are too many in a
+    /// row, or at once for refused credentials.
+    fn failed(
+        &mut self,
+        input: &Location,
+        row: Row,
+        fault: object_store::Error,
+    ) -> Result<()> {
+        if crate::store::is_credentials_error(&fault) {
+            return Err(crate::store::store_error(input, fault));
+        }
+        self.held.push(row);
+        let failures = self.held.len() as u32;
+        if failures >= self.max_failures {
+            return Err(match crate::store::store_error(input, fault) {
+                e @ Error::Credentials { .. } => e,
+                Error::Store { location, source } => Error::StoreUnavailable {
+                    location,
+                    failures,
+                    source,
+                },
+                other => other,
+            });
+        }
+        Ok(())
+    }
+
+    /// The store answered: the held failures were the objects' own.
+    fn recovered(&mut self) -> Vec<Row> {
+        std::mem::take(&mut self.held)
+    }
+}
+
+async fn drive(d: Drive<'_>) -> Outcome {
+    let Drive {
+        plan,
+        input,
+        output,
+        model,
+        run_id,
+        done,
+        stats,
+        stop,
+    } = d;
+    let filter = match Filter::new(&plan.selection) {
+        Ok(f) => f,
+        Err(e) => {
+            return Outcome {
+                rows_written: 0,
+                parts: Vec::new(),
+                error: Some(e),
+            }
+        }
+    };
     // The session batch counts inputs; an image is `views` of them.
     let views = plan.tta.views();
     let batch_size = model.pool.batch_size();
@@ -274,10 +562,9 @@ async fn drive(
     let tensor_len = model_len * views;
     let (tx, rx) = mpsc::channel::<Work>(plan.tuning.batch_queue.max(1));
 
-    let mut tasks: JoinSet<Result<Option<Written>>> = JoinSet::new();
-
-    // Producer: list, fetch, decode, batch.
-    {
+    // Producer: list, fetch, decode, batch. Its error (listing failed, store down)
+    // ends the run, but only after the consumer has published what it was given.
+    let producer = {
         let input = input.clone();
         let stats = stats.clone();
         let spec = model.spec.clone();
@@ -289,7 +576,12 @@ async fn drive(
         let limit = plan.selection.limit;
         let concurrency = plan.tuning.fetch_concurrency;
         let decode_pool = Arc::new(Semaphore::new(plan.tuning.decode_threads));
-        tasks.spawn(async move {
+        let stop = stop.clone();
+        let mut health = StoreHealth {
+            held: Vec::new(),
+            max_failures: plan.max_store_failures.max(1),
+        };
+        async move {
             let listing = source::list(&input, filter, limit, stats.listing.clone());
             let skipped = stats.clone();
             let prepared = listing
@@ -302,17 +594,32 @@ async fn drive(
                 })
                 .map_ok(|object| {
                     let input = input.clone();
-                    let spec = spec.clone();
-                    let pool = decode_pool.clone();
-                    prepare(input, object, spec, tta, limits, max_bytes, pool)
+                    let job = PrepareJob {
+                        spec: spec.clone(),
+                        tta,
+                        limits,
+                        max_bytes,
+                        pool: decode_pool.clone(),
+                    };
+                    async move { job.run(&input, object).await }
                 })
                 .try_buffer_unordered(concurrency);
             futures::pin_mut!(prepared);
             let mut data = Vec::with_capacity(images_per_batch * tensor_len);
             let mut items = Vec::with_capacity(images_per_batch);
-            while let Some(p) = prepared.try_next().await? {
-                match p {
-                    Prepared::Failed { object, error } => {
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    _ = stop.requested() => break,
+                    next = prepared.try_next() => next?,
+                };
+                let Some(p) = next else { break };
+                let ready = match p {
+                    Prepared::Failed {
+                        object,
+                        error,
+                        store_fault,
+                    } => {
                         let row = Row {
                             object,
                             width: None,
@@ -321,8 +628,12 @@ async fn drive(
                             error: Some(error),
                             labelled_at: chrono::Utc::now(),
                         };
-                        if tx.send(Work::Failed(row)).await.is_err() {
-                            return Ok(None);
+                        match store_fault {
+                            Some(fault) => {
+                                health.failed(&input, row, fault)?;
+                                None
+                            }
+                            None => Some(vec![row]),
                         }
                     }
                     Prepared::Ready {
@@ -333,24 +644,34 @@ async fn drive(
                     } => {
                         data.extend_from_slice(&tensor);
                         items.push((object, width, height));
-                        if items.len() == images_per_batch {
-                            let real = items.len() * views;
-                            let mut data = std::mem::replace(
-                                &mut data,
-                                Vec::with_capacity(images_per_batch * tensor_len),
-                            );
-                            // Pad when the batch is not a multiple of the views.
-                            data.resize(batch_size * model_len, 0.0);
-                            let input = BatchInput { data, real };
-                            let items =
-                                std::mem::replace(&mut items, Vec::with_capacity(images_per_batch));
-                            if tx.send(Work::Batch { input, items }).await.is_err() {
-                                return Ok(None);
-                            }
+                        Some(Vec::new())
+                    }
+                };
+                // Anything but a store fault shows the store is answering.
+                if let Some(mut rows) = ready {
+                    rows.extend(health.recovered());
+                    for row in rows {
+                        if tx.send(Work::Failed(row)).await.is_err() {
+                            return Ok(());
                         }
                     }
                 }
+                if items.len() == images_per_batch {
+                    let real = items.len() * views;
+                    let mut data = std::mem::replace(
+                        &mut data,
+                        Vec::with_capacity(images_per_batch * tensor_len),
+                    );
+                    // Pad when the batch is not a multiple of the views.
+                    data.resize(batch_size * model_len, 0.0);
+                    let input = BatchInput { data, real };
+                    let items = std::mem::replace(&mut items, Vec::with_capacity(images_per_batch));
+                    if tx.send(Work::Batch { input, items }).await.is_err() {
+                        return Ok(());
+                    }
+                }
             }
+            // The listing ended or a stop was asked for: label what is decoded.
             if !items.is_empty() {
                 // Pad the last batch so the session always sees one shape.
                 let real = items.len() * views;
@@ -362,112 +683,219 @@ async fn drive(
                     })
                     .await;
             }
-            Ok(None)
-        });
-    }
+            // Failures still held when the listing ends: the store never recovered
+            // for them, but they were fewer than the limit; they are the objects'.
+            for row in health.recovered() {
+                if tx.send(Work::Failed(row)).await.is_err() {
+                    break;
+                }
+            }
+            Ok::<(), Error>(())
+        }
+    };
 
     // Consumer: infer and write.
-    {
-        let handle: InferenceHandle = model.pool.handle();
-        let classes = Arc::new(model.info.classes.clone());
-        let stamp = ModelStamp {
-            name: model.info.name.clone(),
-            sha256: model.info.sha256.clone(),
-            classes: classes.clone(),
-        };
-        let output_views = views;
-        let mut writer = PartWriter::new(
-            output.clone(),
-            run_id,
-            plan.selection.shard,
-            plan.sink.clone(),
-            stamp,
-        )?;
-        let output_kind = model.info.output_kind;
-        let n_classes = model.info.num_classes();
-        let top_k = plan.top_k;
-        let sessions = plan.tuning.sessions;
-        let stats = stats.clone();
-        tasks.spawn(async move {
-            let results = tokio_stream_from(rx)
-                .map(|work| {
-                    let handle = handle.clone();
-                    async move {
-                        match work {
-                            Work::Failed(row) => Ok::<_, Error>(Ok(vec![row])),
-                            Work::Batch { input, items } => {
-                                let scores = handle.run(input).await?;
-                                Ok(Err((items, scores)))
-                            }
-                        }
-                    }
-                })
-                .buffered(sessions);
-            futures::pin_mut!(results);
-            while let Some(done) = results.next().await {
-                match done? {
-                    Ok(rows) => {
-                        for row in rows {
-                            stats.failed.fetch_add(1, Relaxed);
-                            writer.push(&row).await?;
-                        }
-                    }
-                    Err((items, mut scores)) => {
-                        let now = chrono::Utc::now();
-                        let per_image = n_classes * output_views;
-                        for (i, (object, width, height)) in items.into_iter().enumerate() {
-                            let row_scores = &mut scores[i * per_image..(i + 1) * per_image];
-                            let top = if output_views == 1 {
-                                infer::top_k(row_scores, output_kind, top_k)
-                            } else {
-                                let mut mean =
-                                    infer::average_views(row_scores, n_classes, output_kind);
-                                infer::top_k(&mut mean, infer::OutputKind::Probabilities, top_k)
-                            };
-                            let row = Row {
-                                object,
-                                width: Some(width),
-                                height: Some(height),
-                                top,
-                                error: None,
-                                labelled_at: now,
-                            };
-                            writer.push(&row).await?;
-                            stats.labelled.fetch_add(1, Relaxed);
-                        }
-                    }
-                }
-            }
-            let written = writer.finish().await?;
-            Ok(Some(written))
-        });
-    }
-
-    let mut written = None;
-    let mut first_error = None;
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok(Ok(Some(w))) => written = Some(w),
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => {
-                if first_error.is_none() {
-                    first_error = Some(e);
-                }
-                tasks.abort_all();
-            }
-            Err(e) if e.is_cancelled() => {}
-            Err(e) => {
-                if first_error.is_none() {
-                    first_error = Some(Error::Task(e.to_string()));
-                }
-                tasks.abort_all();
+    let handle: InferenceHandle = model.pool.handle();
+    let classes = Arc::new(model.info.classes.clone());
+    let stamp = ModelStamp {
+        name: model.info.name.clone(),
+        sha256: model.info.sha256.clone(),
+        classes: classes.clone(),
+    };
+    let writer = match PartWriter::new(
+        output.clone(),
+        run_id,
+        plan.selection.shard,
+        plan.sink.clone(),
+        stamp,
+    ) {
+        Ok(w) => w,
+        Err(e) => {
+            return Outcome {
+                rows_written: 0,
+                parts: Vec::new(),
+                error: Some(e),
             }
         }
+    };
+    let scoring = Scoring {
+        output_kind: model.info.output_kind,
+        n_classes: model.info.num_classes(),
+        views,
+        top_k: plan.top_k,
+    };
+    let consumer = consume(Consumer {
+        rx,
+        handle,
+        writer,
+        scoring,
+        sessions: plan.tuning.sessions,
+        stats: stats.clone(),
+        stop,
+        grace: plan.stop_grace,
+    });
+
+    // Both halves run on this task: the producer's error does not cancel the
+    // consumer, which publishes what it was given before the run reports the error.
+    let (produced, consumed) = tokio::join!(
+        async {
+            let r = producer.await;
+            // Dropping the sender (inside the producer) ends the consumer's input.
+            r
+        },
+        consumer
+    );
+    match consumed {
+        Ok((rows_written, parts)) => Outcome {
+            rows_written,
+            parts,
+            error: produced.err(),
+        },
+        Err((e, rows_written, parts)) => Outcome {
+            rows_written,
+            parts,
+            error: Some(e),
+        },
     }
-    if let Some(e) = first_error {
-        return Err(e);
+}
+
+/// How raw model outputs become a row's classes.
+#[derive(Clone, Copy)]
+struct Scoring {
+    output_kind: infer::OutputKind,
+    n_classes: usize,
+    views: usize,
+    top_k: usize,
+}
+
+struct Consumer {
+    rx: mpsc::Receiver<Work>,
+    handle: InferenceHandle,
+    writer: PartWriter,
+    scoring: Scoring,
+    sessions: usize,
+    stats: Arc<Stats>,
+    stop: Stop,
+    grace: Duration,
+}
+
+/// Infer, score and write until the producer is done; after a stop request, for at
+/// most `grace` more. Publishes the open part either way. On error, returns it with
+/// what had been published before.
+async fn consume(c: Consumer) -> std::result::Result<(u64, Vec<String>), (Error, u64, Vec<String>)> {
+    let Consumer {
+        rx,
+        handle,
+        mut writer,
+        scoring,
+        sessions,
+        stats,
+        stop,
+        grace,
+    } = c;
+    let results = tokio_stream_from(rx)
+        .map(|work| {
+            let handle = handle.clone();
+            async move {
+                match work {
+                    Work::Failed(row) => Ok::<_, Error>(Ok(vec![row])),
+                    Work::Batch { input, items } => {
+                        let scores = handle.run(input).await?;
+                        Ok(Err((items, scores)))
+                    }
+                }
+            }
+        })
+        .buffered(sessions.max(1));
+    futures::pin_mut!(results);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    let result: Result<()> = async {
+        loop {
+            tokio::select! {
+                biased;
+                _ = async { if let Some(d) = deadline.as_mut() { d.await } }, if deadline.is_some() => {
+                    tracing::warn!(grace_seconds = grace.as_secs_f64(), "stop grace period over; batches still in flight are dropped and will be redone by the next run");
+                    break;
+                }
+                _ = stop.requested(), if deadline.is_none() => {
+                    deadline = Some(Box::pin(tokio::time::sleep(grace)));
+                }
+                _ = tick.tick() => writer.tick().await?,
+                next = results.next() => {
+                    let Some(done) = next else { break };
+                    match done? {
+                        Ok(rows) => {
+                            for row in rows {
+                                stats.failed.fetch_add(1, Relaxed);
+                                writer.push(&row).await?;
+                            }
+                        }
+                        Err((items, scores)) => {
+                            write_scored(&mut writer, &stats, scoring, items, scores).await?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
     }
-    written.ok_or_else(|| Error::Task("the writer stopped without a result".into()))
+    .await;
+    let published = (writer.rows_written, writer.parts.clone());
+    match result {
+        Ok(()) => writer
+            .finish()
+            .await
+            .map_err(|e| (e, published.0, published.1)),
+        Err(e) => Err((e, published.0, published.1)),
+    }
+}
+
+async fn write_scored(
+    writer: &mut PartWriter,
+    stats: &Stats,
+    scoring: Scoring,
+    items: Vec<(ObjectRef, u32, u32)>,
+    mut scores: Vec<f32>,
+) -> Result<()> {
+    let now = chrono::Utc::now();
+    let per_image = scoring.n_classes * scoring.views;
+    if scores.len() < items.len() * per_image {
+        return Err(Error::Inference(format!(
+            "the model returned {} values for {} images of {} classes",
+            scores.len(),
+            items.len(),
+            scoring.n_classes
+        )));
+    }
+    for (i, (object, width, height)) in items.into_iter().enumerate() {
+        let row_scores = &mut scores[i * per_image..(i + 1) * per_image];
+        let top = if scoring.views == 1 {
+            infer::top_k(row_scores, scoring.output_kind, scoring.top_k)
+        } else {
+            let mut mean = infer::average_views(row_scores, scoring.n_classes, scoring.output_kind);
+            infer::top_k(&mut mean, infer::OutputKind::Probabilities, scoring.top_k)
+        };
+        let row = Row {
+            object,
+            width: Some(width),
+            height: Some(height),
+            top,
+            error: None,
+            labelled_at: now,
+        };
+        writer.push(&row).await?;
+        stats.labelled.fetch_add(1, Relaxed);
+    }
+    tracing::debug!(
+        labelled = stats.labelled.load(Relaxed),
+        failed = stats.failed.load(Relaxed),
+        published = writer.rows_written,
+        pending = writer.pending_rows(),
+        "batch written"
+    );
+    Ok(())
 }
 
 fn tokio_stream_from<T: Send + 'static>(
@@ -476,52 +904,71 @@ fn tokio_stream_from<T: Send + 'static>(
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
-async fn prepare(
-    input: Location,
-    object: ObjectRef,
+/// Fetch, decode and preprocess one object (the CPU part on the decode pool).
+struct PrepareJob {
     spec: PreprocessSpec,
     tta: Tta,
     limits: DecodeLimits,
     max_bytes: u64,
     pool: Arc<Semaphore>,
-) -> Result<Prepared> {
-    if object.size > max_bytes {
-        let error = DecodeError::TooLarge {
-            size: object.size,
-            limit: max_bytes,
+}
+
+impl PrepareJob {
+    async fn run(self, input: &Location, object: ObjectRef) -> Result<Prepared> {
+        if object.size > self.max_bytes {
+            let error = DecodeError::TooLarge {
+                size: object.size,
+                limit: self.max_bytes,
+            }
+            .to_string();
+            return Ok(Prepared::Failed {
+                object,
+                error,
+                store_fault: None,
+            });
         }
-        .to_string();
-        return Ok(Prepared::Failed { object, error });
+        let bytes = match source::fetch(input, &object).await {
+            Ok(b) => b,
+            Err(e) => {
+                let error = redact(&DecodeError::Fetch(e.to_string()).to_string()).into_owned();
+                let store_fault = (!crate::store::is_object_error(&e)).then_some(e);
+                return Ok(Prepared::Failed {
+                    object,
+                    error,
+                    store_fault,
+                });
+            }
+        };
+        let _permit = self
+            .pool
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Task("decode pool closed".into()))?;
+        let PrepareJob {
+            spec, tta, limits, ..
+        } = self;
+        let decoded = tokio::task::spawn_blocking(
+            move || -> std::result::Result<(u32, u32, Vec<f32>), String> {
+                let mut pre = Preprocessor::new(spec).map_err(|e| e.to_string())?;
+                let mut tensor = vec![0f32; pre.spec().tensor_len() * tta.views()];
+                let (w, h) = decode::decode_and_prepare(&bytes, limits, &mut pre, tta, &mut tensor)
+                    .map_err(|e| e.to_string())?;
+                Ok((w, h, tensor))
+            },
+        )
+        .await?;
+        Ok(match decoded {
+            Ok((width, height, tensor)) => Prepared::Ready {
+                object,
+                width,
+                height,
+                tensor,
+            },
+            Err(error) => Prepared::Failed {
+                object,
+                error,
+                store_fault: None,
+            },
+        })
     }
-    let bytes = match source::fetch(&input, &object).await {
-        Ok(b) => b,
-        Err(e) => {
-            let error = DecodeError::Fetch(e).to_string();
-            return Ok(Prepared::Failed { object, error });
-        }
-    };
-    let _permit = pool
-        .acquire_owned()
-        .await
-        .map_err(|_| Error::Task("decode pool closed".into()))?;
-    let decoded = tokio::task::spawn_blocking(
-        move || -> std::result::Result<(u32, u32, Vec<f32>), String> {
-            let img = decode::decode(&bytes, limits).map_err(|e| e.to_string())?;
-            let mut pre = Preprocessor::new(spec).map_err(|e| e.to_string())?;
-            let mut tensor = vec![0f32; pre.spec().tensor_len() * tta.views()];
-            pre.run_views_into(&img.pixels, img.width, img.height, tta, &mut tensor)
-                .map_err(|e| format!("preprocess failed: {e}"))?;
-            Ok((img.width, img.height, tensor))
-        },
-    )
-    .await?;
-    Ok(match decoded {
-        Ok((width, height, tensor)) => Prepared::Ready {
-            object,
-            width,
-            height,
-            tensor,
-        },
-        Err(error) => Prepared::Failed { object, error },
-    })
 }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use labelflow::pipeline::{Progress, RunSummary, Stats};
+use labelflow::runs::RunStatus;
 
 /// A spinner with counts and throughput, refreshed a few times a second.
 pub struct Bars {
@@ -33,19 +34,45 @@ impl Progress for Bars {
         let stop = self.stop.clone();
         let handle = std::thread::spawn(move || {
             let start = Instant::now();
+            let mut counting = true;
             while !stop.load(Relaxed) {
-                let done = stats.labelled.load(Relaxed) + stats.failed.load(Relaxed);
+                let labelled = stats.labelled.load(Relaxed);
+                let failed = stats.failed.load(Relaxed);
+                let skipped = stats.skipped.load(Relaxed);
+                let done = labelled + failed;
                 let rate = done as f64 / start.elapsed().as_secs_f64().max(1e-3);
-                bar.set_message(format!(
-                    "listed {} · selected {} · labelled {} · failed {} · skipped {} · {:.1} img/s",
-                    stats.listing.listed.load(Relaxed),
-                    stats.listing.selected.load(Relaxed),
-                    stats.labelled.load(Relaxed),
-                    stats.failed.load(Relaxed),
-                    stats.skipped.load(Relaxed),
-                    rate
-                ));
-                bar.tick();
+                let listing = &stats.listing;
+                if counting && listing.complete.load(Relaxed) {
+                    // The listing is complete: the total is known, so show a bar with
+                    // an estimate of the time left.
+                    let total = listing.selected.load(Relaxed).saturating_sub(skipped);
+                    bar.set_length(total);
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "{prefix} [{bar:30}] {pos}/{len} ({percent}%) · ETA {eta} · {msg}",
+                        )
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                    );
+                    counting = false;
+                }
+                if counting {
+                    bar.set_message(format!(
+                        "listing: {} listed, {} selected · labelled {} · failed {} · skipped {} · {:.1} img/s",
+                        listing.listed.load(Relaxed),
+                        listing.selected.load(Relaxed),
+                        labelled,
+                        failed,
+                        skipped,
+                        rate
+                    ));
+                    bar.tick();
+                } else {
+                    bar.set_position(done);
+                    bar.set_message(format!(
+                        "{failed} failed · {skipped} already done · {rate:.1} img/s"
+                    ));
+                }
                 std::thread::sleep(Duration::from_millis(200));
             }
             bar.finish_and_clear();
@@ -55,6 +82,10 @@ impl Progress for Bars {
         }
     }
 
+    fn note(&self, message: &str) {
+        eprintln!("{message}");
+    }
+
     fn finished(&self) {
         self.stop.store(true, Relaxed);
         if let Ok(mut t) = self.thread.lock() {
@@ -62,6 +93,16 @@ impl Progress for Bars {
                 let _ = h.join();
             }
         }
+    }
+}
+
+/// Progress for runs without bars (`--no-progress`, or stderr not a terminal):
+/// only the notes.
+pub struct Notes;
+
+impl Progress for Notes {
+    fn note(&self, message: &str) {
+        eprintln!("{message}");
     }
 }
 
@@ -85,6 +126,13 @@ pub fn print_summary(s: &RunSummary) {
         s.output
     );
     if s.failed > 0 {
-        eprintln!("{} image(s) could not be labelled; their rows carry the reason in the `error` column (exit code 1)", s.failed);
+        eprintln!("{} image(s) could not be labelled; their rows carry the reason in the `error` column", s.failed);
+    }
+    if s.status == RunStatus::Interrupted {
+        eprintln!(
+            "run {} interrupted; what was labelled is published. Rerun the same command to continue it (exit code {})",
+            s.run_id,
+            labelflow::pipeline::EXIT_INTERRUPTED
+        );
     }
 }

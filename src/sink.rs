@@ -15,7 +15,6 @@
 //! reads the URIs already present in that run's parts and skips them, so each object
 //! lands exactly once per run.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +27,9 @@ use futures::TryStreamExt;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use parquet::arrow::{AsyncArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -47,7 +48,9 @@ pub struct SinkOptions {
     pub rows_per_part: usize,
     /// Rows per Parquet row group (and per in-memory batch before encoding).
     pub row_group_rows: usize,
-    /// Longest time a part stays open, so a long run commits progress regularly.
+    /// Longest time a part stays open, so a long run commits progress regularly: the
+    /// most labelling a `kill -9` can lose. The first parts of a run commit sooner
+    /// (after 5 s, then 10, 20, … up to this), so a short run is never all-or-nothing.
     pub flush_seconds: u64,
     /// zstd compression level (1–22).
     pub zstd_level: i32,
@@ -58,7 +61,7 @@ impl Default for SinkOptions {
         Self {
             rows_per_part: 100_000,
             row_group_rows: 16_384,
-            flush_seconds: 300,
+            flush_seconds: 60,
             zstd_level: 3,
         }
     }
@@ -66,9 +69,9 @@ impl Default for SinkOptions {
 
 impl SinkOptions {
     pub fn validate(&self) -> Result<()> {
-        if self.rows_per_part == 0 || self.row_group_rows == 0 {
+        if self.rows_per_part == 0 || self.row_group_rows == 0 || self.flush_seconds == 0 {
             return Err(Error::Config(
-                "output.rows_per_part and output.row_group_rows must be at least 1".into(),
+                "output.rows_per_part, output.row_group_rows and output.flush_seconds must be at least 1".into(),
             ));
         }
         if !(1..=22).contains(&self.zstd_level) {
@@ -130,40 +133,155 @@ pub fn new_run_id() -> String {
     format!("{}-{:06x}", now.format("%Y%m%dT%H%M%SZ"), nanos & 0xff_ffff)
 }
 
-/// URIs already written in `run_id` (for resuming). Reads only the `uri` column.
-pub async fn committed_uris(output: &Location, run_id: &str) -> Result<HashSet<String>> {
-    let dir = run_dir(output, run_id);
-    let mut seen = HashSet::new();
-    let mut listing = output.store.list(Some(&dir));
-    while let Some(meta) = listing
-        .try_next()
-        .await
-        .map_err(|e| Error::store(output.uri(&dir), e))?
-    {
-        if !meta.location.as_ref().ends_with(".parquet") {
-            continue;
-        }
-        let bytes = output
+/// The objects a run has already written, as 128-bit URI digests
+/// ([`crate::stable::uri_digest`]) in a sorted vector: 16 bytes a key (160 MB for ten
+/// million), whatever the URIs' length.
+#[derive(Debug, Default, Clone)]
+pub struct CommittedKeys {
+    digests: Vec<u128>,
+}
+
+impl CommittedKeys {
+    /// Whether `uri` was already written.
+    pub fn contains(&self, uri: &str) -> bool {
+        self.digests
+            .binary_search(&crate::stable::uri_digest(uri))
+            .is_ok()
+    }
+
+    pub fn len(&self) -> usize {
+        self.digests.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.digests.is_empty()
+    }
+
+    /// Bytes held by the set.
+    pub fn heap_bytes(&self) -> usize {
+        self.digests.capacity() * std::mem::size_of::<u128>()
+    }
+
+    /// Read the `uri` column of this shard's committed parts of `run_id`, streaming
+    /// each part with the async Parquet reader (one row group at a time).
+    pub async fn load(output: &Location, run_id: &str, shard: Shard) -> Result<Self> {
+        let dir = run_dir(output, run_id);
+        let prefix = part_prefix(shard);
+        let parts: Vec<object_store::ObjectMeta> = output
             .store
-            .get(&meta.location)
+            .list(Some(&dir))
+            .try_filter(|m| {
+                let name = m.location.filename().unwrap_or_default();
+                futures::future::ready(name.starts_with(&prefix) && name.ends_with(".parquet"))
+            })
+            .try_collect()
             .await
-            .and_then(|g| futures::executor::block_on(g.bytes()))
-            .map_err(|e| Error::store(output.uri(&meta.location), e))?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
-        let mask = ProjectionMask::columns(builder.parquet_schema(), [schema::URI]);
-        for batch in builder.with_projection(mask).build()? {
-            let batch = batch?;
-            let col = batch
-                .column(0)
-                .as_any()
-                .downcast_ref::<arrow::array::StringArray>()
-                .ok_or_else(|| {
-                    Error::Encode(format!("{}: uri column is not a string", meta.location))
-                })?;
-            seen.extend(col.iter().flatten().map(str::to_string));
+            .map_err(|e| crate::store::store_error(output, e))?;
+        let mut digests = Vec::new();
+        for meta in parts {
+            let reader = PartReader {
+                store: output.store.clone(),
+                path: meta.location.clone(),
+                size: meta.size,
+            };
+            let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+            let mask = ProjectionMask::columns(builder.parquet_schema(), [schema::URI]);
+            let mut batches = builder.with_projection(mask).build()?;
+            while let Some(batch) = batches.try_next().await? {
+                let col = batch
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<arrow::array::StringArray>()
+                    .ok_or_else(|| {
+                        Error::Encode(format!("{}: uri column is not a string", meta.location))
+                    })?;
+                digests.extend(col.iter().flatten().map(crate::stable::uri_digest));
+            }
+        }
+        digests.sort_unstable();
+        digests.dedup();
+        digests.shrink_to_fit();
+        Ok(Self { digests })
+    }
+}
+
+/// Ranged reads of one committed part, for the async Parquet reader: only the footer
+/// and the projected columns' pages are fetched.
+struct PartReader {
+    store: Arc<dyn object_store::ObjectStore>,
+    path: Path,
+    size: u64,
+}
+
+fn parquet_store_error(e: object_store::Error) -> parquet::errors::ParquetError {
+    parquet::errors::ParquetError::External(Box::new(e))
+}
+
+impl AsyncFileReader for PartReader {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<bytes::Bytes>> {
+        Box::pin(async move {
+            self.store
+                .get_range(&self.path, range)
+                .await
+                .map_err(parquet_store_error)
+        })
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Vec<bytes::Bytes>>> {
+        Box::pin(async move {
+            self.store
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(parquet_store_error)
+        })
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> futures::future::BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        Box::pin(async move {
+            let size = self.size;
+            let metadata = ParquetMetaDataReader::new()
+                .with_arrow_reader_options(options)
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        })
+    }
+}
+
+/// The file-name prefix of a shard's parts (`part-s<I>of<N>-`).
+pub fn part_prefix(shard: Shard) -> String {
+    format!("part-s{}of{}-", shard.index, shard.count)
+}
+
+/// Remove what a killed process left of unfinished parts in a local output folder
+/// (`<part>.parquet#<n>` staging files; readers never see them, but they take space).
+/// Remote stores keep no partial object: an unfinished multipart upload is invisible
+/// (a bucket lifecycle rule removes it).
+pub fn remove_stale_staging(output: &Location, run_id: &str) -> usize {
+    if !output.is_local() {
+        return 0;
+    }
+    let dir = std::path::PathBuf::from(format!("/{}", run_dir(output, run_id)));
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if name.to_string_lossy().contains(".parquet#") && std::fs::remove_file(e.path()).is_ok() {
+            removed += 1;
         }
     }
-    Ok(seen)
+    removed
 }
 
 struct RowBuffer {
@@ -290,8 +408,11 @@ struct OpenPart {
     path: Path,
     writer: AsyncArrowWriter<BufWriter>,
     rows: usize,
-    opened: Instant,
 }
+
+/// The first part of a run commits after this long; each later one may stay open
+/// twice as long as the one before, up to `flush_seconds`.
+const FIRST_FLUSH: Duration = Duration::from_secs(5);
 
 /// Writes rows into part files; parts are published atomically when closed.
 pub struct PartWriter {
@@ -302,6 +423,8 @@ pub struct PartWriter {
     model: ModelStamp,
     buffer: RowBuffer,
     part: Option<OpenPart>,
+    /// When the oldest row not yet published arrived.
+    pending_since: Option<Instant>,
     seq: u32,
     /// Parts published so far (full URIs).
     pub parts: Vec<String>,
@@ -324,7 +447,7 @@ impl PartWriter {
             .format("%Y%m%dT%H%M%S%.3fZ")
             .to_string()
             .replace('.', "");
-        let name_prefix = format!("part-s{}of{}-{attempt}", shard.index, shard.count);
+        let name_prefix = format!("{}{attempt}", part_prefix(shard));
         Ok(Self {
             output,
             run_id: run_id.to_string(),
@@ -333,6 +456,7 @@ impl PartWriter {
             model,
             buffer: RowBuffer::new(),
             part: None,
+            pending_since: None,
             seq: 0,
             parts: Vec::new(),
             rows_written: 0,
@@ -352,17 +476,40 @@ impl PartWriter {
     /// when it reaches its size or age limit.
     pub async fn push(&mut self, row: &Row) -> Result<()> {
         self.buffer.push(row, &self.model)?;
+        self.pending_since.get_or_insert_with(Instant::now);
         if self.buffer.len >= self.opts.row_group_rows {
             self.write_buffer().await?;
         }
-        let due = self.part.as_ref().is_some_and(|p| {
-            p.rows >= self.opts.rows_per_part
-                || p.opened.elapsed() >= Duration::from_secs(self.opts.flush_seconds)
-        });
-        if due {
+        self.tick().await
+    }
+
+    /// Publish the open part if it is due (full, or open longer than its age limit).
+    /// Call it now and then even when no rows arrive, so rows do not wait in memory.
+    pub async fn tick(&mut self) -> Result<()> {
+        let rows = self.part.as_ref().map_or(0, |p| p.rows) + self.buffer.len;
+        let full = rows >= self.opts.rows_per_part;
+        let old = self
+            .pending_since
+            .is_some_and(|t| t.elapsed() >= self.max_age());
+        if rows > 0 && (full || old) {
+            self.write_buffer().await?;
             self.close_part().await?;
         }
         Ok(())
+    }
+
+    /// How long the current part may stay open.
+    fn max_age(&self) -> Duration {
+        let limit = Duration::from_secs(self.opts.flush_seconds);
+        FIRST_FLUSH
+            .checked_mul(1u32 << self.parts.len().min(16))
+            .unwrap_or(limit)
+            .min(limit)
+    }
+
+    /// Rows accepted but not yet published.
+    pub fn pending_rows(&self) -> usize {
+        self.part.as_ref().map_or(0, |p| p.rows) + self.buffer.len
     }
 
     async fn write_buffer(&mut self) -> Result<()> {
@@ -382,7 +529,6 @@ impl PartWriter {
                 path,
                 writer,
                 rows: 0,
-                opened: Instant::now(),
             });
         }
         if let Some(part) = self.part.as_mut() {
@@ -410,6 +556,7 @@ impl PartWriter {
                 .map_err(|e| self.output_error(e))?;
             self.rows_written += part.rows as u64;
             self.parts.push(uri);
+            self.pending_since = None;
         }
         Ok(())
     }
@@ -420,26 +567,6 @@ impl PartWriter {
         self.close_part().await?;
         Ok((self.rows_written, self.parts))
     }
-}
-
-/// Write the run summary (`_runs/<run_id>/<shard>.json`).
-pub async fn write_summary(
-    output: &Location,
-    run_id: &str,
-    shard: Shard,
-    summary: &serde_json::Value,
-) -> Result<String> {
-    let path = output.child(&format!(
-        "_runs/{run_id}/s{}of{}.json",
-        shard.index, shard.count
-    ));
-    let body = serde_json::to_vec_pretty(summary).map_err(|e| Error::Encode(e.to_string()))?;
-    output
-        .store
-        .put(&path, body.into())
-        .await
-        .map_err(|e| Error::store(output.uri(&path), e))?;
-    Ok(output.uri(&path))
 }
 
 /// Check up front that the output accepts writes (and remove the probe), so a bad
@@ -515,9 +642,16 @@ mod tests {
         let (rows, parts) = w.finish().await.unwrap();
         assert_eq!(rows, 10);
         assert_eq!(parts.len(), 3, "{parts:?}");
-        let seen = committed_uris(&out, "r1").await.unwrap();
+        let seen = CommittedKeys::load(&out, "r1", Shard::default()).await.unwrap();
         assert_eq!(seen.len(), 10);
-        assert!(committed_uris(&out, "r2").await.unwrap().is_empty());
+        assert!(seen.contains("memory:///in/3.jpg"));
+        assert!(!seen.contains("memory:///in/10.jpg"));
+        assert_eq!(seen.heap_bytes(), 10 * 16);
+        let empty = CommittedKeys::load(&out, "r2", Shard::default()).await.unwrap();
+        assert!(empty.is_empty());
+        // Another shard's parts are not this shard's.
+        let other = CommittedKeys::load(&out, "r1", Shard::new(1, 2).unwrap()).await.unwrap();
+        assert!(other.is_empty());
     }
 
     #[test]

@@ -67,12 +67,7 @@ impl Shard {
         if self.count == 1 {
             return true;
         }
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in key.as_bytes() {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        (h % u64::from(self.count)) as u32 == self.index
+        (crate::stable::fnv1a64(key.as_bytes()) % u64::from(self.count)) as u32 == self.index
     }
 }
 
@@ -141,27 +136,40 @@ impl Filter {
 
     /// Whether the object with relative key `key` is selected (before sharding).
     pub fn matches(&self, key: &str) -> bool {
+        self.verdict(key) == Verdict::Selected
+    }
+
+    /// Which filter, if any, removes `key` (sharding included).
+    pub fn verdict(&self, key: &str) -> Verdict {
         let name = key.rsplit('/').next().unwrap_or(key);
         if name.starts_with('.') {
-            return false;
+            return Verdict::Hidden;
         }
         if !self.extensions.is_empty() {
             let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
             if !ext.is_some_and(|e| self.extensions.contains(&e)) {
-                return false;
+                return Verdict::Extension;
             }
         }
         if let Some(inc) = &self.include {
             if !inc.is_match(key) {
-                return false;
+                return Verdict::Include;
             }
         }
         if let Some(exc) = &self.exclude {
             if exc.is_match(key) {
-                return false;
+                return Verdict::Exclude;
             }
         }
-        true
+        if !self.shard.owns(key) {
+            return Verdict::OtherShard;
+        }
+        Verdict::Selected
+    }
+
+    /// The extensions accepted (lower case, no dot; empty: all).
+    pub fn extensions(&self) -> &[String] {
+        &self.extensions
     }
 
     pub fn shard(&self) -> Shard {
@@ -201,11 +209,74 @@ impl ObjectRef {
     }
 }
 
+/// What the filters made of one listed key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Selected,
+    /// A dot-file (`.DS_Store`, `.part` files of other tools).
+    Hidden,
+    /// Its extension is not among those read.
+    Extension,
+    /// It matches no `include` glob.
+    Include,
+    /// It matches an `exclude` glob.
+    Exclude,
+    /// It belongs to another shard.
+    OtherShard,
+}
+
 /// Counts kept while listing (for progress and the final summary).
 #[derive(Debug, Default)]
 pub struct ListingCounters {
     pub listed: std::sync::atomic::AtomicU64,
     pub selected: std::sync::atomic::AtomicU64,
+    /// Keys removed, by the filter that removed them.
+    pub hidden: std::sync::atomic::AtomicU64,
+    pub by_extension: std::sync::atomic::AtomicU64,
+    pub by_include: std::sync::atomic::AtomicU64,
+    pub by_exclude: std::sync::atomic::AtomicU64,
+    pub by_shard: std::sync::atomic::AtomicU64,
+    /// Set once the listing has ended (the totals above are then final).
+    pub complete: std::sync::atomic::AtomicBool,
+}
+
+impl ListingCounters {
+    fn count(&self, v: Verdict) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.listed.fetch_add(1, Relaxed);
+        let c = match v {
+            Verdict::Selected => &self.selected,
+            Verdict::Hidden => &self.hidden,
+            Verdict::Extension => &self.by_extension,
+            Verdict::Include => &self.by_include,
+            Verdict::Exclude => &self.by_exclude,
+            Verdict::OtherShard => &self.by_shard,
+        };
+        c.fetch_add(1, Relaxed);
+    }
+
+    /// "12 by extension, 3 hidden, …" for the filters that removed anything.
+    pub fn removed_description(&self, filter: &Filter) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
+        let exts = if filter.extensions().is_empty() {
+            "any".to_string()
+        } else {
+            filter.extensions().join(",")
+        };
+        let parts = [
+            (self.by_extension.load(Relaxed), format!("by extension (reading {exts}; --extensions)")),
+            (self.by_include.load(Relaxed), "by --include".to_string()),
+            (self.by_exclude.load(Relaxed), "by --exclude".to_string()),
+            (self.hidden.load(Relaxed), "as hidden (name starts with '.')".to_string()),
+            (self.by_shard.load(Relaxed), format!("as another shard's (this is shard {})", filter.shard())),
+        ];
+        let said: Vec<String> = parts
+            .into_iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, what)| format!("{n} {what}"))
+            .collect();
+        said.join(", ")
+    }
 }
 
 /// Stream the selected objects of this shard under `loc`. The listing is consumed
@@ -253,23 +324,26 @@ pub fn list<'a>(
     let c1 = counters.clone();
     let selected = listed.try_filter_map(move |meta| {
         let obj = ObjectRef::new(loc, meta);
-        c1.listed.fetch_add(1, Relaxed);
-        let keep = filter.matches(&obj.key) && filter.shard().owns(&obj.key);
-        if keep {
-            c1.selected.fetch_add(1, Relaxed);
-        }
-        async move { Ok(keep.then_some(obj)) }
+        let verdict = filter.verdict(&obj.key);
+        c1.count(verdict);
+        async move { Ok((verdict == Verdict::Selected).then_some(obj)) }
     });
+    let done = counters.clone();
+    let ended = stream::once(async move {
+        done.complete.store(true, Relaxed);
+        Ok(None)
+    })
+    .try_filter_map(|o: Option<ObjectRef>| async move { Ok(o) });
     match limit {
-        Some(n) => selected.take(n as usize).boxed(),
-        None => selected.boxed(),
+        Some(n) => selected.take(n as usize).chain(ended).boxed(),
+        None => selected.chain(ended).boxed(),
     }
 }
 
-/// Fetch an object's bytes (object_store's retry policy applies).
-pub async fn fetch(loc: &Location, obj: &ObjectRef) -> std::result::Result<Bytes, String> {
-    let got = loc.store.get(&obj.path).await.map_err(|e| e.to_string())?;
-    got.bytes().await.map_err(|e| e.to_string())
+/// Fetch an object's bytes (object_store's retry policy applies). The error keeps
+/// object_store's type so the caller can tell one bad object from a failing store.
+pub async fn fetch(loc: &Location, obj: &ObjectRef) -> std::result::Result<Bytes, object_store::Error> {
+    loc.store.get(&obj.path).await?.bytes().await
 }
 
 #[cfg(test)]

@@ -7,25 +7,28 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use object_store::aws::AmazonS3Builder;
-use object_store::azure::MicrosoftAzureBuilder;
-use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::http::HttpBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{BackoffConfig, ObjectStore, ObjectStoreScheme, RetryConfig};
+use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, ObjectStoreScheme, RetryConfig};
 use url::Url;
 
 use crate::error::{Error, Result};
 
 /// Retry policy applied to every remote store.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct RetryPolicy {
     /// How many times a failed request is retried.
     pub max_retries: usize,
     /// The longest time spent retrying one request.
     pub timeout: Duration,
+    /// The longest one attempt may take (connect to last byte); a stalled response
+    /// is abandoned and retried after this.
+    pub request_timeout: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -33,6 +36,7 @@ impl Default for RetryPolicy {
         Self {
             max_retries: 10,
             timeout: Duration::from_secs(180),
+            request_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -45,6 +49,80 @@ impl RetryPolicy {
             retry_timeout: self.timeout,
         }
     }
+
+    /// The per-attempt timeout as object_store's configuration value.
+    fn request_timeout_value(self) -> String {
+        format!("{}ms", self.request_timeout.as_millis().max(1))
+    }
+}
+
+/// The credential variables each store reads, for messages that say what to set.
+fn credential_help(root: &str) -> Option<(&'static [&'static str], &'static str)> {
+    let scheme = root.split("://").next().unwrap_or_default();
+    match scheme {
+        "s3" | "s3a" => Some((
+            &["AWS_ACCESS_KEY_ID", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_SKIP_SIGNATURE"],
+            "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (plus AWS_SESSION_TOKEN for temporary credentials), run where a role is attached (AWS_WEB_IDENTITY_TOKEN_FILE, ECS task role or EC2 instance profile), or set AWS_SKIP_SIGNATURE=true for a public bucket",
+        )),
+        "az" | "azure" | "abfs" | "abfss" | "adl" => Some((
+            &["AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_ACCESS_KEY", "AZURE_STORAGE_SAS_KEY", "AZURE_STORAGE_SAS_TOKEN", "AZURE_STORAGE_TOKEN", "AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE", "AZURE_STORAGE_USE_EMULATOR", "AZURE_SKIP_SIGNATURE"],
+            "set AZURE_STORAGE_ACCOUNT_NAME with AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_KEY, or a service principal (AZURE_CLIENT_ID, AZURE_CLIENT_SECRET, AZURE_TENANT_ID), or run with a managed identity",
+        )),
+        "gs" => Some((
+            &["GOOGLE_SERVICE_ACCOUNT", "GOOGLE_SERVICE_ACCOUNT_PATH", "GOOGLE_SERVICE_ACCOUNT_KEY", "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_SKIP_SIGNATURE"],
+            "set GOOGLE_APPLICATION_CREDENTIALS (or GOOGLE_SERVICE_ACCOUNT_PATH) to a service-account key file, or run where a service account is attached",
+        )),
+        _ => None,
+    }
+}
+
+/// Turn a store error into the job's error, saying what to do when the cause is
+/// credentials: refused credentials (401/403), or none in the environment and none
+/// from the platform (object_store then fails while fetching a token).
+pub fn store_error(location: &Location, source: object_store::Error) -> Error {
+    let where_ = location.to_string();
+    let help = credential_help(&location.root);
+    match (&source, help) {
+        (
+            object_store::Error::Unauthenticated { .. } | object_store::Error::PermissionDenied { .. },
+            Some((_, what)),
+        ) => Error::Credentials {
+            location: where_,
+            hint: format!("the store refused the credentials (wrong, expired, or without permission on this bucket); {what}"),
+            source,
+        },
+        (object_store::Error::Generic { .. }, Some((vars, what)))
+            if !vars.iter().any(|v| std::env::var_os(v).is_some()) =>
+        {
+            Error::Credentials {
+                location: where_,
+                hint: format!("no credentials found: none in the environment and the platform offered none (or the store did not answer); {what}"),
+                source,
+            }
+        }
+        _ => Error::Store {
+            location: where_,
+            source,
+        },
+    }
+}
+
+/// Whether a store error means "this one object", not "the store": a missing
+/// object (deleted since the listing), a precondition, a path the store rejects.
+pub fn is_object_error(e: &object_store::Error) -> bool {
+    matches!(
+        e,
+        object_store::Error::NotFound { .. }
+            | object_store::Error::InvalidPath { .. }
+            | object_store::Error::Precondition { .. }
+            | object_store::Error::NotModified { .. }
+    )
+}
+
+/// Whether a store error means the credentials are wrong: no later request can
+/// succeed, so the job stops at once.
+pub fn is_credentials_error(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::Unauthenticated { .. })
 }
 
 /// A place in an object store: the store, a prefix inside it, and how to print URIs.
@@ -133,6 +211,10 @@ impl Location {
                 let store = AmazonS3Builder::from_env()
                     .with_url(input)
                     .with_retry(retry.config())
+                    .with_config(
+                        AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
+                        retry.request_timeout_value(),
+                    )
                     .build()
                     .map_err(|e| Error::store(input, e))?;
                 let root = format!("s3://{}", bucket_of(&url));
@@ -142,6 +224,10 @@ impl Location {
                 let store = GoogleCloudStorageBuilder::from_env()
                     .with_url(input)
                     .with_retry(retry.config())
+                    .with_config(
+                        GoogleConfigKey::Client(ClientConfigKey::Timeout),
+                        retry.request_timeout_value(),
+                    )
                     .build()
                     .map_err(|e| Error::store(input, e))?;
                 let root = format!("gs://{}", url.host_str().unwrap_or_default());
@@ -151,6 +237,10 @@ impl Location {
                 let store = MicrosoftAzureBuilder::from_env()
                     .with_url(input)
                     .with_retry(retry.config())
+                    .with_config(
+                        AzureConfigKey::Client(ClientConfigKey::Timeout),
+                        retry.request_timeout_value(),
+                    )
                     .build()
                     .map_err(|e| Error::store(input, e))?;
                 let root = azure_root(&url, input, &path);
@@ -163,6 +253,7 @@ impl Location {
                 let store = HttpBuilder::new()
                     .with_url(base.as_str())
                     .with_retry(retry.config())
+                    .with_config(ClientConfigKey::Timeout, retry.request_timeout_value())
                     .build()
                     .map_err(|e| Error::store(input, e))?;
                 let root = base.as_str().trim_end_matches('/').to_string();

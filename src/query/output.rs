@@ -65,7 +65,11 @@ fn closed_pipe(r: Result<()>) -> Result<bool> {
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
             Ok(true)
         }
-        Err(Error::Encode(m)) if m.contains("Broken pipe") => Ok(true),
+        Err(Error::Arrow(arrow::error::ArrowError::IoError(_, source)))
+            if source.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            Ok(true)
+        }
         Err(e) => Err(e),
     }
 }

@@ -248,3 +248,102 @@ pub fn create_bucket(endpoint: &str, bucket: &str) {
         "creating bucket {bucket}: {reply}"
     );
 }
+
+/// Whether the tests run under CI (`CI` is `true` or `1`), where a missing tool is a
+/// failure rather than a skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| {
+        let v = v.trim();
+        v == "1" || v.eq_ignore_ascii_case("true")
+    })
+}
+
+/// `found`, when the tool a test needs is there. When it is missing: under CI (see
+/// [`in_ci`]) the test fails with a message naming the tool and how to get it; on a
+/// developer's machine it prints a skip message and returns `None`, and the caller
+/// returns early.
+#[track_caller]
+pub fn require<T>(tool: &str, found: Option<T>, how_to_get_it: &str) -> Option<T> {
+    if found.is_some() {
+        return found;
+    }
+    if in_ci() {
+        panic!(
+            "{tool} is needed by this test and is missing; under CI (CI={}) that is a \
+             failure, not a skip: {how_to_get_it}",
+            std::env::var("CI").unwrap_or_default()
+        );
+    }
+    eprintln!("skipped: {tool} is missing ({how_to_get_it}); with CI=true this test fails");
+    None
+}
+
+/// The Python of [`python`] (an empty `LABELFLOW_PYTHON` counts as none), through
+/// [`require`]; `packages` names what the test imports, for the message.
+#[track_caller]
+pub fn require_python(packages: &str) -> Option<String> {
+    require(
+        &format!("Python with {packages} (LABELFLOW_PYTHON or .venv)"),
+        python().filter(|p| !p.trim().is_empty()),
+        "scripts/test.sh creates .venv from scripts/requirements-test.txt and sets LABELFLOW_PYTHON",
+    )
+}
+
+/// The S3 server's endpoint from `LABELFLOW_TEST_S3_ENDPOINT` (empty counts as unset),
+/// through [`require`].
+#[track_caller]
+pub fn require_s3_endpoint() -> Option<String> {
+    require(
+        "an S3 server (LABELFLOW_TEST_S3_ENDPOINT)",
+        std::env::var("LABELFLOW_TEST_S3_ENDPOINT")
+            .ok()
+            .filter(|e| !e.trim().is_empty()),
+        "scripts/test.sh starts the S3 server (moto) and sets LABELFLOW_TEST_S3_ENDPOINT",
+    )
+}
+
+/// Run `cmd` to completion, collecting its output, and measure its peak resident set
+/// size in bytes: `VmHWM` from `/proc/<pid>/status`, polled every 10 ms until it exits
+/// (growth in the last 10 ms before exit can be missed).
+pub fn run_measuring_peak_rss(cmd: &mut Command) -> (Output, u64) {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Drain both pipes on threads so a chatty child never blocks on a full pipe.
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            r.read_to_end(&mut buf).unwrap();
+            buf
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0u64;
+    let status = loop {
+        if let Ok(text) = std::fs::read_to_string(&status_file) {
+            let hwm = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+            if let Some(kib) = hwm {
+                peak_kib = peak_kib.max(kib);
+            }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let output = Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    };
+    (output, peak_kib * 1024)
+}

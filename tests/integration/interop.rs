@@ -32,8 +32,7 @@ const COLUMNS: &[(&str, &str, &str, &str)] = &[
 
 #[test]
 fn duckdb_pyarrow_and_polars_read_what_run_wrote() {
-    let Some(py) = python() else {
-        eprintln!("skipped: no Python with duckdb/pyarrow/polars (set LABELFLOW_PYTHON; scripts/test.sh does)");
+    let Some(py) = require_python("duckdb, pyarrow and polars") else {
         return;
     };
     let input = mixed_input("interop-in");

@@ -15,7 +15,7 @@ use labelflow::query::{self, NamedQuery, OutputFormat, QueryArgs};
 use labelflow::store::Location;
 use object_store::{ObjectStore, ObjectStoreExt};
 
-use super::common::create_bucket;
+use super::common::{create_bucket, require_s3_endpoint};
 
 const RUN_A: &str = "20261127T213000Z-ab12cd";
 const RUN_B: &str = "20261201T090000Z-ef34aa";
@@ -439,8 +439,7 @@ async fn any_object_store_can_hold_the_dataset() {
 
 #[tokio::test]
 async fn a_dataset_in_an_s3_bucket() {
-    let Ok(endpoint) = std::env::var("LABELFLOW_TEST_S3_ENDPOINT") else {
-        eprintln!("skipped: set LABELFLOW_TEST_S3_ENDPOINT to an S3 server (e.g. moto_server)");
+    let Some(endpoint) = require_s3_endpoint() else {
         return;
     };
     let nanos = std::time::SystemTime::now()
