@@ -36,12 +36,16 @@ fn stages(c: &mut Criterion) {
             })
         });
         let mut views = vec![0f32; Tta::TenCrop.views() * PreprocessSpec::default().tensor_len()];
-        g.bench_with_input(BenchmarkId::new("preprocess 10crop", &name), &img, |b, img| {
-            b.iter(|| {
-                pre.run_views_into(&img.pixels, img.width, img.height, Tta::TenCrop, &mut views)
-                    .expect("runs")
-            })
-        });
+        g.bench_with_input(
+            BenchmarkId::new("preprocess 10crop", &name),
+            &img,
+            |b, img| {
+                b.iter(|| {
+                    pre.run_views_into(&img.pixels, img.width, img.height, Tta::TenCrop, &mut views)
+                        .expect("runs")
+                })
+            },
+        );
     }
     // A 2×65000 strip: resized whole it would be 256×8 320 000 pixels.
     let (w, h) = (2u32, 65_000u32);

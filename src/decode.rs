@@ -274,7 +274,11 @@ mod tests {
         for &b in data {
             crc ^= u32::from(b);
             for _ in 0..8 {
-                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
             }
         }
         !crc
@@ -295,7 +299,13 @@ mod tests {
     fn huge_headers_are_refused_before_allocating() {
         let err = decode(&png_claiming(60_000, 60_000), DecodeLimits::default()).unwrap_err();
         assert!(
-            matches!(err, DecodeError::TooManyPixels { pixels: 3_600_000_000, .. }),
+            matches!(
+                err,
+                DecodeError::TooManyPixels {
+                    pixels: 3_600_000_000,
+                    ..
+                }
+            ),
             "{err}"
         );
         // A side longer than the cap is refused by the decoder's own limits.
@@ -328,8 +338,14 @@ mod tests {
         .unwrap();
         assert_eq!(dims, (40, 3));
         assert!(out.iter().all(|v| v.is_finite()));
-        let err = decode_and_prepare(&bytes, DecodeLimits::default(), &mut pre, Tta::None, &mut out)
-            .unwrap_err();
+        let err = decode_and_prepare(
+            &bytes,
+            DecodeLimits::default(),
+            &mut pre,
+            Tta::None,
+            &mut out,
+        )
+        .unwrap_err();
         assert!(matches!(err, DecodeError::Preprocess(_)), "{err}");
         assert!(err.to_string().contains("output buffer"), "{err}");
         let err = decode_and_prepare(b"", DecodeLimits::default(), &mut pre, Tta::None, &mut out)
@@ -346,7 +362,8 @@ mod tests {
         .unwrap_err();
         let err = panicked("preprocessing", &*panic);
         assert!(
-            err.to_string().starts_with("crashed on this file: preprocessing: index out of bounds"),
+            err.to_string()
+                .starts_with("crashed on this file: preprocessing: index out of bounds"),
             "{err}"
         );
     }
@@ -417,7 +434,9 @@ mod tests {
         PRE.with(|pre| {
             let mut pre = pre.borrow_mut();
             let mut out = vec![0f32; tta.views() * pre.spec().tensor_len()];
-            let limits = DecodeLimits { max_pixels: 1 << 20 };
+            let limits = DecodeLimits {
+                max_pixels: 1 << 20,
+            };
             match decode_and_prepare(bytes, limits, &mut pre, tta, &mut out) {
                 Err(DecodeError::Panicked(msg)) if msg.starts_with("preprocessing") => Err(msg),
                 Ok(_) if out.iter().any(|v| !v.is_finite()) => Err("non-finite output".into()),
@@ -431,7 +450,7 @@ mod tests {
         use proptest::prelude::*;
 
         proptest! {
-            #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+            #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
 
             #[test]
             fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512), ten in any::<bool>()) {
@@ -441,7 +460,7 @@ mod tests {
         }
 
         proptest! {
-            #![proptest_config(ProptestConfig { cases: 160, failure_persistence: None, ..ProptestConfig::default() })]
+            #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
 
             #[test]
             fn mutated_images_never_panic(

@@ -71,6 +71,14 @@ pub enum Error {
     #[error("inference failed: {0}")]
     Inference(String),
 
+    /// ONNX Runtime failed a call (the context says which).
+    #[error("ONNX Runtime: {context}")]
+    Ort {
+        context: String,
+        #[source]
+        source: ort::Error,
+    },
+
     /// The output could not be written.
     #[error("cannot write output {location}: {reason}")]
     Output { location: String, reason: String },

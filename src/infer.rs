@@ -620,16 +620,25 @@ fn run_once(
     input: &BatchInput,
 ) -> Result<Vec<f32>> {
     let tensor = TensorRef::from_array_view((shape, input.data.as_slice()))
-        .map_err(|e| Error::Inference(format!("building the input tensor: {e}")))?;
+        .map_err(|source| Error::Ort {
+            context: "building the input tensor".into(),
+            source,
+        })?;
     let outputs = session
         .run(ort::inputs![input_name => tensor])
-        .map_err(|e| Error::Inference(e.to_string()))?;
+        .map_err(|source| Error::Ort {
+            context: "running the model".into(),
+            source,
+        })?;
     let value = outputs
         .get(output_name)
         .ok_or_else(|| Error::Inference(format!("the model produced no output {output_name:?}")))?;
     let (_, data) = value
         .try_extract_tensor::<f32>()
-        .map_err(|e| Error::Inference(format!("reading output {output_name:?}: {e}")))?;
+        .map_err(|source| Error::Ort {
+            context: format!("reading output {output_name:?}"),
+            source,
+        })?;
     Ok(data.to_vec())
 }
 

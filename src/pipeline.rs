@@ -427,9 +427,14 @@ pub async fn run_with_stop(
     summary.peak_rss_bytes = peak_rss_bytes();
 
     if let Some(error) = outcome.error {
-        summary.status = RunStatus::Failed;
-        if let Err(e) = write_record(output, &summary).await {
-            tracing::warn!(error = %e, "could not record the failed run");
+        if summary.rows_written == 0 && !resumed {
+            // Nothing to continue: leave no run behind.
+            runs::remove_record(output, &run_id, shard).await;
+        } else {
+            summary.status = RunStatus::Failed;
+            if let Err(e) = write_record(output, &summary).await {
+                tracing::warn!(error = %e, "could not record the failed run");
+            }
         }
         return Err(error);
     }
@@ -904,6 +909,29 @@ fn tokio_stream_from<T: Send + 'static>(
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
+thread_local! {
+    /// Each decode thread keeps one preprocessor (its resize buffers and lookup
+    /// tables) from image to image.
+    static PREPROCESSOR: std::cell::RefCell<Option<Preprocessor>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Run `f` with this thread's preprocessor for `spec`, made on first use.
+fn with_preprocessor<R>(
+    spec: &PreprocessSpec,
+    f: impl FnOnce(&mut Preprocessor) -> R,
+) -> std::result::Result<R, String> {
+    PREPROCESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|p| p.spec() != spec) {
+            *slot = Some(Preprocessor::new(spec.clone()).map_err(|e| e.to_string())?);
+        }
+        match slot.as_mut() {
+            Some(pre) => Ok(f(pre)),
+            None => Err("no preprocessor".to_string()),
+        }
+    })
+}
+
 /// Fetch, decode and preprocess one object (the CPU part on the decode pool).
 struct PrepareJob {
     spec: PreprocessSpec,
@@ -949,10 +977,11 @@ impl PrepareJob {
         } = self;
         let decoded = tokio::task::spawn_blocking(
             move || -> std::result::Result<(u32, u32, Vec<f32>), String> {
-                let mut pre = Preprocessor::new(spec).map_err(|e| e.to_string())?;
-                let mut tensor = vec![0f32; pre.spec().tensor_len() * tta.views()];
-                let (w, h) = decode::decode_and_prepare(&bytes, limits, &mut pre, tta, &mut tensor)
-                    .map_err(|e| e.to_string())?;
+                let mut tensor = vec![0f32; spec.tensor_len() * tta.views()];
+                let (w, h) = with_preprocessor(&spec, |pre| {
+                    decode::decode_and_prepare(&bytes, limits, pre, tta, &mut tensor)
+                        .map_err(|e| e.to_string())
+                })??;
                 Ok((w, h, tensor))
             },
         )

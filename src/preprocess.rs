@@ -229,14 +229,18 @@ fn half_round_even(slack: u64) -> u64 {
 pub enum PreprocessError {
     #[error("image has a zero dimension ({width}x{height})")]
     ZeroSized { width: u32, height: u32 },
-    #[error("pixel buffer holds {got} bytes, expected {expected} for a {width}x{height} RGB8 image")]
+    #[error(
+        "pixel buffer holds {got} bytes, expected {expected} for a {width}x{height} RGB8 image"
+    )]
     PixelBuffer {
         width: u32,
         height: u32,
         got: usize,
         expected: u64,
     },
-    #[error("output buffer holds {got} values, expected {expected} ({views} view(s) of {per_view})")]
+    #[error(
+        "output buffer holds {got} values, expected {expected} ({views} view(s) of {per_view})"
+    )]
     OutputBuffer {
         got: usize,
         expected: usize,
@@ -495,7 +499,9 @@ impl Preprocessor {
                 for (dst, row) in out.chunks_exact_mut(c * 3).zip(rows) {
                     let px = row.chunks_exact(3);
                     if flip {
-                        dst.chunks_exact_mut(3).zip(px.rev()).for_each(|(d, p)| put(d, p));
+                        dst.chunks_exact_mut(3)
+                            .zip(px.rev())
+                            .for_each(|(d, p)| put(d, p));
                     } else {
                         dst.chunks_exact_mut(3).zip(px).for_each(|(d, p)| put(d, p));
                     }
@@ -655,7 +661,13 @@ mod tests {
             let top = round_half_even(f64::from(ph - crop) / 2.0) as u32;
             let left = round_half_even(f64::from(pw - crop) / 2.0) as u32;
             let (right, bottom) = (pw - crop, ph - crop);
-            let origins = [(left, top), (0, 0), (right, 0), (0, bottom), (right, bottom)];
+            let origins = [
+                (left, top),
+                (0, 0),
+                (right, 0),
+                (0, bottom),
+                (right, bottom),
+            ];
             let views: &[(u32, u32)] = match tta {
                 Tta::None => &origins[..1],
                 Tta::TenCrop => &origins,
@@ -737,7 +749,8 @@ mod tests {
                 for c in 0..3u32 {
                     let noise = (next() % 256) as u32;
                     let v = if smooth {
-                        let g = (x * 255 / width.max(2)).wrapping_add(y * 97 / height.max(1) + c * 40);
+                        let g =
+                            (x * 255 / width.max(2)).wrapping_add(y * 97 / height.max(1) + c * 40);
                         (g % 256 + noise % 24) % 256
                     } else {
                         noise
@@ -775,7 +788,14 @@ mod tests {
             (512, 341),
             (333, 500),
         ];
-        let settings = [(256, 224), (32, 24), (24, 24), (17, 5), (64, 63), (300, 299)];
+        let settings = [
+            (256, 224),
+            (32, 24),
+            (24, 24),
+            (17, 5),
+            (64, 63),
+            (300, 299),
+        ];
         let mut worst = 0f32;
         let mut differing = 0usize;
         let mut total = 0usize;
@@ -786,8 +806,16 @@ mod tests {
                 mean: [0.0; 3],
                 std: [1.0; 3],
                 pixel_range: PixelRange::Byte,
-                channel_order: if i % 2 == 0 { ChannelOrder::Rgb } else { ChannelOrder::Bgr },
-                layout: if i % 3 == 0 { Layout::Nhwc } else { Layout::Nchw },
+                channel_order: if i % 2 == 0 {
+                    ChannelOrder::Rgb
+                } else {
+                    ChannelOrder::Bgr
+                },
+                layout: if i % 3 == 0 {
+                    Layout::Nhwc
+                } else {
+                    Layout::Nchw
+                },
             };
             let mut p = Preprocessor::new(spec.clone()).unwrap();
             let mut old = Preprocessor::new(spec).unwrap();
@@ -822,9 +850,16 @@ mod tests {
     fn thin_strips_stay_within_crop_sized_buffers() {
         let mut p = Preprocessor::new(PreprocessSpec::default()).unwrap();
         let mut out = vec![0f32; 10 * p.spec().tensor_len()];
-        for (w, h) in [(2u32, 65_000u32), (65_000, 2), (1, 20_000), (20_000, 1), (1, 1)] {
+        for (w, h) in [
+            (2u32, 65_000u32),
+            (65_000, 2),
+            (1, 20_000),
+            (20_000, 1),
+            (1, 1),
+        ] {
             let rgb = test_image(w, h, 7, true);
-            p.run_views_into(&rgb, w, h, Tta::TenCrop, &mut out).unwrap();
+            p.run_views_into(&rgb, w, h, Tta::TenCrop, &mut out)
+                .unwrap();
             assert!(out.iter().all(|v| v.is_finite()), "{w}x{h}");
             let scratch = p.resizer.size_of_internal_buffers();
             assert!(
@@ -852,7 +887,8 @@ mod tests {
         // 3×3 of value 9: resized 3×3, padded 0 before and 1 after on each axis.
         let rgb = vec![9u8; 3 * 3 * 3];
         let mut out = vec![f32::NAN; 10 * 48];
-        p.run_views_into(&rgb, 3, 3, Tta::TenCrop, &mut out).unwrap();
+        p.run_views_into(&rgb, 3, 3, Tta::TenCrop, &mut out)
+            .unwrap();
         let red: Vec<f32> = out[..16].to_vec();
         #[rustfmt::skip]
         let want = [
@@ -870,10 +906,15 @@ mod tests {
         let mut p = Preprocessor::new(PreprocessSpec::default()).unwrap();
         let mut out = vec![0f32; p.spec().tensor_len()];
         let err = p.prepare(&[0; 5], 2, 1, Tta::None, &mut out).unwrap_err();
-        assert!(matches!(err, PreprocessError::PixelBuffer { expected: 6, .. }), "{err}");
+        assert!(
+            matches!(err, PreprocessError::PixelBuffer { expected: 6, .. }),
+            "{err}"
+        );
         let err = p.prepare(&[], 0, 7, Tta::None, &mut out).unwrap_err();
         assert!(matches!(err, PreprocessError::ZeroSized { .. }), "{err}");
-        let err = p.prepare(&[0; 6], 2, 1, Tta::TenCrop, &mut out).unwrap_err();
+        let err = p
+            .prepare(&[0; 6], 2, 1, Tta::TenCrop, &mut out)
+            .unwrap_err();
         assert!(err.to_string().contains("10 view(s)"), "{err}");
     }
 

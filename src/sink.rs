@@ -577,9 +577,12 @@ pub async fn probe_writable(output: &Location) -> Result<()> {
         .store
         .put(&path, bytes::Bytes::from_static(b"ok").into())
         .await
-        .map_err(|e| Error::Output {
-            location: output.to_string(),
-            reason: format!("the output is not writable: {e}"),
+        .map_err(|e| match crate::store::store_error(output, e) {
+            Error::Store { source, .. } => Error::Output {
+                location: output.to_string(),
+                reason: format!("the output is not writable: {source}"),
+            },
+            other => other,
         })?;
     let _ = output.store.delete(&path).await;
     Ok(())

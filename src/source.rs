@@ -297,7 +297,7 @@ pub fn list<'a>(
     let listing = loc
         .store
         .list(prefix)
-        .map_err(move |e| Error::store(loc.to_string(), e));
+        .map_err(move |e| crate::store::store_error(loc, e));
     // Fall back to a HEAD of the prefix itself when the listing is empty.
     let single = stream::once(async move {
         if loc.prefix.as_ref().is_empty() {
@@ -306,7 +306,7 @@ pub fn list<'a>(
         match loc.store.head(&loc.prefix).await {
             Ok(meta) => Ok(Some(meta)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(Error::store(loc.to_string(), e)),
+            Err(e) => Err(crate::store::store_error(loc, e)),
         }
     });
     let seen_any = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

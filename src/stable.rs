@@ -38,6 +38,14 @@ mod tests {
     }
 
     #[test]
+    fn shard_assignment_is_pinned() {
+        // A change here reshuffles every sharded job: keys would move between workers.
+        assert_eq!(fnv1a64(b"photos/cat.jpg"), 0x4664_4eaa_9e47_eeb2);
+        let shard = crate::source::Shard::new(2, 8).unwrap();
+        assert!(shard.owns("photos/cat.jpg"));
+    }
+
+    #[test]
     fn uri_digest_known_value() {
         // sha256("abc") = ba7816bf 8f01cfea 414140de 5dae2223 b00361a3 96177a9c b410ff61 f20015ad
         assert_eq!(uri_digest("abc"), 0xba78_16bf_8f01_cfea_4141_40de_5dae_2223);

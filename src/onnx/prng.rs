@@ -22,14 +22,7 @@ pub(crate) fn mix64(mut z: u64) -> u64 {
 }
 
 /// FNV-1a over bytes: a stable hash of a tensor name (not for anything adversarial).
-pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
+pub(crate) use crate::stable::fnv1a64;
 
 impl SplitMix64 {
     /// A generator whose sequence is fixed by `seed`.

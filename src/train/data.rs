@@ -329,11 +329,10 @@ pub fn parse_parquet(
     Ok(rows)
 }
 
-/// 64-bit FNV-1a: a hash that never changes between runs, machines or versions.
+/// 64-bit FNV-1a ([`crate::stable::fnv1a64`]): a hash that never changes between
+/// runs, machines or versions.
 fn stable_hash(key: &str) -> u64 {
-    key.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    crate::stable::fnv1a64(key.as_bytes())
 }
 
 /// Whether the image with split key `key` is held out for validation when
@@ -587,10 +586,10 @@ mod tests {
         let keys: Vec<String> = (0..10_000).map(|i| format!("class/{i:05}.png")).collect();
         let val = keys.iter().filter(|k| is_validation(k, 10)).count();
         assert!((800..1200).contains(&val), "{val}");
-        assert_eq!(
-            stable_hash("trouser/00001.png"),
-            stable_hash("trouser/00001.png")
-        );
+        // Pinned: a change would move images between the training and validation sets.
+        assert_eq!(stable_hash("trouser/00001.png"), 0x2901_7a43_e73e_b98a);
+        assert!(!is_validation("trouser/00001.png", 62));
+        assert!(is_validation("trouser/00001.png", 63));
         assert!(is_manifest("s3://b/labels.CSV") && !is_manifest("s3://b/labels/"));
         assert!(is_manifest("s3://b/relabel.parquet"));
     }

@@ -50,7 +50,11 @@ fn pattern_png(width: u32, height: u32) -> Vec<u8> {
     let rgb: Vec<u8> = (0..height)
         .flat_map(|y| {
             (0..width).flat_map(move |x| {
-                [(x * 7 + y * 13) as u8, (x * 3) as u8 ^ (y as u8), (y * 5) as u8]
+                [
+                    (x * 7 + y * 13) as u8,
+                    (x * 3) as u8 ^ (y as u8),
+                    (y * 5) as u8,
+                ]
             })
         })
         .collect();
@@ -114,7 +118,13 @@ fn jpeg_claiming(mut jpeg: Vec<u8>, width: u16, height: u16) -> Vec<u8> {
 
 /// Extreme aspect ratios and 1×1: real pictures, all of which must be labelled.
 fn write_aspect_files(dir: &Path, files: &mut BTreeMap<String, Expect>) {
-    for (w, h) in [(1u32, 20_000u32), (20_000, 1), (2, 65_000), (65_000, 2), (1, 1)] {
+    for (w, h) in [
+        (1u32, 20_000u32),
+        (20_000, 1),
+        (2, 65_000),
+        (65_000, 2),
+        (1, 1),
+    ] {
         let key = format!("aspect/{w}x{h}.png");
         write(dir, &key, &pattern_png(w, h));
         files.insert(key, Expect::Labelled(w, h));
@@ -141,15 +151,25 @@ fn write_hostile_files(dir: &Path) -> BTreeMap<String, Expect> {
     files.insert("cap/over_1000x1001.png".into(), Expect::Error("max_pixels"));
 
     // Headers claiming sizes far above the cap, with almost no data behind them.
-    write(dir, "headers/60000x60000.png", &png_claiming(60_000, 60_000));
-    files.insert("headers/60000x60000.png".into(), Expect::Error("max_pixels"));
+    write(
+        dir,
+        "headers/60000x60000.png",
+        &png_claiming(60_000, 60_000),
+    );
+    files.insert(
+        "headers/60000x60000.png".into(),
+        Expect::Error("max_pixels"),
+    );
     let photo = std::fs::read(data("photos/astronaut.jpg")).unwrap();
     write(
         dir,
         "headers/65000x65000.jpg",
         &jpeg_claiming(photo.clone(), 65_000, 65_000),
     );
-    files.insert("headers/65000x65000.jpg".into(), Expect::Error("max_pixels"));
+    files.insert(
+        "headers/65000x65000.jpg".into(),
+        Expect::Error("max_pixels"),
+    );
 
     // Truncation at every sixteenth.
     for name in ["astronaut.jpg", "rocket.jpg", "coffee.png"] {

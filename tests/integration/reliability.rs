@@ -432,3 +432,43 @@ fn secrets_never_appear_in_logs_errors_or_output() {
     assert!(!everything.contains("plantedSasSignature"), "SAS signature leaked");
     assert!(everything.contains("batch written"), "the trace-level log was not captured");
 }
+
+/// An S3 URL with no credentials anywhere: one message saying which variables to set,
+/// the underlying failure said once (not once per retry layer).
+#[test]
+fn missing_aws_credentials_are_one_message_naming_the_variables() {
+    let dir = scratch("no-credentials");
+    let out = dir.join("out");
+    let o = labelflow()
+        .args([
+            "run",
+            "--input",
+            "s3://some-bucket/photos/",
+            "--output",
+            out.to_str().unwrap(),
+            "--model",
+            small_model().to_str().unwrap(),
+            "--retries",
+            "1",
+            "--retry-timeout",
+            "5",
+            "--request-timeout",
+            "2",
+        ])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ENDPOINT")
+        // Where the instance metadata service would be: nothing listens.
+        .env("AWS_METADATA_ENDPOINT", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().filter(|l| l.starts_with("error")).count(), 1, "{err}");
+    assert!(err.contains("no credentials found"), "{err}");
+    assert!(err.contains("AWS_ACCESS_KEY_ID"), "{err}");
+    assert!(err.contains("s3://some-bucket/photos"), "{err}");
+    assert!(err.matches("127.0.0.1:9").count() <= 1, "the cause is said once: {err}");
+}
