@@ -358,10 +358,33 @@ mod tests {
         let img = gradient(40, 30);
         let mut rng = Rng::new(7);
         let mut out = vec![0f32; a.image_len()];
+        // Every output is exactly one input×input window of the resized square, as it
+        // is or mirrored left-right; over 20 draws both occur, at several offsets.
+        let (r, s) = (a.resize, a.input);
+        let mut seen = std::collections::BTreeSet::new();
         for _ in 0..20 {
             a.train_into(&img, &mut rng, &mut out).unwrap();
-            assert!(out.iter().all(|v| v.is_finite()));
+            let window = |ox: usize, oy: usize, flip: bool| {
+                (0..3).all(|c| {
+                    (0..s).all(|y| {
+                        (0..s).all(|x| {
+                            let sx = if flip { s - 1 - x } else { x };
+                            out[c * s * s + y * s + x] == a.scratch[c * r * r + (oy + y) * r + ox + sx]
+                        })
+                    })
+                })
+            };
+            let found = (0..=r - s)
+                .flat_map(|oy| (0..=r - s).flat_map(move |ox| [(ox, oy, false), (ox, oy, true)]))
+                .find(|&(ox, oy, flip)| window(ox, oy, flip));
+            let found = found.expect("the output is no window of the resized image");
+            seen.insert(found);
         }
+        assert!(seen.iter().any(|w| w.2) && seen.iter().any(|w| !w.2), "{seen:?}");
+        assert!(
+            seen.iter().map(|w| (w.0, w.1)).collect::<std::collections::BTreeSet<_>>().len() > 1,
+            "{seen:?}"
+        );
         let mut r = Rng::new(3);
         let mut v: Vec<usize> = (0..100).collect();
         r.shuffle(&mut v);
