@@ -297,7 +297,7 @@ pub fn list<'a>(
     let listing = loc
         .store
         .list(prefix)
-        .map_err(move |e| crate::store::store_error(loc, e));
+        .or_else(move |e| listing_error(loc, e));
     // Fall back to a HEAD of the prefix itself when the listing is empty.
     let single = stream::once(async move {
         if loc.prefix.as_ref().is_empty() {
@@ -338,6 +338,21 @@ pub fn list<'a>(
         Some(n) => selected.take(n as usize).chain(ended).boxed(),
         None => selected.chain(ended).boxed(),
     }
+}
+
+/// The job's error for a failed listing. Some stores report every listing failure
+/// as a generic error (the HTTP status is not kept); one HEAD request of the prefix
+/// tells refused credentials (401/403) from other failures, so the message can say
+/// what to fix.
+async fn listing_error(loc: &Location, e: object_store::Error) -> Result<ObjectMeta> {
+    if matches!(e, object_store::Error::Generic { .. }) {
+        if let Err(probe @ (object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. })) = loc.store.head(&loc.prefix).await
+        {
+            return Err(crate::store::store_error(loc, probe));
+        }
+    }
+    Err(crate::store::store_error(loc, e))
 }
 
 /// Fetch an object's bytes (object_store's retry policy applies). The error keeps

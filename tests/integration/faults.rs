@@ -175,7 +175,11 @@ fn fresh_bucket(endpoint: &str, name: &str) -> String {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    let bucket = format!("faults-{name}-{:x}-{:x}", std::process::id(), nanos % (1 << 32));
+    let bucket = format!(
+        "faults-{name}-{:x}-{:x}",
+        std::process::id(),
+        nanos % (1 << 32)
+    );
     create_bucket(endpoint, &bucket);
     bucket
 }
@@ -221,10 +225,9 @@ fn parquet_objects(
     prefix: &str,
 ) -> Vec<(String, Vec<arrow::array::RecordBatch>)> {
     rt.block_on(async {
-        let listed: Vec<_> =
-            futures::TryStreamExt::try_collect(store.list(Some(&prefix.into())))
-                .await
-                .unwrap();
+        let listed: Vec<_> = futures::TryStreamExt::try_collect(store.list(Some(&prefix.into())))
+            .await
+            .unwrap();
         let mut out = Vec::new();
         for meta in listed
             .iter()
@@ -254,10 +257,9 @@ fn parquet_objects(
 /// How many `.parquet` objects the bucket lists under `out/`.
 fn part_count(rt: &tokio::runtime::Runtime, store: &AmazonS3) -> usize {
     rt.block_on(async {
-        let listed: Vec<_> =
-            futures::TryStreamExt::try_collect(store.list(Some(&"out".into())))
-                .await
-                .unwrap();
+        let listed: Vec<_> = futures::TryStreamExt::try_collect(store.list(Some(&"out".into())))
+            .await
+            .unwrap();
         listed
             .iter()
             .filter(|m| m.location.as_ref().ends_with(".parquet"))
@@ -541,11 +543,23 @@ fn an_object_that_fails_on_every_try_is_an_error_row() {
     let mut keys = image_keys(40);
     keys.push("bad-0001.jpg".into());
     upload_images(&rt, &store, &keys);
-    let proxy = Proxy::start(&python, &endpoint, "bad-key", &["--fail-always-key", "bad-"]);
+    let proxy = Proxy::start(
+        &python,
+        &endpoint,
+        "bad-key",
+        &["--fail-always-key", "bad-"],
+    );
     let done = run(&mut run_command(
         &proxy.url(),
         &bucket,
-        &["--retries", "2", "--retry-timeout", "5", "--batch-size", "4"],
+        &[
+            "--retries",
+            "2",
+            "--retry-timeout",
+            "5",
+            "--batch-size",
+            "4",
+        ],
     ));
     let stats = proxy.stats();
     eprintln!(
@@ -559,9 +573,16 @@ fn an_object_that_fails_on_every_try_is_an_error_row() {
     assert_exactly_once(&rows, &keys);
     for r in &rows {
         if r.key == "bad-0001.jpg" {
-            let error = r.error.as_deref().unwrap_or_else(|| panic!("no error: {r:?}"));
+            let error = r
+                .error
+                .as_deref()
+                .unwrap_or_else(|| panic!("no error: {r:?}"));
             assert!(r.label.is_none(), "{r:?}");
-            eprintln!("error row of {}: {}", r.key, error.lines().next().unwrap_or(""));
+            eprintln!(
+                "error row of {}: {}",
+                r.key,
+                error.lines().next().unwrap_or("")
+            );
         } else {
             assert!(r.error.is_none() && r.label.is_some(), "{r:?}");
         }
@@ -669,7 +690,14 @@ fn an_unreachable_store_is_one_clear_error() {
         &format!("http://127.0.0.1:{closed}"),
         input,
         out.to_str().unwrap(),
-        &["--retries", "1", "--retry-timeout", "3", "--request-timeout", "2"],
+        &[
+            "--retries",
+            "1",
+            "--retry-timeout",
+            "3",
+            "--request-timeout",
+            "2",
+        ],
     )
     // No S3 server is needed, only credentials to sign with.
     .env("AWS_ACCESS_KEY_ID", "testing")
@@ -789,8 +817,14 @@ fn the_store_goes_down_mid_run_and_the_rerun_continues() {
                 .is_some_and(|e| e.contains("503") || e.contains("SlowDown"))
         })
         .collect();
-    assert!(held.is_empty(), "failures of the outage were written: {held:?}");
-    assert!(rows.iter().all(|r| r.error.is_none()), "error rows after the rerun");
+    assert!(
+        held.is_empty(),
+        "failures of the outage were written: {held:?}"
+    );
+    assert!(
+        rows.iter().all(|r| r.error.is_none()),
+        "error rows after the rerun"
+    );
     let statuses = run_statuses(&rt, &store);
     assert_eq!(statuses.len(), 1, "one run, continued: {statuses:?}");
     assert!(statuses.values().all(|s| s == "finished"), "{statuses:?}");
@@ -837,7 +871,7 @@ fn kill_9_during_part_uploads_leaves_no_partial_part() {
         "4",
     ];
     let stalled_part = ["fault=stall class=upload", "/part-"];
-    let seed = 0x6b11_9a_u64;
+    let seed = 0x006b_119a_u64;
     let mut rng = Lcg(seed);
     let mut report = Vec::new();
     for round in 0..3 {
@@ -870,7 +904,11 @@ fn kill_9_during_part_uploads_leaves_no_partial_part() {
         let done = child.kill_9();
         // Every object listed as a part is a whole Parquet file (or this panics).
         let parts = parquet_objects(&rt, &store, "out");
-        let rows_after: usize = parts.iter().flat_map(|(_, b)| b).map(|b| b.num_rows()).sum();
+        let rows_after: usize = parts
+            .iter()
+            .flat_map(|(_, b)| b)
+            .map(|b| b.num_rows())
+            .sum();
         let stalls = faults(&proxy.stats(), "upload", Some("stall")) - stalls_before;
         report.push(format!(
             "round {round}: killed after {:.2}s, {offset:.2}s into a stalled part upload; \

@@ -179,7 +179,7 @@ fn kill_9_at_random_points_then_rerun_labels_each_object_once() {
     let out = dir.join("out");
     let mut args = run_args(&input, &out);
     args.extend(["--rows-per-part".into(), "10".into()]);
-    let mut rng = Lcg(0x5eed_0f_1abe1);
+    let mut rng = Lcg(0x5eed_f1ab_e1);
     let mut report = Vec::new();
     for round in 0..5 {
         let before = committed_rows(&out);
