@@ -161,11 +161,29 @@ fn describe(stats: &Value) -> String {
 
 // --- the S3 server, directly ----------------------------------------------------------
 
-/// What a test needs from its environment: the proxy's Python and the S3 server.
-fn setup() -> Option<(String, String)> {
+/// One test's S3 side: the proxy's Python, the server, a fresh bucket on it, and a
+/// direct (proxy-free) client of that bucket with a runtime to drive it.
+struct S3Test {
+    python: String,
+    endpoint: String,
+    bucket: String,
+    rt: tokio::runtime::Runtime,
+    store: AmazonS3,
+}
+
+fn s3_test(name: &str) -> Option<S3Test> {
     let python = require_python("the standard library (the fault proxy)")?;
     let endpoint = require_s3_endpoint()?;
-    Some((python, endpoint))
+    let bucket = fresh_bucket(&endpoint, name);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = direct_store(&endpoint, &bucket);
+    Some(S3Test {
+        python,
+        endpoint,
+        bucket,
+        rt,
+        store,
+    })
 }
 
 /// A bucket of its own for one test and one test process (the S3 server may outlive
@@ -453,12 +471,16 @@ impl Lcg {
 /// job is exact.
 #[test]
 fn faults_everywhere_and_the_job_is_still_exact() {
-    let Some((python, endpoint)) = setup() else {
+    let Some(S3Test {
+        python,
+        endpoint,
+        bucket,
+        rt,
+        store,
+    }) = s3_test("exact")
+    else {
         return;
     };
-    let bucket = fresh_bucket(&endpoint, "exact");
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let store = direct_store(&endpoint, &bucket);
     let keys = image_keys(80);
     upload_images(&rt, &store, &keys);
     // The run starts with requests one at a time (write probe, listing of `_runs/`,
@@ -534,12 +556,16 @@ fn faults_everywhere_and_the_job_is_still_exact() {
 /// One object whose every fetch fails is an error row; the others are labelled.
 #[test]
 fn an_object_that_fails_on_every_try_is_an_error_row() {
-    let Some((python, endpoint)) = setup() else {
+    let Some(S3Test {
+        python,
+        endpoint,
+        bucket,
+        rt,
+        store,
+    }) = s3_test("bad-key")
+    else {
         return;
     };
-    let bucket = fresh_bucket(&endpoint, "bad-key");
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let store = direct_store(&endpoint, &bucket);
     let mut keys = image_keys(40);
     keys.push("bad-0001.jpg".into());
     upload_images(&rt, &store, &keys);
@@ -622,12 +648,16 @@ fn assert_refused(done: &Finished, proxy: &Proxy, what: &str) {
 /// An input whose store refuses the credentials: one clear line, exit 2, at once.
 #[test]
 fn refused_credentials_on_the_input_are_one_clear_error() {
-    let Some((python, endpoint)) = setup() else {
+    let Some(S3Test {
+        python,
+        endpoint,
+        bucket,
+        rt,
+        store,
+    }) = s3_test("creds-in")
+    else {
         return;
     };
-    let bucket = fresh_bucket(&endpoint, "creds-in");
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let store = direct_store(&endpoint, &bucket);
     upload_images(&rt, &store, &image_keys(4));
     let proxy = Proxy::start(
         &python,
@@ -650,12 +680,16 @@ fn refused_credentials_on_the_input_are_one_clear_error() {
 /// An output whose store refuses the credentials: one clear line, exit 2, at once.
 #[test]
 fn refused_credentials_on_the_output_are_one_clear_error() {
-    let Some((python, endpoint)) = setup() else {
+    let Some(S3Test {
+        python,
+        endpoint,
+        bucket,
+        rt,
+        store,
+    }) = s3_test("creds-out")
+    else {
         return;
     };
-    let bucket = fresh_bucket(&endpoint, "creds-out");
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let store = direct_store(&endpoint, &bucket);
     let input = scratch("faults-creds-out-in");
     for i in 0..4 {
         std::fs::write(input.join(format!("img-{i:04}.jpg")), jpeg(i)).unwrap();
@@ -731,12 +765,16 @@ fn an_unreachable_store_is_one_clear_error() {
 /// a second or two, so a switch made from here at a moment would race with its end.
 #[test]
 fn the_store_goes_down_mid_run_and_the_rerun_continues() {
-    let Some((python, endpoint)) = setup() else {
+    let Some(S3Test {
+        python,
+        endpoint,
+        bucket,
+        rt,
+        store,
+    }) = s3_test("down")
+    else {
         return;
     };
-    let bucket = fresh_bucket(&endpoint, "down");
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let store = direct_store(&endpoint, &bucket);
     let keys = image_keys(80);
     upload_images(&rt, &store, &keys);
     let down = ["img-004", "img-005", "img-006", "img-007"];
@@ -839,12 +877,16 @@ fn the_store_goes_down_mid_run_and_the_rerun_continues() {
 /// request timeout is 2 s, so the upload is still in flight).
 #[test]
 fn kill_9_during_part_uploads_leaves_no_partial_part() {
-    let Some((python, endpoint)) = setup() else {
+    let Some(S3Test {
+        python,
+        endpoint,
+        bucket,
+        rt,
+        store,
+    }) = s3_test("kill9")
+    else {
         return;
     };
-    let bucket = fresh_bucket(&endpoint, "kill9");
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let store = direct_store(&endpoint, &bucket);
     let keys = image_keys(60);
     upload_images(&rt, &store, &keys);
     let proxy = Proxy::start(
