@@ -221,6 +221,8 @@ enum Prepared {
         width: u32,
         height: u32,
         tensor: Vec<f32>,
+        /// When its fetch was sent.
+        fetched_from: Instant,
     },
     Failed {
         object: ObjectRef,
@@ -228,6 +230,8 @@ enum Prepared {
         /// Set when the fetch failed for a reason that is the store's, not the
         /// object's (see [`crate::store::is_object_error`]).
         store_fault: Option<object_store::Error>,
+        /// When its fetch was sent; `None` when it was never fetched (too large).
+        fetched_from: Option<Instant>,
     },
 }
 
@@ -468,10 +472,7 @@ pub async fn run_with_stop(
 
 async fn write_record(output: &Location, summary: &RunSummary) -> Result<String> {
     let value = serde_json::to_value(summary).map_err(|e| Error::Encode(e.to_string()))?;
-    let shard: Shard = summary
-        .shard
-        .parse()
-        .map_err(Error::Config)?;
+    let shard: Shard = summary.shard.parse().map_err(Error::Config)?;
     runs::write_record(output, &summary.run_id, shard, &value).await
 }
 
@@ -497,26 +498,26 @@ struct Outcome {
 }
 
 /// Failed fetches held back while the store may be down: written as error rows
-/// once another fetch succeeds (the failures were the objects'), dropped when the
-/// store is declared unavailable (a rerun retries them).
+/// once a fetch sent after the latest failure gets an answer (the failures were the
+/// objects'), dropped when the store is declared unavailable (a rerun retries them).
+/// Fetches run concurrently and finish out of order: an answer to a request sent
+/// before the failure proves nothing about the store now.
 struct StoreHealth {
     held: Vec<Row>,
+    /// When the latest held failure was seen.
+    last_fault: Option<Instant>,
     max_failures: u32,
 }
 
 impl StoreHealth {
     /// Note a fetch failure that was the store's; `Err` once there are too many in a
     /// row, or at once for refused credentials.
-    fn failed(
-        &mut self,
-        input: &Location,
-        row: Row,
-        fault: object_store::Error,
-    ) -> Result<()> {
+    fn failed(&mut self, input: &Location, row: Row, fault: object_store::Error) -> Result<()> {
         if crate::store::is_credentials_error(&fault) {
             return Err(crate::store::store_error(input, fault));
         }
         self.held.push(row);
+        self.last_fault = Some(Instant::now());
         let failures = self.held.len() as u32;
         if failures >= self.max_failures {
             return Err(match crate::store::store_error(input, fault) {
@@ -532,8 +533,18 @@ impl StoreHealth {
         Ok(())
     }
 
-    /// The store answered: the held failures were the objects' own.
-    fn recovered(&mut self) -> Vec<Row> {
+    /// The store answered a fetch sent at `sent`: if that was after the latest held
+    /// failure, the held failures were the objects' own.
+    fn answered(&mut self, sent: Instant) -> Vec<Row> {
+        if self.last_fault.is_some_and(|fault| sent < fault) {
+            return Vec::new();
+        }
+        self.release()
+    }
+
+    /// The held failures, as error rows.
+    fn release(&mut self) -> Vec<Row> {
+        self.last_fault = None;
         std::mem::take(&mut self.held)
     }
 }
@@ -584,6 +595,7 @@ async fn drive(d: Drive<'_>) -> Outcome {
         let stop = stop.clone();
         let mut health = StoreHealth {
             held: Vec::new(),
+            last_fault: None,
             max_failures: plan.max_store_failures.max(1),
         };
         async move {
@@ -624,6 +636,7 @@ async fn drive(d: Drive<'_>) -> Outcome {
                         object,
                         error,
                         store_fault,
+                        fetched_from,
                     } => {
                         let row = Row {
                             object,
@@ -638,7 +651,7 @@ async fn drive(d: Drive<'_>) -> Outcome {
                                 health.failed(&input, row, fault)?;
                                 None
                             }
-                            None => Some(vec![row]),
+                            None => Some((vec![row], fetched_from)),
                         }
                     }
                     Prepared::Ready {
@@ -646,15 +659,18 @@ async fn drive(d: Drive<'_>) -> Outcome {
                         width,
                         height,
                         tensor,
+                        fetched_from,
                     } => {
                         data.extend_from_slice(&tensor);
                         items.push((object, width, height));
-                        Some(Vec::new())
+                        Some((Vec::new(), Some(fetched_from)))
                     }
                 };
-                // Anything but a store fault shows the store is answering.
-                if let Some(mut rows) = ready {
-                    rows.extend(health.recovered());
+                // Anything but a store fault shows the store answered that request.
+                if let Some((mut rows, fetched_from)) = ready {
+                    if let Some(sent) = fetched_from {
+                        rows.extend(health.answered(sent));
+                    }
                     for row in rows {
                         if tx.send(Work::Failed(row)).await.is_err() {
                             return Ok(());
@@ -690,7 +706,7 @@ async fn drive(d: Drive<'_>) -> Outcome {
             }
             // Failures still held when the listing ends: the store never recovered
             // for them, but they were fewer than the limit; they are the objects'.
-            for row in health.recovered() {
+            for row in health.release() {
                 if tx.send(Work::Failed(row)).await.is_err() {
                     break;
                 }
@@ -787,7 +803,9 @@ struct Consumer {
 /// Infer, score and write until the producer is done; after a stop request, for at
 /// most `grace` more. Publishes the open part either way. On error, returns it with
 /// what had been published before.
-async fn consume(c: Consumer) -> std::result::Result<(u64, Vec<String>), (Error, u64, Vec<String>)> {
+async fn consume(
+    c: Consumer,
+) -> std::result::Result<(u64, Vec<String>), (Error, u64, Vec<String>)> {
     let Consumer {
         rx,
         handle,
@@ -953,8 +971,10 @@ impl PrepareJob {
                 object,
                 error,
                 store_fault: None,
+                fetched_from: None,
             });
         }
+        let fetched_from = Instant::now();
         let bytes = match source::fetch(input, &object).await {
             Ok(b) => b,
             Err(e) => {
@@ -964,6 +984,7 @@ impl PrepareJob {
                     object,
                     error,
                     store_fault,
+                    fetched_from: Some(fetched_from),
                 });
             }
         };
@@ -992,11 +1013,13 @@ impl PrepareJob {
                 width,
                 height,
                 tensor,
+                fetched_from,
             },
             Err(error) => Prepared::Failed {
                 object,
                 error,
                 store_fault: None,
+                fetched_from: Some(fetched_from),
             },
         })
     }
