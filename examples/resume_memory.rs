@@ -23,7 +23,9 @@ fn rss_now() -> Option<u64> {
 }
 
 fn mib(b: Option<u64>) -> String {
-    b.map_or("n/a".into(), |b| format!("{:.1} MiB", b as f64 / (1 << 20) as f64))
+    b.map_or("n/a".into(), |b| {
+        format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
+    })
 }
 
 async fn write(dir: &str, n: u64) -> anyhow::Result<()> {
@@ -40,7 +42,11 @@ async fn write(dir: &str, n: u64) -> anyhow::Result<()> {
     let mut w = PartWriter::new(out, RUN_ID, Shard::default(), opts, stamp)?;
     for i in 0..n {
         // Keys shaped like a camera roll in a dated bucket layout (~60 bytes a URI).
-        let key = format!("photos/2026/{:02}/{:02}/IMG_{i:08}.jpg", i % 12 + 1, i % 28 + 1);
+        let key = format!(
+            "photos/2026/{:02}/{:02}/IMG_{i:08}.jpg",
+            i % 12 + 1,
+            i % 28 + 1
+        );
         let row = Row {
             object: ObjectRef {
                 path: key.as_str().into(),
@@ -75,7 +81,10 @@ async fn main() -> anyhow::Result<()> {
     let n: u64 = first.parse()?;
     let dir = args.next().unwrap_or_else(|| "out/resume-memory".into());
     let dir = format!("{dir}/{n}");
-    if !std::path::Path::new(&dir).join(format!("run_id={RUN_ID}")).exists() {
+    if !std::path::Path::new(&dir)
+        .join(format!("run_id={RUN_ID}"))
+        .exists()
+    {
         eprintln!("writing {n} committed rows to {dir} (once)…");
         let status = std::process::Command::new(std::env::current_exe()?)
             .args(["--write", &dir, &n.to_string()])
@@ -89,7 +98,10 @@ async fn main() -> anyhow::Result<()> {
     let seconds = started.elapsed().as_secs_f64();
     let after = rss_now();
     println!("committed keys:      {}", keys.len());
-    println!("load time:           {seconds:.2} s ({:.0} keys/s)", keys.len() as f64 / seconds);
+    println!(
+        "load time:           {seconds:.2} s ({:.0} keys/s)",
+        keys.len() as f64 / seconds
+    );
     println!(
         "set size:            {} ({} bytes per key)",
         mib(Some(keys.heap_bytes() as u64)),

@@ -619,11 +619,12 @@ fn run_once(
     shape: [usize; 4],
     input: &BatchInput,
 ) -> Result<Vec<f32>> {
-    let tensor = TensorRef::from_array_view((shape, input.data.as_slice()))
-        .map_err(|source| Error::Ort {
+    let tensor = TensorRef::from_array_view((shape, input.data.as_slice())).map_err(|source| {
+        Error::Ort {
             context: "building the input tensor".into(),
             source,
-        })?;
+        }
+    })?;
     let outputs = session
         .run(ort::inputs![input_name => tensor])
         .map_err(|source| Error::Ort {

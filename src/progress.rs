@@ -126,7 +126,10 @@ pub fn print_summary(s: &RunSummary) {
         s.output
     );
     if s.failed > 0 {
-        eprintln!("{} image(s) could not be labelled; their rows carry the reason in the `error` column", s.failed);
+        eprintln!(
+            "{} image(s) could not be labelled; their rows carry the reason in the `error` column",
+            s.failed
+        );
     }
     if s.status == RunStatus::Interrupted {
         eprintln!(

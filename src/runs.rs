@@ -82,25 +82,32 @@ pub async fn write_record(
 
 /// Remove a run's record (a run that turned out to have nothing to do).
 pub async fn remove_record(output: &Location, run_id: &str, shard: Shard) {
-    let _ = output.store.delete(&record_path(output, run_id, shard)).await;
+    let _ = output
+        .store
+        .delete(&record_path(output, run_id, shard))
+        .await;
 }
 
 /// A run's record for `shard`, if it has one (a run written before records existed,
 /// or by another shard only, has none). A record that cannot be parsed is an error
 /// naming the file: guessing could append to a finished run.
-pub async fn read_record(output: &Location, run_id: &str, shard: Shard) -> Result<Option<RunRecord>> {
+pub async fn read_record(
+    output: &Location,
+    run_id: &str,
+    shard: Shard,
+) -> Result<Option<RunRecord>> {
     let path = record_path(output, run_id, shard);
     let bytes = match output.store.get(&path).await {
         Ok(got) => got.bytes().await.map_err(|e| store_error(output, e))?,
         Err(object_store::Error::NotFound { .. }) => return Ok(None),
         Err(e) => return Err(store_error(output, e)),
     };
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-        Error::Output {
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| Error::Output {
             location: output.uri(&path),
             reason: format!("unreadable run record ({e}); delete it or pass --new-run"),
-        }
-    })
+        })
 }
 
 /// The newest run of the same job (`fingerprint`) and `shard` that did not finish.
@@ -117,7 +124,9 @@ pub async fn find_unfinished(
     };
     let mut best: Option<RunRecord> = None;
     for dir in listing.common_prefixes {
-        let Some(run_id) = dir.filename() else { continue };
+        let Some(run_id) = dir.filename() else {
+            continue;
+        };
         if crate::sink::validate_run_id(run_id).is_err() {
             continue;
         }
@@ -174,10 +183,38 @@ mod tests {
     async fn the_newest_unfinished_run_of_the_same_job_is_found() {
         let out = Location::memory();
         let s = Shard::default();
-        write_record(&out, "a", s, &record("a", "interrupted", "f1", "2026-01-01T00:00:00Z")).await.unwrap();
-        write_record(&out, "b", s, &record("b", "running", "f1", "2026-01-02T00:00:00Z")).await.unwrap();
-        write_record(&out, "c", s, &record("c", "finished", "f1", "2026-01-03T00:00:00Z")).await.unwrap();
-        write_record(&out, "d", s, &record("d", "running", "f2", "2026-01-04T00:00:00Z")).await.unwrap();
+        write_record(
+            &out,
+            "a",
+            s,
+            &record("a", "interrupted", "f1", "2026-01-01T00:00:00Z"),
+        )
+        .await
+        .unwrap();
+        write_record(
+            &out,
+            "b",
+            s,
+            &record("b", "running", "f1", "2026-01-02T00:00:00Z"),
+        )
+        .await
+        .unwrap();
+        write_record(
+            &out,
+            "c",
+            s,
+            &record("c", "finished", "f1", "2026-01-03T00:00:00Z"),
+        )
+        .await
+        .unwrap();
+        write_record(
+            &out,
+            "d",
+            s,
+            &record("d", "running", "f2", "2026-01-04T00:00:00Z"),
+        )
+        .await
+        .unwrap();
         let found = find_unfinished(&out, "f1", s).await.unwrap().unwrap();
         assert_eq!(found.run_id, "b");
         assert!(find_unfinished(&out, "f3", s).await.unwrap().is_none());

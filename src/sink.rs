@@ -29,9 +29,9 @@ use object_store::path::Path;
 use object_store::ObjectStoreExt;
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
-use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use parquet::arrow::{AsyncArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::properties::WriterProperties;
 
 use crate::error::{Error, Result};
@@ -645,15 +645,21 @@ mod tests {
         let (rows, parts) = w.finish().await.unwrap();
         assert_eq!(rows, 10);
         assert_eq!(parts.len(), 3, "{parts:?}");
-        let seen = CommittedKeys::load(&out, "r1", Shard::default()).await.unwrap();
+        let seen = CommittedKeys::load(&out, "r1", Shard::default())
+            .await
+            .unwrap();
         assert_eq!(seen.len(), 10);
         assert!(seen.contains("memory:///in/3.jpg"));
         assert!(!seen.contains("memory:///in/10.jpg"));
         assert_eq!(seen.heap_bytes(), 10 * 16);
-        let empty = CommittedKeys::load(&out, "r2", Shard::default()).await.unwrap();
+        let empty = CommittedKeys::load(&out, "r2", Shard::default())
+            .await
+            .unwrap();
         assert!(empty.is_empty());
         // Another shard's parts are not this shard's.
-        let other = CommittedKeys::load(&out, "r1", Shard::new(1, 2).unwrap()).await.unwrap();
+        let other = CommittedKeys::load(&out, "r1", Shard::new(1, 2).unwrap())
+            .await
+            .unwrap();
         assert!(other.is_empty());
     }
 

@@ -264,11 +264,20 @@ impl ListingCounters {
             filter.extensions().join(",")
         };
         let parts = [
-            (self.by_extension.load(Relaxed), format!("by extension (reading {exts}; --extensions)")),
+            (
+                self.by_extension.load(Relaxed),
+                format!("by extension (reading {exts}; --extensions)"),
+            ),
             (self.by_include.load(Relaxed), "by --include".to_string()),
             (self.by_exclude.load(Relaxed), "by --exclude".to_string()),
-            (self.hidden.load(Relaxed), "as hidden (name starts with '.')".to_string()),
-            (self.by_shard.load(Relaxed), format!("as another shard's (this is shard {})", filter.shard())),
+            (
+                self.hidden.load(Relaxed),
+                "as hidden (name starts with '.')".to_string(),
+            ),
+            (
+                self.by_shard.load(Relaxed),
+                format!("as another shard's (this is shard {})", filter.shard()),
+            ),
         ];
         let said: Vec<String> = parts
             .into_iter()
@@ -346,8 +355,10 @@ pub fn list<'a>(
 /// what to fix.
 async fn listing_error(loc: &Location, e: object_store::Error) -> Result<ObjectMeta> {
     if matches!(e, object_store::Error::Generic { .. }) {
-        if let Err(probe @ (object_store::Error::PermissionDenied { .. }
-        | object_store::Error::Unauthenticated { .. })) = loc.store.head(&loc.prefix).await
+        if let Err(
+            probe @ (object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. }),
+        ) = loc.store.head(&loc.prefix).await
         {
             return Err(crate::store::store_error(loc, probe));
         }
@@ -357,7 +368,10 @@ async fn listing_error(loc: &Location, e: object_store::Error) -> Result<ObjectM
 
 /// Fetch an object's bytes (object_store's retry policy applies). The error keeps
 /// object_store's type so the caller can tell one bad object from a failing store.
-pub async fn fetch(loc: &Location, obj: &ObjectRef) -> std::result::Result<Bytes, object_store::Error> {
+pub async fn fetch(
+    loc: &Location,
+    obj: &ObjectRef,
+) -> std::result::Result<Bytes, object_store::Error> {
     loc.store.get(&obj.path).await?.bytes().await
 }
 

@@ -369,7 +369,8 @@ mod tests {
                     (0..s).all(|y| {
                         (0..s).all(|x| {
                             let sx = if flip { s - 1 - x } else { x };
-                            out[c * s * s + y * s + x] == a.scratch[c * r * r + (oy + y) * r + ox + sx]
+                            out[c * s * s + y * s + x]
+                                == a.scratch[c * r * r + (oy + y) * r + ox + sx]
                         })
                     })
                 })
@@ -380,9 +381,16 @@ mod tests {
             let found = found.expect("the output is no window of the resized image");
             seen.insert(found);
         }
-        assert!(seen.iter().any(|w| w.2) && seen.iter().any(|w| !w.2), "{seen:?}");
         assert!(
-            seen.iter().map(|w| (w.0, w.1)).collect::<std::collections::BTreeSet<_>>().len() > 1,
+            seen.iter().any(|w| w.2) && seen.iter().any(|w| !w.2),
+            "{seen:?}"
+        );
+        assert!(
+            seen.iter()
+                .map(|w| (w.0, w.1))
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+                > 1,
             "{seen:?}"
         );
         let mut r = Rng::new(3);

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use labelflow::onnx::writer::{attr_int, attr_ints, model_proto, write_model_file, Dim, GraphBuilder};
+use labelflow::onnx::writer::{
+    attr_int, attr_ints, model_proto, write_model_file, Dim, GraphBuilder,
+};
 
 use super::common::*;
 
@@ -99,7 +101,12 @@ impl Watched {
                 }
             }
         });
-        Self { child, lines, stderr: String::new(), labelled: 0 }
+        Self {
+            child,
+            lines,
+            stderr: String::new(),
+            labelled: 0,
+        }
     }
 
     fn take(&mut self, line: String) {
@@ -149,7 +156,11 @@ fn last_labelled(stderr: &str) -> u64 {
         .filter(|l| l.contains("batch written"))
         .filter_map(|l| {
             let at = l.find("labelled=")? + "labelled=".len();
-            l[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+            l[at..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
         })
         .next_back()
         .unwrap_or(0)
@@ -163,7 +174,10 @@ fn committed_rows(out: &Path) -> usize {
 struct Lcg(u64);
 impl Lcg {
     fn next_f64(&mut self) -> f64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 11) as f64 / (1u64 << 53) as f64
     }
 }
@@ -193,12 +207,19 @@ fn kill_9_at_random_points_then_rerun_labels_each_object_once() {
             format!("after {wait:.2}s")
         } else {
             let n = 6 + (rng.next_f64() * 40.0) as u64;
-            assert!(run.wait_labelled(n), "round {round} ended before labelling {n}: {}", run.stderr);
+            assert!(
+                run.wait_labelled(n),
+                "round {round} ended before labelling {n}: {}",
+                run.stderr
+            );
             format!("after labelling {n}")
         };
         let _ = run.child.kill();
         let (code, err, labelled) = run.finish();
-        assert_eq!(code, None, "round {round} finished before the kill; the input is too small: {err}");
+        assert_eq!(
+            code, None,
+            "round {round} finished before the kill; the input is too small: {err}"
+        );
         let after = committed_rows(&out);
         let published = after - before;
         let redo = (labelled as usize).saturating_sub(published);
@@ -206,7 +227,9 @@ fn kill_9_at_random_points_then_rerun_labels_each_object_once() {
             "round {round}: kill -9 {when}: labelled {labelled}, published {published}, to redo {redo}"
         ));
         assert!(
-            partial_files(&out).iter().all(|p| p.to_string_lossy().contains(".parquet#")),
+            partial_files(&out)
+                .iter()
+                .all(|p| p.to_string_lossy().contains(".parquet#")),
             "only invisible staging files may remain: {:?}",
             partial_files(&out)
         );
@@ -218,7 +241,10 @@ fn kill_9_at_random_points_then_rerun_labels_each_object_once() {
     assert_exactly_once(&out, &keys);
     assert!(partial_files(&out).is_empty(), "{:?}", partial_files(&out));
     // A rerun after the finish starts a new run, not an append to the finished one.
-    let runs: BTreeSet<String> = preds(&read_parts(&out)).iter().map(|r| r.uri.clone()).collect();
+    let runs: BTreeSet<String> = preds(&read_parts(&out))
+        .iter()
+        .map(|r| r.uri.clone())
+        .collect();
     assert_eq!(runs.len(), keys.len());
 }
 
@@ -241,11 +267,20 @@ fn sigterm_publishes_progress_and_the_rerun_continues() {
     let out = dir.join("out");
     let mut args = run_args(&input, &out);
     // Parts are big and old enough not to be published before the signal on their own.
-    args.extend(["--rows-per-part".into(), "100000".into(), "--stop-grace".into(), "5".into()]);
+    args.extend([
+        "--rows-per-part".into(),
+        "100000".into(),
+        "--stop-grace".into(),
+        "5".into(),
+    ]);
     let mut run = Watched::start(&args);
     // Wait until some batches are labelled.
     let started = Instant::now();
-    assert!(run.wait_labelled(40), "the run ended before labelling 40: {}", run.stderr);
+    assert!(
+        run.wait_labelled(40),
+        "the run ended before labelling 40: {}",
+        run.stderr
+    );
     let signalled = Instant::now();
     send_signal(&run.child, "TERM");
     let (code, err, _) = run.finish();
@@ -254,10 +289,17 @@ fn sigterm_publishes_progress_and_the_rerun_continues() {
     assert!(err.contains("SIGTERM"), "{err}");
     assert!(err.contains("interrupted"), "{err}");
     // The grace (5 s) bounds the drain; the rest is publishing one small part.
-    assert!(stopped_after < Duration::from_secs(20), "took {stopped_after:?}");
+    assert!(
+        stopped_after < Duration::from_secs(20),
+        "took {stopped_after:?}"
+    );
     let published = committed_rows(&out);
     assert!(published > 0, "nothing published after SIGTERM: {err}");
-    assert!(published < keys.len(), "the run finished before the signal ({:?})", started.elapsed());
+    assert!(
+        published < keys.len(),
+        "the run finished before the signal ({:?})",
+        started.elapsed()
+    );
     assert!(partial_files(&out).is_empty(), "{:?}", partial_files(&out));
     let record: Vec<PathBuf> = files_under(&out.join("_runs"));
     let text = std::fs::read_to_string(&record[0]).unwrap();
@@ -285,7 +327,13 @@ fn sigterm_publishes_progress_and_the_rerun_continues() {
     );
 
     // A finished run is never appended to.
-    let id = text.split("\"run_id\": \"").nth(1).unwrap().split('"').next().unwrap();
+    let id = text
+        .split("\"run_id\": \"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
     let mut again = args.clone();
     again.extend(["--run-id".into(), id.to_string()]);
     let o = labelflow().args(&again).output().unwrap();
@@ -310,7 +358,11 @@ fn nothing_to_label_is_said_and_exits_2() {
     assert!(err.contains("4 objects listed"), "{err}");
     assert!(err.contains("4 by extension (reading png"), "{err}");
     assert!(err.contains("--allow-empty"), "{err}");
-    assert_eq!(err.lines().filter(|l| l.starts_with("error")).count(), 1, "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error")).count(),
+        1,
+        "{err}"
+    );
     args.push("--allow-empty".into());
     let o = labelflow().args(&args).output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
@@ -335,17 +387,34 @@ fn a_dynamic_class_dimension_that_disagrees_with_the_metadata_is_refused() {
     let mut g = GraphBuilder::new("dyn");
     g.input_f32(
         "pixels",
-        &[Dim::Param("batch".into()), Dim::Fixed(3), Dim::Param("h".into()), Dim::Param("w".into())],
+        &[
+            Dim::Param("batch".into()),
+            Dim::Fixed(3),
+            Dim::Param("h".into()),
+            Dim::Param("w".into()),
+        ],
     )
-    .output_f32("scores", &[Dim::Param("batch".into()), Dim::Param("classes".into())])
+    .output_f32(
+        "scores",
+        &[Dim::Param("batch".into()), Dim::Param("classes".into())],
+    )
     .node(
         "MaxPool",
         "pool",
         &["pixels"],
         &["pooled"],
-        vec![attr_ints("kernel_shape", &[4, 4]), attr_ints("strides", &[4, 4])],
+        vec![
+            attr_ints("kernel_shape", &[4, 4]),
+            attr_ints("strides", &[4, 4]),
+        ],
     )
-    .node("Flatten", "flat", &["pooled"], &["scores"], vec![attr_int("axis", 1)]);
+    .node(
+        "Flatten",
+        "flat",
+        &["pooled"],
+        &["scores"],
+        vec![attr_int("axis", 1)],
+    );
     // Twelve scores at crop 8, four names.
     let meta = vec![(
         "labelflow.classes".to_string(),
@@ -371,9 +440,16 @@ fn a_dynamic_class_dimension_that_disagrees_with_the_metadata_is_refused() {
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("disagrees with its metadata"), "{err}");
-    assert!(err.contains("returned 24 values for a batch of 2, expected 8"), "{err}");
+    assert!(
+        err.contains("returned 24 values for a batch of 2, expected 8"),
+        "{err}"
+    );
     assert!(err.contains("4 class names"), "{err}");
-    assert_eq!(err.lines().filter(|l| l.starts_with("error")).count(), 1, "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error")).count(),
+        1,
+        "{err}"
+    );
 }
 
 /// Planted secrets never reach logs (at the most verbose level), error messages,
@@ -381,7 +457,8 @@ fn a_dynamic_class_dimension_that_disagrees_with_the_metadata_is_refused() {
 #[test]
 fn secrets_never_appear_in_logs_errors_or_output() {
     const AWS_SECRET: &str = "plantedAwsSecret0123456789abcdefXYZ";
-    const SAS: &str = "sv=2022-11-02&ss=b&srt=co&sp=rl&se=2030-01-01T00:00:00Z&sig=plantedSasSignature0123456789";
+    const SAS: &str =
+        "sv=2022-11-02&ss=b&srt=co&sp=rl&se=2030-01-01T00:00:00Z&sig=plantedSasSignature0123456789";
     let dir = scratch("secrets");
     let input = dir.join("in");
     make_images(&input, 3);
@@ -423,14 +500,24 @@ fn secrets_never_appear_in_logs_errors_or_output() {
         ("AZURE_STORAGE_USE_EMULATOR", "true"),
         ("AZURITE_BLOB_STORAGE_URL", "http://127.0.0.1:9"),
     ];
-    assert_eq!(run(&az, &emulator, &mut everything), Some(2), "{everything}");
+    assert_eq!(
+        run(&az, &emulator, &mut everything),
+        Some(2),
+        "{everything}"
+    );
     assert!(run(&["doctor".to_string()], &[], &mut everything).is_some());
     for f in files_under(&out) {
         everything.push_str(&String::from_utf8_lossy(&std::fs::read(&f).unwrap()));
     }
     assert!(!everything.contains(AWS_SECRET), "AWS secret leaked");
-    assert!(!everything.contains("plantedSasSignature"), "SAS signature leaked");
-    assert!(everything.contains("batch written"), "the trace-level log was not captured");
+    assert!(
+        !everything.contains("plantedSasSignature"),
+        "SAS signature leaked"
+    );
+    assert!(
+        everything.contains("batch written"),
+        "the trace-level log was not captured"
+    );
 }
 
 /// An S3 URL with no credentials anywhere: one message saying which variables to set,
@@ -466,9 +553,16 @@ fn missing_aws_credentials_are_one_message_naming_the_variables() {
         .unwrap();
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
-    assert_eq!(err.lines().filter(|l| l.starts_with("error")).count(), 1, "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error")).count(),
+        1,
+        "{err}"
+    );
     assert!(err.contains("no credentials found"), "{err}");
     assert!(err.contains("AWS_ACCESS_KEY_ID"), "{err}");
     assert!(err.contains("s3://some-bucket/photos"), "{err}");
-    assert!(err.matches("127.0.0.1:9").count() <= 1, "the cause is said once: {err}");
+    assert!(
+        err.matches("127.0.0.1:9").count() <= 1,
+        "the cause is said once: {err}"
+    );
 }
