@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::decode::DEFAULT_MAX_PIXELS;
 use crate::error::{Error, Result};
-use crate::preprocess::{ChannelOrder, Layout, PixelRange, PreprocessSpec, Tta};
+pub use crate::preprocess::PreprocessOverrides;
+use crate::preprocess::{PreprocessSpec, Tta};
 use crate::runtime::Device;
 use crate::sink::SinkOptions;
 use crate::source::{Selection, Shard, DEFAULT_EXTENSIONS};
@@ -67,57 +68,6 @@ pub struct ModelConfig {
     /// Test-time augmentation: `none` (default) or `10crop` (four corners, centre and
     /// their mirrors; softmax averaged — ten times the inference work).
     pub tta: Option<Tta>,
-}
-
-/// `[preprocess]`: overrides of the model's declared preprocessing.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PreprocessOverrides {
-    pub resize: Option<u32>,
-    pub crop: Option<u32>,
-    pub mean: Option<[f32; 3]>,
-    pub std: Option<[f32; 3]>,
-    pub channel_order: Option<ChannelOrder>,
-    pub layout: Option<Layout>,
-    pub pixel_range: Option<PixelRange>,
-}
-
-impl PreprocessOverrides {
-    /// Layer `over` on top of `self` (fields set in `over` win).
-    pub fn merged(self, over: PreprocessOverrides) -> Self {
-        Self {
-            resize: over.resize.or(self.resize),
-            crop: over.crop.or(self.crop),
-            mean: over.mean.or(self.mean),
-            std: over.std.or(self.std),
-            channel_order: over.channel_order.or(self.channel_order),
-            layout: over.layout.or(self.layout),
-            pixel_range: over.pixel_range.or(self.pixel_range),
-        }
-    }
-
-    /// Apply to a base spec. When only the crop is overridden, the resize keeps the
-    /// base's resize/crop ratio (256/224 for ImageNet models).
-    pub fn apply(&self, base: PreprocessSpec) -> PreprocessSpec {
-        let crop = self.crop.unwrap_or(base.crop);
-        let resize = self.resize.unwrap_or_else(|| {
-            if self.crop.is_some() && base.crop > 0 {
-                ((f64::from(crop) * f64::from(base.resize) / f64::from(base.crop)).round() as u32)
-                    .max(crop)
-            } else {
-                base.resize
-            }
-        });
-        PreprocessSpec {
-            resize,
-            crop,
-            mean: self.mean.unwrap_or(base.mean),
-            std: self.std.unwrap_or(base.std),
-            channel_order: self.channel_order.unwrap_or(base.channel_order),
-            layout: self.layout.unwrap_or(base.layout),
-            pixel_range: self.pixel_range.unwrap_or(base.pixel_range),
-        }
-    }
 }
 
 /// `[output]`: where predictions go.

@@ -11,16 +11,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
+use crate::onnx::metadata;
 use crate::preprocess::{Layout, PreprocessSpec};
 use crate::runtime::{self, Device};
-
-/// Metadata keys the project's models carry (see `labelflow model init`).
-pub mod keys {
-    pub const CLASSES: &str = "labelflow.classes";
-    pub const PREPROCESS: &str = "labelflow.preprocess";
-    pub const OUTPUT: &str = "labelflow.output";
-    pub const ARCHITECTURE: &str = "labelflow.architecture";
-}
 
 /// Whether the model's output is raw scores or already probabilities.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,13 +258,8 @@ pub fn describe(model: &ModelBytes, session: &Session) -> Result<ModelInfo> {
     };
 
     let meta = session.metadata().map_err(|e| bad(e.to_string()))?;
-    let classes: Option<Vec<String>> = match meta.custom(keys::CLASSES) {
-        Some(json) => Some(serde_json::from_str(&json).map_err(|e| {
-            bad(format!(
-                "metadata {} is not a JSON list of names: {e}",
-                keys::CLASSES
-            ))
-        })?),
+    let classes = match meta.custom(metadata::CLASSES) {
+        Some(json) => Some(metadata::classes_from_json(&json).map_err(|e| bad(e.to_string()))?),
         None => None,
     };
     let classes = match (classes, out_classes) {
@@ -290,16 +278,15 @@ pub fn describe(model: &ModelBytes, session: &Session) -> Result<ModelInfo> {
             ))
         }
     };
-    let preprocess = match meta.custom(keys::PREPROCESS) {
-        Some(json) => Some(
-            parse_preprocess(&json)
-                .map_err(|e| bad(format!("metadata {} is not valid: {e}", keys::PREPROCESS)))?,
-        ),
+    let preprocess = match meta.custom(metadata::PREPROCESS) {
+        Some(json) => {
+            Some(metadata::preprocess_from_json(&json).map_err(|e| bad(e.to_string()))?)
+        }
         None => None,
     };
-    let output_kind = match meta.custom(keys::OUTPUT).as_deref() {
-        Some("logits") => OutputKind::Logits,
-        Some("probabilities") | Some("probs") => OutputKind::Probabilities,
+    let output_kind = match meta.custom(metadata::OUTPUT).as_deref() {
+        Some(metadata::OUTPUT_LOGITS) => OutputKind::Logits,
+        Some(metadata::OUTPUT_PROBABILITIES) | Some("probs") => OutputKind::Probabilities,
         _ => OutputKind::Unknown,
     };
     Ok(ModelInfo {
@@ -313,31 +300,6 @@ pub fn describe(model: &ModelBytes, session: &Session) -> Result<ModelInfo> {
         classes,
         output_kind,
         preprocess,
-    })
-}
-
-/// The model metadata's preprocessing object; missing fields take ImageNet defaults.
-pub fn parse_preprocess(json: &str) -> std::result::Result<PreprocessSpec, String> {
-    #[derive(serde::Deserialize)]
-    struct Partial {
-        resize: Option<u32>,
-        crop: Option<u32>,
-        mean: Option<[f32; 3]>,
-        std: Option<[f32; 3]>,
-        channel_order: Option<crate::preprocess::ChannelOrder>,
-        layout: Option<Layout>,
-        pixel_range: Option<crate::preprocess::PixelRange>,
-    }
-    let p: Partial = serde_json::from_str(json).map_err(|e| e.to_string())?;
-    let d = PreprocessSpec::default();
-    Ok(PreprocessSpec {
-        resize: p.resize.unwrap_or(d.resize),
-        crop: p.crop.unwrap_or(d.crop),
-        mean: p.mean.unwrap_or(d.mean),
-        std: p.std.unwrap_or(d.std),
-        channel_order: p.channel_order.unwrap_or(d.channel_order),
-        layout: p.layout.unwrap_or(d.layout),
-        pixel_range: p.pixel_range.unwrap_or(d.pixel_range),
     })
 }
 
@@ -695,15 +657,5 @@ mod tests {
                 score: 0.7
             }
         );
-    }
-
-    #[test]
-    fn preprocess_metadata_fills_defaults() {
-        let p = parse_preprocess(r#"{"crop": 64, "resize": 73, "channel_order": "bgr"}"#).unwrap();
-        assert_eq!(p.crop, 64);
-        assert_eq!(p.resize, 73);
-        assert_eq!(p.channel_order, crate::preprocess::ChannelOrder::Bgr);
-        assert_eq!(p.mean, PreprocessSpec::default().mean);
-        assert!(parse_preprocess(r#"{"crop": "big"}"#).is_err());
     }
 }

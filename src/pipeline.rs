@@ -170,14 +170,12 @@ pub fn load_model(plan: &RunPlan) -> Result<LoadedModel> {
     };
     let (first, device) = infer::build_session_on(&bytes, &opts)?;
     let info = infer::describe(&bytes, &first)?;
-    let mut base = info.preprocess.clone().unwrap_or_default();
-    if info.preprocess.is_none() {
-        base.layout = info.layout;
-        if let Some(size) = info.input_size {
-            base.resize = ((f64::from(size) * 256.0 / 224.0).round() as u32).max(size);
-            base.crop = size;
-        }
-    }
+    let base = info.preprocess.clone().unwrap_or_else(|| PreprocessSpec {
+        layout: info.layout,
+        ..info
+            .input_size
+            .map_or_else(PreprocessSpec::default, PreprocessSpec::imagenet)
+    });
     let spec = plan.preprocess.apply(base);
     spec.validate()?;
     infer::check_spec(&bytes, &info, &spec)?;

@@ -97,39 +97,120 @@ impl std::fmt::Display for Tta {
 /// Largest accepted `crop`: preprocessing buffers are `crop`² pixels per view.
 pub const MAX_CROP: u32 = 8192;
 
-/// Everything preprocessing needs to know. Defaults are ImageNet's.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PreprocessSpec {
-    /// Length the shorter image side is resized to.
-    pub resize: u32,
-    /// Side of the square centre crop taken after resizing (the model's input size).
-    pub crop: u32,
-    /// Per-channel mean, in RGB order, in the units of `pixel_range` (0–1 for `unit`,
-    /// 0–255 for `byte`, e.g. Caffe's `[123.68, 116.78, 103.94]`).
-    pub mean: [f32; 3],
-    /// Per-channel standard deviation, in RGB order, in the same units.
-    pub std: [f32; 3],
-    pub channel_order: ChannelOrder,
-    pub layout: Layout,
-    pub pixel_range: PixelRange,
+/// Defines [`PreprocessSpec`] and [`PreprocessOverrides`] from one field list, so the
+/// two can never disagree about which settings exist.
+macro_rules! preprocess_settings {
+    ($( $(#[$doc:meta])* $field:ident : $ty:ty = $default:expr ),+ $(,)?) => {
+        /// Everything preprocessing needs to know; defaults are ImageNet's.
+        ///
+        /// Its JSON form is the contract stored in a model's `labelflow.preprocess`
+        /// metadata ([`crate::onnx::metadata::PREPROCESS`]): fields in this order, a field
+        /// left out takes its default, an unknown field is refused.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct PreprocessSpec {
+            $( $(#[$doc])* pub $field: $ty, )+
+        }
+
+        impl Default for PreprocessSpec {
+            fn default() -> Self {
+                Self { $( $field: $default, )+ }
+            }
+        }
+
+        /// Settings that replace those of a [`PreprocessSpec`] (the pipeline file's
+        /// `[preprocess]` table and the `run` flags): the same fields, each optional.
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct PreprocessOverrides {
+            $( $(#[$doc])* #[serde(default, skip_serializing_if = "Option::is_none")] pub $field: Option<$ty>, )+
+        }
+
+        impl PreprocessOverrides {
+            /// Layer `over` on top of `self` (fields set in `over` win).
+            pub fn merged(self, over: PreprocessOverrides) -> Self {
+                Self { $( $field: over.$field.or(self.$field), )+ }
+            }
+
+            /// Every field set here replaces the base's.
+            fn replace(&self, base: PreprocessSpec) -> PreprocessSpec {
+                PreprocessSpec { $( $field: self.$field.unwrap_or(base.$field), )+ }
+            }
+        }
+    };
 }
 
-impl Default for PreprocessSpec {
-    fn default() -> Self {
-        Self {
-            resize: 256,
-            crop: 224,
-            mean: [0.485, 0.456, 0.406],
-            std: [0.229, 0.224, 0.225],
-            channel_order: ChannelOrder::Rgb,
-            layout: Layout::Nchw,
-            pixel_range: PixelRange::Unit,
+preprocess_settings! {
+    /// Length the shorter image side is resized to.
+    resize: u32 = IMAGENET_RESIZE,
+    /// Side of the square centre crop taken after resizing (the model's input size).
+    crop: u32 = IMAGENET_CROP,
+    /// Per-channel mean, in RGB order, in the units of `pixel_range` (0–1 for `unit`,
+    /// 0–255 for `byte`, e.g. Caffe's `[123.68, 116.78, 103.94]`).
+    mean: [f32; 3] = IMAGENET_MEAN,
+    /// Per-channel standard deviation, in RGB order, in the same units.
+    std: [f32; 3] = IMAGENET_STD,
+    /// `rgb` or `bgr`.
+    channel_order: ChannelOrder = ChannelOrder::Rgb,
+    /// `nchw` or `nhwc`.
+    layout: Layout = Layout::Nchw,
+    /// `unit` (pixels in 0–1 before normalising) or `byte` (0–255).
+    pixel_range: PixelRange = PixelRange::Unit,
+}
+
+/// torchvision's ImageNet evaluation transform: `Resize(256)`, `CenterCrop(224)`.
+const IMAGENET_RESIZE: u32 = 256;
+const IMAGENET_CROP: u32 = 224;
+const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+impl PreprocessOverrides {
+    /// Apply to a base spec. When only the crop is overridden, the resize keeps the
+    /// base's resize/crop ratio (256/224 for ImageNet models).
+    pub fn apply(&self, base: PreprocessSpec) -> PreprocessSpec {
+        let mut spec = self.replace(base.clone());
+        if self.resize.is_none() && self.crop.is_some() {
+            spec.resize = scaled_resize(spec.crop, base.resize, base.crop);
         }
+        spec
     }
 }
 
+/// The resize that keeps `resize_ref / crop_ref` for a crop of `crop` pixels (never
+/// below the crop).
+fn scaled_resize(crop: u32, resize_ref: u32, crop_ref: u32) -> u32 {
+    if crop_ref == 0 {
+        return resize_ref.max(crop);
+    }
+    let r = (f64::from(crop) * f64::from(resize_ref) / f64::from(crop_ref)).round();
+    // At most MAX_CROP · u32::MAX, far inside f64's exact range; saturate above u32.
+    (r.min(f64::from(u32::MAX)) as u32).max(crop)
+}
+
 impl PreprocessSpec {
+    /// torchvision's ImageNet evaluation transform for a `crop`-pixel input: resize the
+    /// shorter side to `round(crop · 256 / 224)`, centre crop, ImageNet mean and std on
+    /// 0–1 RGB, NCHW. The one place the 256/224 rule lives.
+    pub fn imagenet(crop: u32) -> Self {
+        PreprocessSpec {
+            resize: scaled_resize(crop, IMAGENET_RESIZE, IMAGENET_CROP),
+            crop,
+            ..PreprocessSpec::default()
+        }
+    }
+
+    /// The JSON text stored under [`crate::onnx::metadata::PREPROCESS`].
+    pub fn to_json(&self) -> String {
+        // Serialising a struct of numbers and unit enums cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Parses the JSON text stored under [`crate::onnx::metadata::PREPROCESS`]; fields
+    /// left out take ImageNet's values, unknown fields are refused.
+    pub fn from_json(text: &str) -> std::result::Result<Self, String> {
+        serde_json::from_str(text).map_err(|e| e.to_string())
+    }
+
     /// Checks the values make sense; the message names the field to fix.
     pub fn validate(&self) -> Result<()> {
         if self.crop == 0 {

@@ -1,11 +1,13 @@
 //! The `metadata_props` contract between the models this project writes and the code
 //! that runs them. Keys and value formats here must not change silently.
 
-use serde::{Deserialize, Serialize};
+use crate::preprocess::PreprocessSpec;
+#[doc(hidden)]
+pub use crate::preprocess::PreprocessSpec as Preprocess;
 
 /// JSON array of class-name strings; its length is the model's number of outputs.
 pub const CLASSES: &str = "labelflow.classes";
-/// JSON object describing the input transform: see [`Preprocess`].
+/// JSON object describing the input transform: [`PreprocessSpec`]'s serde form.
 pub const PREPROCESS: &str = "labelflow.preprocess";
 /// What the output tensor holds; always `"logits"` for models made here.
 pub const OUTPUT: &str = "labelflow.output";
@@ -20,60 +22,21 @@ pub const SEED: &str = "labelflow.seed";
 
 /// The value of [`OUTPUT`] for models whose output is unnormalised class scores.
 pub const OUTPUT_LOGITS: &str = "logits";
+/// The value of [`OUTPUT`] for models whose output already sums to 1 per row
+/// (`"probs"` is read as the same).
+pub const OUTPUT_PROBABILITIES: &str = "probabilities";
 
-/// How an image becomes model input: resize the short side to `resize`, centre-crop
-/// `crop`×`crop`, scale pixels to `pixel_range`, subtract `mean` and divide by `std` per
-/// channel, and lay out as `layout` in `channel_order`.
-///
-/// Serialised as the JSON object stored under [`PREPROCESS`], fields in this order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Preprocess {
-    /// Target length of the shorter image side before cropping.
-    pub resize: u32,
-    /// Side of the square centre crop; equals the model's input size.
-    pub crop: u32,
-    /// Per-channel mean subtracted after scaling to `pixel_range`.
-    pub mean: [f32; 3],
-    /// Per-channel standard deviation divided by after subtracting `mean`.
-    pub std: [f32; 3],
-    /// `"rgb"` or `"bgr"`.
-    pub channel_order: String,
-    /// `"nchw"` or `"nhwc"`.
-    pub layout: String,
-    /// `"unit"` (pixels in 0–1 before normalising) or `"byte"` (0–255).
-    pub pixel_range: String,
+/// The value stored under [`PREPROCESS`] (see [`PreprocessSpec`]'s JSON form).
+pub fn preprocess_to_json(spec: &PreprocessSpec) -> String {
+    spec.to_json()
 }
 
-impl Preprocess {
-    /// torchvision's ImageNet evaluation transform for a `crop`-pixel input: resize to
-    /// `round(crop · 256 / 224)`, centre crop, ImageNet mean/std on 0–1 RGB, NCHW.
-    pub fn imagenet(crop: u32) -> Self {
-        let resize = (f64::from(crop) * 256.0 / 224.0).round() as u32;
-        Preprocess {
-            resize,
-            crop,
-            mean: [0.485, 0.456, 0.406],
-            std: [0.229, 0.224, 0.225],
-            channel_order: "rgb".to_owned(),
-            layout: "nchw".to_owned(),
-            pixel_range: "unit".to_owned(),
-        }
-    }
-
-    /// The JSON text stored under [`PREPROCESS`].
-    pub fn to_json(&self) -> String {
-        // Serialising a struct of numbers and strings cannot fail.
-        serde_json::to_string(self).unwrap_or_default()
-    }
-
-    /// Parses the JSON text stored under [`PREPROCESS`].
-    pub fn from_json(text: &str) -> Result<Self, super::OnnxError> {
-        serde_json::from_str(text).map_err(|e| super::OnnxError::Metadata {
-            key: PREPROCESS.to_owned(),
-            reason: e.to_string(),
-        })
-    }
+/// Parses the value stored under [`PREPROCESS`].
+pub fn preprocess_from_json(text: &str) -> Result<PreprocessSpec, super::OnnxError> {
+    PreprocessSpec::from_json(text).map_err(|reason| super::OnnxError::Metadata {
+        key: PREPROCESS.to_owned(),
+        reason,
+    })
 }
 
 /// The JSON text stored under [`CLASSES`].
@@ -96,11 +59,23 @@ mod tests {
     #[test]
     fn preprocess_json_is_the_documented_contract() {
         assert_eq!(
-            Preprocess::imagenet(224).to_json(),
+            preprocess_to_json(&PreprocessSpec::imagenet(224)),
             r#"{"resize":256,"crop":224,"mean":[0.485,0.456,0.406],"std":[0.229,0.224,0.225],"channel_order":"rgb","layout":"nchw","pixel_range":"unit"}"#
         );
-        assert_eq!(Preprocess::imagenet(64).resize, 73);
-        let back = Preprocess::from_json(&Preprocess::imagenet(96).to_json()).unwrap();
-        assert_eq!(back, Preprocess::imagenet(96));
+        assert_eq!(PreprocessSpec::imagenet(64).resize, 73);
+        let back = preprocess_from_json(&preprocess_to_json(&PreprocessSpec::imagenet(96))).unwrap();
+        assert_eq!(back, PreprocessSpec::imagenet(96));
+        // Fields left out take ImageNet's values; unknown fields and bad values are refused,
+        // naming the key.
+        let partial = preprocess_from_json(r#"{"crop": 64, "resize": 73, "channel_order": "bgr"}"#).unwrap();
+        assert_eq!(partial.crop, 64);
+        assert_eq!(partial.channel_order, crate::preprocess::ChannelOrder::Bgr);
+        assert_eq!(partial.mean, PreprocessSpec::default().mean);
+        for bad in [r#"{"crop": "big"}"#, r#"{"crop": 64, "interpolation": "bicubic"}"#] {
+            let e = preprocess_from_json(bad).unwrap_err().to_string();
+            assert!(e.contains(PREPROCESS), "{e}");
+        }
+        let unknown = preprocess_from_json(r#"{"interpolation": "bicubic"}"#).unwrap_err().to_string();
+        assert!(unknown.contains("interpolation"), "{unknown}");
     }
 }

@@ -6,7 +6,8 @@
 //!   He-initialised weights, and detection of an AlexNet in a model read back.
 //! - [`reader`]: a model file back into metadata, input/output shapes and f32
 //!   initializers by name.
-//! - [`metadata`]: the `metadata_props` keys the inference code reads — a contract.
+//! - [`metadata`]: the `metadata_props` keys and value formats the inference code
+//!   reads — a contract, defined only there.
 //!
 //! Errors are [`OnnxError`]; at the crate boundary they become
 //! [`crate::Error::Model`] through `From`.

@@ -128,10 +128,10 @@ impl OnnxModel {
     }
 
     /// The input transform stored under [`metadata::PREPROCESS`], if the model has one.
-    pub fn preprocess(&self) -> Result<Option<metadata::Preprocess>, OnnxError> {
+    pub fn preprocess(&self) -> Result<Option<crate::preprocess::PreprocessSpec>, OnnxError> {
         self.metadata
             .get(metadata::PREPROCESS)
-            .map(|text| metadata::Preprocess::from_json(text))
+            .map(|text| metadata::preprocess_from_json(text))
             .transpose()
     }
 

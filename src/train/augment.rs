@@ -13,7 +13,6 @@
 //!   covariance and αᵢ ~ N(0, σ²) drawn once per image.
 
 use crate::decode::RgbImage;
-use crate::onnx::Preprocess;
 use crate::preprocess::{PreprocessSpec, Preprocessor};
 use crate::Result;
 
@@ -40,55 +39,9 @@ impl Default for AugmentConfig {
     }
 }
 
-/// A small, seedable random source (SplitMix64): the same seed gives the same crops,
-/// flips and shuffles on every machine.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    /// A generator for `stream` (e.g. an epoch) derived from `seed`.
-    pub fn derive(seed: u64, stream: u64) -> Self {
-        let mut r = Rng(seed ^ stream.wrapping_mul(0xD6E8_FEB8_6659_FD93));
-        r.next_u64();
-        r
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n` > 0).
-    pub fn below(&mut self, n: usize) -> usize {
-        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
-    }
-
-    /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Standard normal (Box–Muller).
-    pub fn normal(&mut self) -> f64 {
-        let u1 = 1.0 - self.unit();
-        let u2 = self.unit();
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-    }
-
-    /// Fisher–Yates shuffle.
-    pub fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            items.swap(i, self.below(i + 1));
-        }
-    }
-}
+/// The seeded generator of shuffles, crops, flips and lighting: the same seed gives
+/// the same augmentation on every machine.
+pub use crate::stable::SplitMix64 as Rng;
 
 /// Eigenvalues and unit eigenvectors of the RGB covariance (pixels in 0–1).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -198,14 +151,7 @@ pub struct Augmenter {
 /// The batch job's preprocessing for a model with `input_size` pixels (what the
 /// exported model's metadata says).
 pub fn eval_spec(input_size: usize) -> PreprocessSpec {
-    let p = Preprocess::imagenet(u32::try_from(input_size).unwrap_or(u32::MAX));
-    PreprocessSpec {
-        resize: p.resize,
-        crop: p.crop,
-        mean: p.mean,
-        std: p.std,
-        ..Default::default()
-    }
+    PreprocessSpec::imagenet(u32::try_from(input_size).unwrap_or(u32::MAX))
 }
 
 impl Augmenter {

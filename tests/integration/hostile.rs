@@ -27,22 +27,11 @@ enum Expect {
     Either,
 }
 
-/// Seeded xorshift, so a failure reproduces.
-struct Rng(u64);
+/// The project's seeded generator, so a failure reproduces.
+type Rng = labelflow::stable::SplitMix64;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
+fn random_bytes(rng: &mut Rng, n: usize) -> Vec<u8> {
+    (0..n).map(|_| rng.next_u64() as u8).collect()
 }
 
 fn pattern_png(width: u32, height: u32) -> Vec<u8> {
@@ -183,7 +172,7 @@ fn write_hostile_files(dir: &Path) -> BTreeMap<String, Expect> {
     }
 
     // Random byte flips.
-    let mut rng = Rng(0x5EED_F11B);
+    let mut rng = Rng::new(0x5EED_F11B);
     for v in 0..30 {
         let mut bytes = photo.clone();
         for _ in 0..1 + rng.below(8) {
@@ -206,7 +195,7 @@ fn write_hostile_files(dir: &Path) -> BTreeMap<String, Expect> {
         for v in 0..3 {
             let mut bytes = magic.to_vec();
             let n = 512 + rng.below(4096);
-            bytes.extend(rng.bytes(n));
+            bytes.extend(random_bytes(&mut rng, n));
             let key = format!("noise/{ext}_{v}.{ext}");
             write(dir, &key, &bytes);
             files.insert(key, Expect::Either);
