@@ -1,6 +1,10 @@
 //! Criterion benches of the CPU stages: decode, preprocess, softmax + top-k.
 //! The end-to-end comparison with inference is `labelflow bench`.
 
+// Criterion's closures return nothing: a fixture that fails to load or decode is a
+// broken bench and stops it with a message saying which step.
+#![allow(clippy::expect_used)]
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use labelflow::decode::{decode, DecodeLimits};
 use labelflow::infer::{top_k, OutputKind};

@@ -8,6 +8,7 @@
 //!     tests/data/fashion/train tests/data/fashion/val out/example-train
 //! ```
 
+use anyhow::Context;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -39,7 +40,10 @@ async fn main() -> anyhow::Result<()> {
         ..TrainConfig::default()
     };
     let report = train::train(&config, Arc::new(NoTrainProgress)).await?;
-    let last = report.metrics.last().expect("at least one epoch");
+    let last = report
+        .metrics
+        .last()
+        .context("the training run reported no epoch")?;
     println!(
         "trained {} ({} classes): validation top-1 {:.2} after {} epochs",
         report.model.display(),

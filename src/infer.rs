@@ -279,9 +279,7 @@ pub fn describe(model: &ModelBytes, session: &Session) -> Result<ModelInfo> {
         }
     };
     let preprocess = match meta.custom(metadata::PREPROCESS) {
-        Some(json) => {
-            Some(metadata::preprocess_from_json(&json).map_err(|e| bad(e.to_string()))?)
-        }
+        Some(json) => Some(metadata::preprocess_from_json(&json).map_err(|e| bad(e.to_string()))?),
         None => None,
     };
     let output_kind = match meta.custom(metadata::OUTPUT).as_deref() {

@@ -1,5 +1,9 @@
 //! Integration tests: one binary, one module per concern.
 
+// A failed step in a test is a failed test: helpers as well as `#[test]` functions may
+// unwrap (clippy.toml allows it only inside the tests themselves).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod integration {
     pub mod common;
     mod decode;

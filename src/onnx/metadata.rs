@@ -63,19 +63,26 @@ mod tests {
             r#"{"resize":256,"crop":224,"mean":[0.485,0.456,0.406],"std":[0.229,0.224,0.225],"channel_order":"rgb","layout":"nchw","pixel_range":"unit"}"#
         );
         assert_eq!(PreprocessSpec::imagenet(64).resize, 73);
-        let back = preprocess_from_json(&preprocess_to_json(&PreprocessSpec::imagenet(96))).unwrap();
+        let back =
+            preprocess_from_json(&preprocess_to_json(&PreprocessSpec::imagenet(96))).unwrap();
         assert_eq!(back, PreprocessSpec::imagenet(96));
         // Fields left out take ImageNet's values; unknown fields and bad values are refused,
         // naming the key.
-        let partial = preprocess_from_json(r#"{"crop": 64, "resize": 73, "channel_order": "bgr"}"#).unwrap();
+        let partial =
+            preprocess_from_json(r#"{"crop": 64, "resize": 73, "channel_order": "bgr"}"#).unwrap();
         assert_eq!(partial.crop, 64);
         assert_eq!(partial.channel_order, crate::preprocess::ChannelOrder::Bgr);
         assert_eq!(partial.mean, PreprocessSpec::default().mean);
-        for bad in [r#"{"crop": "big"}"#, r#"{"crop": 64, "interpolation": "bicubic"}"#] {
+        for bad in [
+            r#"{"crop": "big"}"#,
+            r#"{"crop": 64, "interpolation": "bicubic"}"#,
+        ] {
             let e = preprocess_from_json(bad).unwrap_err().to_string();
             assert!(e.contains(PREPROCESS), "{e}");
         }
-        let unknown = preprocess_from_json(r#"{"interpolation": "bicubic"}"#).unwrap_err().to_string();
+        let unknown = preprocess_from_json(r#"{"interpolation": "bicubic"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(unknown.contains("interpolation"), "{unknown}");
     }
 }

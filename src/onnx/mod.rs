@@ -113,3 +113,37 @@ pub fn model_error(path: &Path, err: OnnxError) -> crate::Error {
         reason,
     }
 }
+
+/// Writes a new AlexNet with seeded random weights to `out` (`labelflow model init`):
+/// checks the options, draws the weights, creates the folder, writes the file with
+/// `classes` and the ImageNet preprocessing in its metadata. Returns the file's sha256.
+pub fn init_alexnet(out: &Path, spec: &AlexNetSpec, classes: &[String]) -> crate::Result<String> {
+    let to_err = |e| model_error(out, e);
+    spec.validate().map_err(to_err)?;
+    let weights = spec.random_weights().map_err(to_err)?;
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| crate::Error::io(format!("creating {}", dir.display()), e))?;
+    }
+    alexnet::write_alexnet(out, spec, &weights, classes).map_err(to_err)
+}
+
+/// Class names from a text file, one per line (blank lines and surrounding spaces
+/// ignored); an empty file is an error naming it.
+pub fn read_class_names(path: &Path) -> crate::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| crate::Error::io(format!("reading class names from {}", path.display()), e))?;
+    let names: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    if names.is_empty() {
+        return Err(crate::Error::Config(format!(
+            "{} holds no class names (one per line expected)",
+            path.display()
+        )));
+    }
+    Ok(names)
+}

@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::prelude::{DataFrame, SessionContext};
-use labelflow::query::{self, NamedQuery, OutputFormat, QueryArgs};
+use labelflow::query::{self, NamedQuery, TextFormat};
 use labelflow::store::Location;
 use object_store::{ObjectStore, ObjectStoreExt};
 
-use super::common::{create_bucket, require_s3_endpoint};
+use super::common::{create_bucket, labelflow, require_s3_endpoint};
 
 const RUN_A: &str = "20261127T213000Z-ab12cd";
 const RUN_B: &str = "20261201T090000Z-ef34aa";
@@ -43,7 +43,7 @@ async fn context() -> SessionContext {
 async fn csv(df: DataFrame) -> String {
     let stream = df.execute_stream().await.unwrap();
     let mut out = Vec::new();
-    query::write_text(stream, OutputFormat::Csv, &mut out)
+    query::write_text(stream, TextFormat::Csv, &mut out)
         .await
         .unwrap();
     String::from_utf8(out).unwrap()
@@ -327,32 +327,39 @@ async fn extra_tables_join_the_predictions() {
     assert!(err.contains("/no/such/labels.csv"), "{err}");
 }
 
-fn args(data: &Path) -> QueryArgs {
-    QueryArgs {
-        data: data.to_str().unwrap().to_string(),
-        sql: None,
-        name: None,
-        file: None,
-        params: vec![],
-        tables: vec![],
-        format: None,
-        out: None,
-        sql_dir: None,
-        list: false,
-    }
+/// `labelflow query --data <fixture> ARGS…`: exit code, stdout, stderr.
+fn query_command(args: &[&str]) -> (i32, String, String) {
+    let out = labelflow()
+        .arg("query")
+        .arg("--data")
+        .arg(fixture())
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
-#[tokio::test]
-async fn parquet_output_streams_to_a_file() {
+#[test]
+fn parquet_output_streams_to_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("reports/review.parquet");
-    let mut a = args(&fixture());
-    a.name = Some("low_confidence".into());
-    a.params = vec![("threshold".into(), "0.5".into())];
-    a.out = Some(out.to_str().unwrap().to_string());
-    let outcome = query::execute(a).await.unwrap();
-    assert_eq!(outcome.rows, 7);
-    assert!(outcome.out.unwrap().ends_with("reports/review.parquet"));
+    let (code, _, err) = query_command(&[
+        "--name",
+        "low_confidence",
+        "--param",
+        "threshold=0.5",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("wrote 7 rows") && err.contains("reports/review.parquet"),
+        "{err}"
+    );
 
     let file = std::fs::File::open(&out).unwrap();
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
@@ -363,27 +370,29 @@ async fn parquet_output_streams_to_a_file() {
     assert_eq!(rows, 7);
 }
 
-#[tokio::test]
-async fn the_command_reports_bad_names_and_flags() {
-    let mut a = args(&fixture());
-    a.name = Some("class_count".into());
-    a.format = Some(OutputFormat::Csv);
-    let err = query::execute(a).await.unwrap_err().to_string();
+#[test]
+fn the_command_prints_results_and_reports_bad_names_and_flags() {
+    let (code, stdout, err) = query_command(&[
+        "--format",
+        "csv",
+        "SELECT count(*) AS n FROM latest; SELECT 2 AS two",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(stdout, "n\n20\ntwo\n2\n");
+
+    let (code, _, err) = query_command(&["--name", "class_count", "--format", "csv"]);
+    assert_eq!(code, 2);
     assert!(
         err.contains("class_count") && err.contains("class_counts"),
         "{err}"
     );
 
-    let mut a = args(&fixture());
-    a.name = Some("class_counts".into());
-    a.format = Some(OutputFormat::Parquet);
-    let err = query::execute(a).await.unwrap_err().to_string();
+    let (code, _, err) = query_command(&["--name", "class_counts", "--format", "parquet"]);
+    assert_eq!(code, 2);
     assert!(err.contains("--out"), "{err}");
 
-    let mut a = args(&fixture());
-    a.name = Some("confusion".into());
-    a.format = Some(OutputFormat::Csv);
-    let err = query::execute(a).await.unwrap_err().to_string();
+    let (code, _, err) = query_command(&["--name", "confusion", "--format", "csv"]);
+    assert_eq!(code, 2);
     assert!(err.contains("confusion") && err.contains("truth"), "{err}");
 }
 

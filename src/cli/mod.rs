@@ -1,4 +1,13 @@
-//! Command-line interface (clap derive). The binary's `main` dispatches these.
+//! The command line: clap's definitions here, one module per command beside them.
+//! Everything that reads flags, prints, draws progress or watches signals lives under
+//! `cli/`; the library never does.
+
+pub mod doctor;
+pub mod model;
+pub mod progress;
+pub mod query;
+pub mod run;
+pub mod train;
 
 use std::path::PathBuf;
 
@@ -39,7 +48,7 @@ pub enum Command {
     /// Check a pipeline file (and flags) without running it.
     Validate(RunArgs),
     /// Ask SQL questions of a predictions dataset.
-    Query(labelflow::query::QueryArgs),
+    Query(query::QueryArgs),
     /// Make or inspect ONNX models.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -49,10 +58,10 @@ pub enum Command {
     Bench(BenchArgs),
     /// Train AlexNet on labelled images (or only its last layer) and export ONNX.
     #[cfg(feature = "train")]
-    Train(crate::train_cli::TrainArgs),
+    Train(train::TrainArgs),
     /// Train AlexNet on labelled images (not in this build: see `labelflow train`).
     #[cfg(not(feature = "train"))]
-    Train(crate::train_cli::TrainUnavailable),
+    Train(train::TrainUnavailable),
 }
 
 #[derive(Debug, Args)]
@@ -335,7 +344,7 @@ pub struct ModelInitArgs {
     pub class_names: Option<PathBuf>,
     /// torchvision (default) or paper (2012 layout with LRN and grouped convolutions).
     #[arg(long, default_value = "torchvision")]
-    pub variant: String,
+    pub variant: labelflow::onnx::Variant,
     /// Channel multiplier (1.0 = published sizes).
     #[arg(long, default_value_t = 1.0)]
     pub width: f32,

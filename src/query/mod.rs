@@ -10,15 +10,16 @@
 //!
 //! [`register_table`] adds more tables (Parquet, CSV, JSON lines), e.g. human labels.
 //! The named queries of `sql/` are built into the binary ([`NamedQuery`]); their
-//! parameters are bound as typed placeholders. Results stream to the output
-//! ([`OutputFormat`]); nothing collects a whole result to print it.
+//! parameters are bound as typed placeholders. Every result is a stream of record
+//! batches ([`sql`], [`named`], [`Statements`]); [`write_text`] and [`write_parquet`]
+//! write a stream as it arrives. Nothing here prints or reads a terminal: that is the
+//! command line's job.
 
 mod named;
-mod output;
-mod prompt;
+mod parquet_file;
+mod text;
 
-use std::io::{IsTerminal, Read};
-use std::path::PathBuf;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use arrow::datatypes::DataType;
@@ -27,6 +28,7 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::{
     CsvReadOptions, DataFrame, JsonReadOptions, ParquetReadOptions, SessionConfig, SessionContext,
 };
@@ -38,7 +40,8 @@ use url::Url;
 pub use named::{
     bind, declared_params, infer_params, parse_param_arg, NamedQuery, ParamSpec, ParamType,
 };
-pub use output::{write_parquet, write_text, OutputFormat};
+pub use parquet_file::write_parquet;
+pub use text::{write_text, TextFormat};
 
 use crate::error::{Error, Result};
 use crate::schema;
@@ -49,75 +52,10 @@ pub const PREDICTIONS: &str = "predictions";
 /// The view of the newest row per `uri`.
 pub const LATEST: &str = "latest";
 
-/// `labelflow query`: SQL over a predictions dataset.
-#[derive(Debug, Clone, clap::Args)]
-pub struct QueryArgs {
-    /// The predictions dataset: a folder or URL (s3://, gs://, az://, http(s)://, file://)
-    /// holding `run_id=<RUN>/*.parquet`, as written by `labelflow run`.
-    #[arg(long, value_name = "URL")]
-    pub data: String,
-
-    /// The SQL to run. Without it, --name or --file: an interactive prompt on a
-    /// terminal, else SQL read from stdin.
-    #[arg(value_name = "SQL", conflicts_with_all = ["name", "file"])]
-    pub sql: Option<String>,
-
-    /// Run a named query (see --list), e.g. class_counts, low_confidence, confusion.
-    #[arg(long, value_name = "NAME", conflicts_with = "file")]
-    pub name: Option<String>,
-
-    /// Run the SQL in a file.
-    #[arg(long, value_name = "PATH")]
-    pub file: Option<PathBuf>,
-
-    /// A query parameter, NAME=VALUE, bound to the placeholder $NAME (repeatable).
-    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param_arg)]
-    pub params: Vec<(String, String)>,
-
-    /// An extra table, NAME=URL (repeatable): a .parquet, .csv, .tsv or .json/.jsonl
-    /// file, or a folder of .parquet files.
-    #[arg(long = "table", value_name = "NAME=URL", value_parser = parse_table_arg)]
-    pub tables: Vec<(String, String)>,
-
-    /// Output format [default: table on a terminal, else csv; parquet with --out].
-    #[arg(long, value_enum)]
-    pub format: Option<OutputFormat>,
-
-    /// Where Parquet output goes: a file path or URL such as s3://bucket/reports/x.parquet.
-    #[arg(long, value_name = "URL")]
-    pub out: Option<String>,
-
-    /// Take named queries from this folder of .sql files instead of the built-in ones.
-    #[arg(long, value_name = "DIR")]
-    pub sql_dir: Option<PathBuf>,
-
-    /// List the named queries and their parameters, then exit.
-    #[arg(long, conflicts_with_all = ["sql", "name", "file"])]
-    pub list: bool,
-}
-
-/// What a query command did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct QueryOutcome {
-    /// Rows written, over all statements.
-    pub rows: u64,
-    /// The Parquet file written, with `--out`.
-    pub out: Option<String>,
-}
-
-/// Split a `--table NAME=URL` argument.
-pub fn parse_table_arg(s: &str) -> std::result::Result<(String, String), String> {
-    let (name, url) = s
-        .split_once('=')
-        .ok_or_else(|| format!("expected NAME=URL, got {s:?}"))?;
-    let name = table_name(name)?;
-    if url.trim().is_empty() {
-        return Err(format!("expected NAME=URL, got {s:?}"));
-    }
-    Ok((name, url.trim().to_string()))
-}
-
-fn table_name(name: &str) -> std::result::Result<String, String> {
+/// An extra table's name as SQL will see it (lower case), or why it cannot be one:
+/// letters, digits and `_`, not starting with a digit, and not a name the predictions
+/// dataset takes.
+pub fn table_name(name: &str) -> std::result::Result<String, String> {
     let name = name.trim().to_ascii_lowercase();
     let valid = name
         .chars()
@@ -383,39 +321,59 @@ pub async fn named(
         .map_err(|e| Error::Query(format!("named query {}: {e}", query.name)))
 }
 
-/// Run every statement of `sql` in turn, writing each result to stdout.
-async fn run_statements(
-    ctx: &SessionContext,
-    sql: &str,
-    params: &[(String, ScalarValue)],
-    format: OutputFormat,
-) -> Result<u64> {
-    let mut out = std::io::BufWriter::new(std::io::stdout());
-    let mut rows = 0;
-    for statement in statements(sql)? {
-        let df = plan(ctx, statement, params).await?;
-        let stream = df.execute_stream().await.map_err(df_err)?;
-        rows += write_text(stream, format, &mut out).await?;
-    }
-    Ok(rows)
+/// The statements of a SQL text, run one after another: each [`Statements::next`]
+/// plans the next statement (so a `CREATE VIEW` takes effect before the statements
+/// after it are planned) and returns its result as a stream. Read each stream before
+/// asking for the next.
+pub struct Statements {
+    ctx: SessionContext,
+    pending: VecDeque<Statement>,
+    params: Vec<(String, ScalarValue)>,
 }
 
-/// Run every statement of `sql`; the result of the last one goes to a Parquet file.
-async fn run_to_parquet(
+impl Statements {
+    /// Parses `sql` (one or more statements separated by `;`), `params` bound to the
+    /// `$name` placeholders of each.
+    pub fn new(ctx: &SessionContext, sql: &str, params: &[(String, ScalarValue)]) -> Result<Self> {
+        Ok(Statements {
+            ctx: ctx.clone(),
+            pending: statements(sql)?.into(),
+            params: params.to_vec(),
+        })
+    }
+
+    /// Statements not yet run.
+    pub fn remaining(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The next statement's result, or `None` after the last.
+    pub async fn next(&mut self) -> Option<Result<SendableRecordBatchStream>> {
+        let statement = self.pending.pop_front()?;
+        Some(self.stream(statement).await)
+    }
+
+    async fn stream(&self, statement: Statement) -> Result<SendableRecordBatchStream> {
+        let df = plan(&self.ctx, statement, &self.params).await?;
+        df.execute_stream().await.map_err(df_err)
+    }
+}
+
+/// Run every statement of `sql`; the result of the last one goes to a Parquet file at
+/// `out` (a path or bucket URL). Returns the rows written and the file's URL.
+pub async fn to_parquet(
     ctx: &SessionContext,
     sql: &str,
     params: &[(String, ScalarValue)],
     out: &str,
 ) -> Result<(u64, String)> {
-    let all = statements(sql)?;
-    let count = all.len();
-    if count == 0 {
+    let mut all = Statements::new(ctx, sql, params)?;
+    if all.remaining() == 0 {
         return Err(Error::Query("no SQL statement to run".into()));
     }
-    for (i, statement) in all.into_iter().enumerate() {
-        let df = plan(ctx, statement, params).await?;
-        let stream = df.execute_stream().await.map_err(df_err)?;
-        if i + 1 == count {
+    while let Some(stream) = all.next().await {
+        let stream = stream?;
+        if all.remaining() == 0 {
             return write_parquet(stream, out).await;
         }
         // Earlier statements run for their effect (e.g. a view); their rows are dropped.
@@ -427,98 +385,9 @@ async fn run_to_parquet(
     Err(Error::Query("no SQL statement to run".into()))
 }
 
-async fn read_stdin() -> Result<String> {
-    tokio::task::spawn_blocking(|| {
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .map(|_| text)
-            .map_err(|e| Error::io("reading SQL from stdin", e))
-    })
-    .await?
-}
-
-/// `labelflow query`.
-pub async fn execute(args: QueryArgs) -> Result<QueryOutcome> {
-    if args.list {
-        let all = match &args.sql_dir {
-            Some(dir) => NamedQuery::from_dir(dir)?,
-            None => NamedQuery::builtins()?,
-        };
-        for q in all {
-            print!("{}", q.usage());
-        }
-        return Ok(QueryOutcome::default());
-    }
-    let format = match (args.format, &args.out) {
-        (Some(OutputFormat::Parquet), None) => {
-            return Err(Error::Config(
-                "--format parquet writes a file: pass --out PATH or URL (e.g. s3://bucket/reports/x.parquet)"
-                    .into(),
-            ))
-        }
-        (Some(f), Some(_)) if f != OutputFormat::Parquet => {
-            return Err(Error::Config(
-                "--out is for Parquet output; for CSV or JSON redirect stdout".into(),
-            ))
-        }
-        (_, Some(_)) => OutputFormat::Parquet,
-        (Some(f), None) => f,
-        (None, None) if std::io::stdout().is_terminal() => OutputFormat::Table,
-        (None, None) => OutputFormat::Csv,
-    };
-
-    let ctx = open(&args.data).await?;
-    for (name, url) in &args.tables {
-        register_table(&ctx, name, url).await?;
-    }
-
-    let (text, params) = if let Some(name) = &args.name {
-        let query = NamedQuery::find(name, args.sql_dir.as_deref())?;
-        let params = query.bind(&args.params)?;
-        (query.sql, params)
-    } else if let Some(path) = &args.file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::io(format!("cannot read SQL file {}", path.display()), e))?;
-        let params = typed_or_inferred(&path.display().to_string(), &text, &args.params)?;
-        (text, params)
-    } else if let Some(text) = &args.sql {
-        (text.clone(), infer_params(&args.params))
-    } else if std::io::stdin().is_terminal() {
-        if format == OutputFormat::Parquet {
-            return Err(Error::Config(
-                "the interactive prompt prints results; give SQL, --name or --file with --out"
-                    .into(),
-            ));
-        }
-        let rows = prompt::run(&ctx, format).await?;
-        return Ok(QueryOutcome { rows, out: None });
-    } else {
-        let text = read_stdin().await?;
-        let params = typed_or_inferred("SQL from stdin", &text, &args.params)?;
-        (text, params)
-    };
-
-    let outcome = match &args.out {
-        Some(out) => run_to_parquet(&ctx, &text, &params, out)
-            .await
-            .map(|(rows, url)| QueryOutcome {
-                rows,
-                out: Some(url),
-            }),
-        None => run_statements(&ctx, &text, &params, format)
-            .await
-            .map(|rows| QueryOutcome { rows, out: None }),
-    };
-    outcome.map_err(|e| match (&args.name, e) {
-        (Some(name), Error::Query(m)) => Error::Query(format!("named query {name}: {m}")),
-        (_, e) => e,
-    })
-}
-
 /// Parameters for SQL that may declare them in its header (`-- param: ...`): typed when
 /// declared, inferred from the text otherwise.
-fn typed_or_inferred(
+pub fn params_for(
     what: &str,
     sql: &str,
     given: &[(String, String)],
@@ -537,14 +406,11 @@ mod tests {
 
     #[test]
     fn table_names_are_identifiers_and_not_reserved() {
-        assert_eq!(
-            parse_table_arg("Truth=./t.csv").unwrap(),
-            ("truth".into(), "./t.csv".into())
-        );
-        assert!(parse_table_arg("predictions=x.csv").is_err());
-        assert!(parse_table_arg("1x=x.csv").is_err());
-        assert!(parse_table_arg("a-b=x.csv").is_err());
-        assert!(parse_table_arg("truth").is_err());
+        assert_eq!(table_name("Truth").unwrap(), "truth");
+        assert_eq!(table_name("_x1").unwrap(), "_x1");
+        for bad in ["predictions", "latest", "1x", "a-b", ""] {
+            assert!(table_name(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -8,9 +8,8 @@ use datafusion::prelude::SessionContext;
 use rustyline::error::ReadlineError;
 use rustyline::DefaultEditor;
 
-use super::named::NamedQuery;
-use super::output::OutputFormat;
-use crate::error::{Error, Result};
+use labelflow::query::{NamedQuery, TextFormat};
+use labelflow::{Error, Result};
 
 const HELP: &str = "\
 Enter SQL ending with ';' (it may span lines). Tables: predictions, latest, and any
@@ -30,7 +29,7 @@ fn readline_err(e: ReadlineError) -> Error {
 
 /// Run the prompt until `\q` or end of input. Errors in a statement are printed and
 /// the prompt goes on; only a terminal failure ends it with an error.
-pub async fn run(ctx: &SessionContext, format: OutputFormat) -> Result<u64> {
+pub async fn run(ctx: &SessionContext, format: TextFormat) -> Result<u64> {
     let mut editor = DefaultEditor::new().map_err(readline_err)?;
     let history = history_file();
     if let Some(h) = &history {
@@ -69,7 +68,7 @@ pub async fn run(ctx: &SessionContext, format: OutputFormat) -> Result<u64> {
                 "\\d" => {
                     let sql = "SELECT table_name, table_type FROM information_schema.tables \
                                WHERE table_schema = 'public' ORDER BY table_name";
-                    if let Err(e) = super::run_statements(ctx, sql, &[], format).await {
+                    if let Err(e) = super::print_statements(ctx, sql, &[], format).await {
                         eprintln!("{e}");
                     }
                 }
@@ -95,7 +94,7 @@ pub async fn run(ctx: &SessionContext, format: OutputFormat) -> Result<u64> {
         }
         let sql = std::mem::take(&mut buffer);
         let _ = editor.add_history_entry(sql.trim());
-        match super::run_statements(ctx, &sql, &[], format).await {
+        match super::print_statements(ctx, &sql, &[], format).await {
             Ok(n) => rows += n,
             Err(e) => eprintln!("{e}"),
         }

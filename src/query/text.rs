@@ -1,5 +1,6 @@
-//! Writing query results as they stream: an aligned table, CSV, JSON lines, or Parquet
-//! to a file or bucket. No writer holds more than one record batch.
+//! Query results as text while they stream: an aligned table, CSV, or JSON lines,
+//! written to any [`Write`] the caller gives (the library never picks stdout). No
+//! writer holds more than one record batch.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -9,25 +10,18 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::execution::SendableRecordBatchStream;
 use futures::StreamExt;
-use object_store::buffered::BufWriter;
-use parquet::arrow::async_writer::AsyncArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 
 use crate::error::{Error, Result};
-use crate::store::{Access, Location, RetryPolicy};
 
-/// How results are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OutputFormat {
-    /// An aligned table for people (the default on a terminal).
+/// How results are written as text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextFormat {
+    /// An aligned table for people.
     Table,
-    /// CSV with a header row (the default when stdout is not a terminal).
+    /// CSV with a header row; list and struct cells as JSON text.
     Csv,
     /// One JSON object per line.
     Json,
-    /// A Parquet file written to `--out`.
-    Parquet,
 }
 
 /// Cells longer than this are cut in the table view (never in CSV, JSON or Parquet).
@@ -41,11 +35,11 @@ fn query_err(e: datafusion::error::DataFusionError) -> Error {
 /// (`| head`) ends the output quietly.
 pub async fn write_text(
     mut stream: SendableRecordBatchStream,
-    format: OutputFormat,
+    format: TextFormat,
     out: &mut dyn Write,
 ) -> Result<u64> {
     let schema = stream.schema();
-    let mut writer = TextWriter::new(format, &schema)?;
+    let mut writer = TextWriter::new(format, &schema);
     let mut rows = 0u64;
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(query_err)?;
@@ -81,20 +75,15 @@ enum TextWriter {
 }
 
 impl TextWriter {
-    fn new(format: OutputFormat, schema: &SchemaRef) -> Result<Self> {
-        Ok(match format {
-            OutputFormat::Table => Self::Table(TableWriter::new(schema)),
-            OutputFormat::Csv => Self::Csv {
+    fn new(format: TextFormat, schema: &SchemaRef) -> Self {
+        match format {
+            TextFormat::Table => Self::Table(TableWriter::new(schema)),
+            TextFormat::Csv => Self::Csv {
                 schema: schema.clone(),
                 wrote: false,
             },
-            OutputFormat::Json => Self::Json,
-            OutputFormat::Parquet => {
-                return Err(Error::Config(
-                    "Parquet output goes to a file: pass --out URL".into(),
-                ))
-            }
-        })
+            TextFormat::Json => Self::Json,
+        }
     }
 
     fn batch(&mut self, batch: &RecordBatch, out: &mut dyn Write) -> Result<()> {
@@ -316,70 +305,6 @@ fn cell(s: &str) -> String {
     }
 }
 
-/// Split an output URL or path into its folder and file name.
-fn split_out(out: &str) -> Result<(String, String)> {
-    let invalid = |reason: &str| Error::InvalidLocation {
-        location: out.to_string(),
-        reason: reason.to_string(),
-    };
-    if out.ends_with('/') {
-        return Err(invalid(
-            "--out names a file, e.g. s3://bucket/reports/x.parquet, not a folder",
-        ));
-    }
-    if out.contains("://") {
-        let (dir, name) = out
-            .rsplit_once('/')
-            .ok_or_else(|| invalid("no file name"))?;
-        if dir.ends_with(':') || dir.ends_with(":/") {
-            return Err(invalid("no file name after the bucket"));
-        }
-        Ok((dir.to_string(), name.to_string()))
-    } else {
-        let p = std::path::Path::new(out);
-        let name = p
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| invalid("no file name"))?;
-        let dir = match p.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_string_lossy().into_owned(),
-            _ => ".".to_string(),
-        };
-        Ok((dir, name.to_string()))
-    }
-}
-
-/// Stream a result into one Parquet file at `out` (a path or a bucket URL); returns
-/// the number of rows and the file's URL. The file appears only when complete.
-pub async fn write_parquet(
-    mut stream: SendableRecordBatchStream,
-    out: &str,
-) -> Result<(u64, String)> {
-    let (dir, name) = split_out(out)?;
-    let folder = Location::parse(&dir, Access::Write, RetryPolicy::default())?;
-    let path = folder.child(&name);
-    let url = folder.uri(&path);
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .build();
-    let object = BufWriter::new(folder.store.clone(), path);
-    let mut writer = AsyncArrowWriter::try_new(object, stream.schema(), Some(props))?;
-    let mut rows = 0u64;
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(query_err)?;
-        rows += batch.num_rows() as u64;
-        writer.write(&batch).await.map_err(|e| Error::Output {
-            location: url.clone(),
-            reason: e.to_string(),
-        })?;
-    }
-    writer.close().await.map_err(|e| Error::Output {
-        location: url.clone(),
-        reason: e.to_string(),
-    })?;
-    Ok((rows, url))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,18 +350,5 @@ mod tests {
         let long = "x".repeat(200);
         assert_eq!(cell(&long).chars().count(), MAX_CELL_CHARS);
         assert_eq!(cell("a\nb"), "a\\nb");
-    }
-
-    #[test]
-    fn out_urls_split_into_folder_and_file() {
-        assert_eq!(
-            split_out("s3://b/reports/x.parquet").unwrap(),
-            ("s3://b/reports".into(), "x.parquet".into())
-        );
-        assert_eq!(
-            split_out("x.parquet").unwrap(),
-            (".".into(), "x.parquet".into())
-        );
-        assert!(split_out("s3://b/reports/").is_err());
     }
 }
