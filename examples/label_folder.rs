@@ -8,9 +8,8 @@
 
 use std::sync::Arc;
 
-use labelflow::config::{InputConfig, JobConfig, ModelConfig, OutputConfig, Tuning};
+use labelflow::config::RunPlan;
 use labelflow::pipeline::{self, NoProgress};
-use labelflow::source::Shard;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -19,24 +18,10 @@ async fn main() -> anyhow::Result<()> {
     let model = args.next().unwrap_or_else(|| "out/alexnet.onnx".into());
     let output = args.next().unwrap_or_else(|| "out/example-preds".into());
 
-    // The same plan `labelflow run` builds from a pipeline file and flags.
-    let job = JobConfig {
-        input: Some(InputConfig {
-            url: Some(input),
-            ..Default::default()
-        }),
-        model: Some(ModelConfig {
-            path: Some(model),
-            top_k: Some(3),
-            ..Default::default()
-        }),
-        preprocess: None,
-        output: Some(OutputConfig {
-            url: Some(output.clone()),
-            ..Default::default()
-        }),
-    };
-    let plan = JobConfig::default().plan(job, Tuning::default(), Shard::default(), None)?;
+    // Validated exactly as `labelflow run` validates a pipeline file and flags.
+    let plan = RunPlan::builder(input, output.clone(), model)
+        .top_k(3)
+        .build()?;
 
     let summary = pipeline::run(&plan, Arc::new(NoProgress)).await?;
     println!(

@@ -12,9 +12,8 @@ use anyhow::Context;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use labelflow::config::{InputConfig, JobConfig, ModelConfig, OutputConfig, Tuning};
+use labelflow::config::RunPlan;
 use labelflow::pipeline::{self, NoProgress};
-use labelflow::source::Shard;
 use labelflow::train::{self, NoTrainProgress, TrainConfig};
 
 #[tokio::main]
@@ -54,22 +53,7 @@ async fn main() -> anyhow::Result<()> {
 
     // 2. Label the unseen folder with the exported model (what `labelflow run` does).
     let preds = out.join("preds").display().to_string();
-    let job = JobConfig {
-        input: Some(InputConfig {
-            url: Some(unseen),
-            ..Default::default()
-        }),
-        model: Some(ModelConfig {
-            path: Some(report.model.display().to_string()),
-            ..Default::default()
-        }),
-        preprocess: None,
-        output: Some(OutputConfig {
-            url: Some(preds.clone()),
-            ..Default::default()
-        }),
-    };
-    let plan = JobConfig::default().plan(job, Tuning::default(), Shard::default(), None)?;
+    let plan = RunPlan::builder(unseen, preds.clone(), &report.model).build()?;
     let summary = pipeline::run(&plan, Arc::new(NoProgress)).await?;
     println!("labelled {} images into {preds}", summary.labelled);
 

@@ -14,13 +14,12 @@ use std::time::Instant;
 
 use futures::StreamExt;
 
-use crate::config::{InputConfig, JobConfig, ModelConfig, OutputConfig, Tuning};
+use crate::batch::BatchInput;
+use crate::config::Tuning;
 use crate::decode::{self, DecodeLimits};
 use crate::error::{Error, Result};
-use crate::infer::BatchInput;
 use crate::pipeline::{self, NoProgress};
 use crate::preprocess::Preprocessor;
-use crate::source::Shard;
 use crate::store::{Access, Location, RetryPolicy};
 
 /// What to measure.
@@ -139,28 +138,13 @@ fn plan_for(
     input: &str,
     output: &str,
 ) -> Result<crate::config::RunPlan> {
-    let flags = JobConfig {
-        input: Some(InputConfig {
-            url: Some(input.to_string()),
-            ..Default::default()
-        }),
-        model: Some(ModelConfig {
-            path: Some(model.display().to_string()),
-            batch_size: Some(opts.batch_size),
-            ..Default::default()
-        }),
-        preprocess: None,
-        output: Some(OutputConfig {
-            url: Some(output.to_string()),
-            ..Default::default()
-        }),
-    };
-    JobConfig::default().plan(
-        flags,
-        opts.tuning.clone(),
-        Shard::default(),
-        opts.ort_lib.clone(),
-    )
+    let mut plan = crate::config::RunPlan::builder(input, output, model)
+        .batch_size(opts.batch_size)
+        .tuning(opts.tuning.clone());
+    if let Some(lib) = &opts.ort_lib {
+        plan = plan.ort_lib(lib);
+    }
+    plan.build()
 }
 
 /// Run every measurement.
@@ -196,7 +180,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport> {
         &opts.input,
         &scratch.join("probe").display().to_string(),
     )?;
-    let loaded = pipeline::load_model(&probe_plan)?;
+    let loaded = crate::infer::load_model(&probe_plan)?;
     let spec = loaded.spec.clone();
 
     // 1. decode + preprocess on the decode pool's thread count.
@@ -299,7 +283,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport> {
         )?;
         let input = Location::parse(&plan.input, Access::Read, RetryPolicy::default())?;
         let output = Location::parse(&plan.output, Access::Write, RetryPolicy::default())?;
-        let loaded = pipeline::load_model(&plan)?;
+        let loaded = crate::infer::load_model(&plan)?;
         reset_peak_rss();
         let summary =
             pipeline::run_with(&plan, &input, &output, loaded, Arc::new(NoProgress)).await?;

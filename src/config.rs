@@ -167,6 +167,156 @@ pub struct RunPlan {
     pub ort_lib: Option<PathBuf>,
 }
 
+impl RunPlan {
+    /// A plan built in code, validated exactly as `labelflow run` validates a pipeline
+    /// file and flags:
+    ///
+    /// ```no_run
+    /// # fn main() -> labelflow::Result<()> {
+    /// let plan = labelflow::config::RunPlan::builder("photos/", "preds/", "alexnet.onnx")
+    ///     .top_k(3)
+    ///     .batch_size(16)
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder(
+        input: impl Into<String>,
+        output: impl Into<String>,
+        model: impl AsRef<Path>,
+    ) -> RunPlanBuilder {
+        RunPlanBuilder {
+            job: JobConfig {
+                input: Some(InputConfig {
+                    url: Some(input.into()),
+                    ..Default::default()
+                }),
+                model: Some(ModelConfig {
+                    path: Some(model.as_ref().display().to_string()),
+                    ..Default::default()
+                }),
+                preprocess: None,
+                output: Some(OutputConfig {
+                    url: Some(output.into()),
+                    ..Default::default()
+                }),
+            },
+            tuning: Tuning::default(),
+            shard: Shard::default(),
+            ort_lib: None,
+        }
+    }
+}
+
+/// Builds a [`RunPlan`] in code; see [`RunPlan::builder`]. Every setter mirrors a flag
+/// of `labelflow run`; what is not set takes the same default.
+#[derive(Debug, Clone)]
+pub struct RunPlanBuilder {
+    job: JobConfig,
+    tuning: Tuning,
+    shard: Shard,
+    ort_lib: Option<PathBuf>,
+}
+
+impl RunPlanBuilder {
+    fn input(&mut self) -> &mut InputConfig {
+        self.job.input.get_or_insert_with(Default::default)
+    }
+
+    fn model(&mut self) -> &mut ModelConfig {
+        self.job.model.get_or_insert_with(Default::default)
+    }
+
+    fn output(&mut self) -> &mut OutputConfig {
+        self.job.output.get_or_insert_with(Default::default)
+    }
+
+    /// `--batch-size`.
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.model().batch_size = Some(n);
+        self
+    }
+
+    /// `--top-k`.
+    pub fn top_k(mut self, k: usize) -> Self {
+        self.model().top_k = Some(k);
+        self
+    }
+
+    /// `--tta`.
+    pub fn tta(mut self, tta: Tta) -> Self {
+        self.model().tta = Some(tta);
+        self
+    }
+
+    /// `--device`.
+    pub fn device(mut self, device: Device) -> Self {
+        self.model().device = Some(device);
+        self
+    }
+
+    /// `--limit`.
+    pub fn limit(mut self, n: u64) -> Self {
+        self.input().limit = Some(n);
+        self
+    }
+
+    /// `--include` (repeatable).
+    pub fn include(mut self, glob: impl Into<String>) -> Self {
+        self.input()
+            .include
+            .get_or_insert_with(Vec::new)
+            .push(glob.into());
+        self
+    }
+
+    /// `--run-id`.
+    pub fn run_id(mut self, id: impl Into<String>) -> Self {
+        self.output().run_id = Some(id.into());
+        self
+    }
+
+    /// `--new-run`.
+    pub fn new_run(mut self) -> Self {
+        self.output().new_run = Some(true);
+        self
+    }
+
+    /// `--rows-per-part`.
+    pub fn rows_per_part(mut self, rows: usize) -> Self {
+        self.output().rows_per_part = Some(rows);
+        self
+    }
+
+    /// The `[preprocess]` table and its flags.
+    pub fn preprocess(mut self, overrides: PreprocessOverrides) -> Self {
+        self.job.preprocess = Some(overrides);
+        self
+    }
+
+    /// Threads, queues, retries and timeouts.
+    pub fn tuning(mut self, tuning: Tuning) -> Self {
+        self.tuning = tuning;
+        self
+    }
+
+    /// `--shard INDEX/COUNT`.
+    pub fn shard(mut self, shard: Shard) -> Self {
+        self.shard = shard;
+        self
+    }
+
+    /// `--ort-lib`.
+    pub fn ort_lib(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ort_lib = Some(path.into());
+        self
+    }
+
+    /// Validates and returns the plan; errors name the setting to fix.
+    pub fn build(self) -> Result<RunPlan> {
+        JobConfig::default().plan(self.job, self.tuning, self.shard, self.ort_lib)
+    }
+}
+
 /// Default object-size cap (256 MiB).
 pub const DEFAULT_MAX_BYTES: u64 = 256 << 20;
 

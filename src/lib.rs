@@ -8,6 +8,7 @@
 
 // `clippy::unwrap_used` and `expect_used` are denied for every target in Cargo.toml.
 
+pub mod batch;
 pub mod bench;
 pub mod config;
 pub mod decode;

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::{mpsc, Semaphore};
 
+use crate::batch::{Batch, BatchShape, Batcher};
 use crate::config::RunPlan;
 use crate::decode::{self, DecodeError, DecodeLimits};
 use crate::error::{Error, Result};
-use crate::infer::{
-    self, BatchInput, InferenceHandle, InferencePool, ModelBytes, ModelInfo, SessionOptions,
-};
+use crate::infer::{self, InferenceHandle};
+use crate::infer::{load_model, LoadedModel};
 use crate::preprocess::{PreprocessSpec, Preprocessor, Tta};
 use crate::redact::redact;
 use crate::runs::{self, RunStatus};
@@ -149,69 +149,6 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// A loaded model ready to run, with its resolved preprocessing.
-pub struct LoadedModel {
-    pub bytes: ModelBytes,
-    pub info: ModelInfo,
-    pub spec: PreprocessSpec,
-    /// The device the sessions run on (CPU after a permitted CUDA fallback).
-    pub device: crate::runtime::Device,
-    pub pool: InferencePool,
-}
-
-/// Load ONNX Runtime and the model, resolve preprocessing, start the sessions.
-pub fn load_model(plan: &RunPlan) -> Result<LoadedModel> {
-    crate::runtime::init(plan.ort_lib.as_deref())?;
-    let bytes = ModelBytes::read(&plan.model)?;
-    let opts = SessionOptions {
-        device: plan.device,
-        allow_cpu_fallback: plan.allow_cpu_fallback,
-        intra_threads: plan.tuning.intra_threads,
-    };
-    let (first, device) = infer::build_session_on(&bytes, &opts)?;
-    let info = infer::describe(&bytes, &first)?;
-    let base = info.preprocess.clone().unwrap_or_else(|| PreprocessSpec {
-        layout: info.layout,
-        ..info
-            .input_size
-            .map_or_else(PreprocessSpec::default, PreprocessSpec::imagenet)
-    });
-    let spec = plan.preprocess.apply(base);
-    spec.validate()?;
-    infer::check_spec(&bytes, &info, &spec)?;
-    // With test-time augmentation a batch holds whole images' views: round it up to
-    // a multiple of the views per image.
-    let views = plan.tta.views();
-    let batch = plan.batch_size.div_ceil(views) * views;
-    let pool = InferencePool::start(
-        &bytes,
-        &opts,
-        device,
-        first,
-        info.clone(),
-        plan.tuning.sessions,
-        batch,
-        plan.tuning.batch_queue,
-        &spec,
-    )?;
-    if pool.batch_size() < views {
-        let fixed = pool.batch_size();
-        pool.shutdown();
-        return Err(Error::Config(format!(
-            "--tta {} needs {views} inputs per image, but {} has a fixed batch size of {fixed}; use --tta none or a model with a dynamic (or larger) batch",
-            plan.tta,
-            plan.model.display()
-        )));
-    }
-    Ok(LoadedModel {
-        bytes,
-        info,
-        spec,
-        device,
-        pool,
-    })
-}
-
 /// One object after fetch + decode + preprocess.
 enum Prepared {
     Ready {
@@ -235,10 +172,8 @@ enum Prepared {
 
 /// What the producer hands the consumer.
 enum Work {
-    Batch {
-        input: BatchInput,
-        items: Vec<(ObjectRef, u32, u32)>,
-    },
+    /// Images with their object and decoded size.
+    Batch(Batch<(ObjectRef, u32, u32)>),
     Failed(Row),
 }
 
@@ -569,11 +504,11 @@ async fn drive(d: Drive<'_>) -> Outcome {
         }
     };
     // The session batch counts inputs; an image is `views` of them.
-    let views = plan.tta.views();
-    let batch_size = model.pool.batch_size();
-    let images_per_batch = (batch_size / views).max(1);
-    let model_len = model.spec.tensor_len();
-    let tensor_len = model_len * views;
+    let shape = BatchShape {
+        batch_size: model.pool.batch_size(),
+        views: plan.tta.views(),
+        input_len: model.spec.tensor_len(),
+    };
     let (tx, rx) = mpsc::channel::<Work>(plan.tuning.batch_queue.max(1));
 
     // Producer: list, fetch, decode, batch. Its error (listing failed, store down)
@@ -620,8 +555,7 @@ async fn drive(d: Drive<'_>) -> Outcome {
                 })
                 .try_buffer_unordered(concurrency);
             futures::pin_mut!(prepared);
-            let mut data = Vec::with_capacity(images_per_batch * tensor_len);
-            let mut items = Vec::with_capacity(images_per_batch);
+            let mut batcher = Batcher::new(shape);
             loop {
                 let next = tokio::select! {
                     biased;
@@ -629,6 +563,7 @@ async fn drive(d: Drive<'_>) -> Outcome {
                     next = prepared.try_next() => next?,
                 };
                 let Some(p) = next else { break };
+                let mut full = None;
                 let ready = match p {
                     Prepared::Failed {
                         object,
@@ -659,8 +594,9 @@ async fn drive(d: Drive<'_>) -> Outcome {
                         tensor,
                         fetched_from,
                     } => {
-                        data.extend_from_slice(&tensor);
-                        items.push((object, width, height));
+                        full = batcher
+                            .push(&tensor, (object, width, height))
+                            .map_err(|e| Error::Task(e.to_string()))?;
                         Some((Vec::new(), Some(fetched_from)))
                     }
                 };
@@ -675,32 +611,16 @@ async fn drive(d: Drive<'_>) -> Outcome {
                         }
                     }
                 }
-                if items.len() == images_per_batch {
-                    let real = items.len() * views;
-                    let mut data = std::mem::replace(
-                        &mut data,
-                        Vec::with_capacity(images_per_batch * tensor_len),
-                    );
-                    // Pad when the batch is not a multiple of the views.
-                    data.resize(batch_size * model_len, 0.0);
-                    let input = BatchInput { data, real };
-                    let items = std::mem::replace(&mut items, Vec::with_capacity(images_per_batch));
-                    if tx.send(Work::Batch { input, items }).await.is_err() {
+                if let Some(batch) = full {
+                    if tx.send(Work::Batch(batch)).await.is_err() {
                         return Ok(());
                     }
                 }
             }
-            // The listing ended or a stop was asked for: label what is decoded.
-            if !items.is_empty() {
-                // Pad the last batch so the session always sees one shape.
-                let real = items.len() * views;
-                data.resize(batch_size * model_len, 0.0);
-                let _ = tx
-                    .send(Work::Batch {
-                        input: BatchInput { data, real },
-                        items,
-                    })
-                    .await;
+            // The listing ended or a stop was asked for: label what is decoded, padded
+            // so the session always sees one shape.
+            if let Some(batch) = batcher.finish() {
+                let _ = tx.send(Work::Batch(batch)).await;
             }
             // Failures still held when the listing ends: the store never recovered
             // for them, but they were fewer than the limit; they are the objects'.
@@ -740,7 +660,7 @@ async fn drive(d: Drive<'_>) -> Outcome {
     let scoring = Scoring {
         output_kind: model.info.output_kind,
         n_classes: model.info.num_classes(),
-        views,
+        views: shape.views,
         top_k: plan.top_k,
     };
     let consumer = consume(Consumer {
@@ -820,7 +740,7 @@ async fn consume(
             async move {
                 match work {
                     Work::Failed(row) => Ok::<_, Error>(Ok(vec![row])),
-                    Work::Batch { input, items } => {
+                    Work::Batch(Batch { input, items }) => {
                         let scores = handle.run(input).await?;
                         Ok(Err((items, scores)))
                     }

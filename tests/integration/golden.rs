@@ -1,7 +1,8 @@
 //! Logits from labelflow's inference equal Python onnxruntime's on the same model and
 //! input (golden files in tests/data/reference, made by golden_logits.py).
 
-use labelflow::infer::{self, BatchInput, InferencePool, ModelBytes, SessionOptions};
+use labelflow::batch::BatchInput;
+use labelflow::infer::{self, Described, InferencePool, ModelBytes, PoolOptions, SessionOptions};
 use labelflow::preprocess::PreprocessSpec;
 use labelflow::runtime;
 
@@ -32,14 +33,18 @@ async fn logits_match_python_onnxruntime() {
     assert_eq!(want.len(), n * info.num_classes());
     let pool = InferencePool::start(
         &model,
-        &opts,
-        labelflow::runtime::Device::Cpu,
-        first,
-        info,
-        1,
-        n,
-        1,
+        Described {
+            session: first,
+            device: labelflow::runtime::Device::Cpu,
+            info,
+        },
         &PreprocessSpec::default(),
+        &PoolOptions {
+            session: opts,
+            sessions: 1,
+            batch_size: n,
+            queue_capacity: 1,
+        },
     )
     .unwrap();
     let got = pool

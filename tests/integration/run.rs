@@ -5,12 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use labelflow::config::{InputConfig, JobConfig, ModelConfig, OutputConfig, Tuning};
 use labelflow::onnx::writer::{
     attr_int, model_proto, write_model_file, Dim, F32Tensor, GraphBuilder,
 };
 use labelflow::pipeline::{self, NoProgress};
-use labelflow::source::Shard;
 use labelflow::store::Location;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
@@ -410,24 +408,10 @@ fn a_fixed_batch_model_runs_at_its_batch_size() {
 }
 
 fn plan(input: &str, output: &str) -> labelflow::config::RunPlan {
-    let flags = JobConfig {
-        input: Some(InputConfig {
-            url: Some(input.into()),
-            ..Default::default()
-        }),
-        model: Some(ModelConfig {
-            path: Some(small_model().display().to_string()),
-            batch_size: Some(4),
-            ..Default::default()
-        }),
-        preprocess: None,
-        output: Some(OutputConfig {
-            url: Some(output.into()),
-            ..Default::default()
-        }),
-    };
-    JobConfig::default()
-        .plan(flags, Tuning::default(), Shard::default(), Some(ort_lib()))
+    labelflow::config::RunPlan::builder(input, output, small_model())
+        .batch_size(4)
+        .ort_lib(ort_lib())
+        .build()
         .unwrap()
 }
 
@@ -445,7 +429,7 @@ async fn upload(store: &dyn ObjectStore, prefix: &str, dir: &Path) -> Vec<String
 /// The same job through the library over any object store, and over the local store.
 async fn run_over_store(input: Location, output: Location, files: &[String]) {
     let p = plan("unused://", "unused://");
-    let loaded = pipeline::load_model(&p).unwrap();
+    let loaded = labelflow::infer::load_model(&p).unwrap();
     let summary = pipeline::run_with(&p, &input, &output, loaded, Arc::new(NoProgress))
         .await
         .unwrap();

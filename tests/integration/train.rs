@@ -7,7 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use labelflow::infer::{self, BatchInput, InferencePool, ModelBytes, SessionOptions};
+use labelflow::batch::BatchInput;
+use labelflow::infer::{self, Described, InferencePool, ModelBytes, PoolOptions, SessionOptions};
 use labelflow::onnx::alexnet::read_alexnet;
 use labelflow::onnx::writer::{model_proto, write_model_file};
 use labelflow::onnx::{Dim, GraphBuilder, Variant};
@@ -128,14 +129,18 @@ fn ort_logits(path: &Path, x: Vec<f32>, n: usize) -> Vec<f32> {
     let spec = eval_spec(info.input_size.unwrap() as usize);
     let pool = InferencePool::start(
         &model,
-        &opts,
-        labelflow::runtime::Device::Cpu,
-        session,
-        info,
-        1,
-        n,
-        1,
+        Described {
+            session,
+            device: labelflow::runtime::Device::Cpu,
+            info,
+        },
         &spec,
+        &PoolOptions {
+            session: opts,
+            sessions: 1,
+            batch_size: n,
+            queue_capacity: 1,
+        },
     )
     .unwrap();
     let out = block_on(pool.handle().run(BatchInput { data: x, real: n })).unwrap();

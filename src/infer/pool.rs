@@ -1,0 +1,224 @@
+//! A pool of inference threads, each owning one session, fed by a bounded queue; the
+//! queue is the back-pressure on decoding.
+
+use std::sync::{Arc, Mutex};
+
+use ort::session::Session;
+use ort::value::TensorRef;
+use tokio::sync::{mpsc, oneshot};
+
+use super::model::{check_spec, ModelBytes, ModelInfo};
+use super::session::{session_for, SessionOptions};
+use crate::batch::BatchInput;
+use crate::error::{Error, Result};
+use crate::preprocess::{Layout, PreprocessSpec};
+use crate::runtime::Device;
+
+/// A session already built (to read the model's description) and what it said.
+pub struct Described {
+    pub session: Session,
+    /// The device it runs on (CPU after a permitted CUDA fallback).
+    pub device: Device,
+    pub info: ModelInfo,
+}
+
+/// How many sessions, how large their batches, how long their queue.
+#[derive(Debug, Clone, Default)]
+pub struct PoolOptions {
+    /// How each further session is built.
+    pub session: SessionOptions,
+    /// Inference threads, one session each (at least one).
+    pub sessions: usize,
+    /// Inputs per call, unless the model fixes its batch dimension.
+    pub batch_size: usize,
+    /// Batches waiting for a free session.
+    pub queue_capacity: usize,
+}
+
+struct Job {
+    input: BatchInput,
+    reply: oneshot::Sender<Result<Vec<f32>>>,
+}
+
+/// A pool of inference threads, each owning one session, fed by a bounded queue.
+/// Dropping the pool closes the queue; the threads finish their current batch and stop.
+pub struct InferencePool {
+    queue: mpsc::Sender<Job>,
+    info: ModelInfo,
+    batch_size: usize,
+    shape: [usize; 4],
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl InferencePool {
+    /// Start `opts.sessions` threads for `model`, the first of which uses the session
+    /// `first` was described from; the others are built on the same device. The batch
+    /// size is replaced by the model's fixed batch dimension when it has one.
+    pub fn start(
+        model: &ModelBytes,
+        first: Described,
+        spec: &PreprocessSpec,
+        opts: &PoolOptions,
+    ) -> Result<Self> {
+        let Described {
+            session: first,
+            device,
+            info,
+        } = first;
+        let sessions = opts.sessions.max(1);
+        let queue_capacity = opts.queue_capacity;
+        let batch_size = info.fixed_batch.unwrap_or(opts.batch_size.max(1));
+        check_spec(model, &info, spec)?;
+        let c = spec.crop as usize;
+        let shape = match info.layout {
+            Layout::Nchw => [batch_size, 3, c, c],
+            Layout::Nhwc => [batch_size, c, c, 3],
+        };
+        let (tx, rx) = mpsc::channel::<Job>(queue_capacity.max(1));
+        let rx = Arc::new(Mutex::new(rx));
+        let mut threads = Vec::with_capacity(sessions);
+        let mut first = Some(first);
+        for i in 0..sessions {
+            let session = match first.take() {
+                Some(s) => s,
+                None => session_for(model, &opts.session, device)?,
+            };
+            let rx = Arc::clone(&rx);
+            let input_name = info.input_name.clone();
+            let output_name = info.output_name.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("labelflow-infer-{i}"))
+                .spawn(move || session_loop(session, rx, input_name, output_name, shape))
+                .map_err(|e| Error::Task(format!("cannot start inference thread: {e}")))?;
+            threads.push(handle);
+        }
+        Ok(Self {
+            queue: tx,
+            info,
+            batch_size,
+            shape,
+            threads,
+        })
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// The input tensor shape every call uses.
+    pub fn shape(&self) -> [usize; 4] {
+        self.shape
+    }
+
+    /// A handle that submits batches; cheap to clone.
+    pub fn handle(&self) -> InferenceHandle {
+        InferenceHandle {
+            queue: self.queue.clone(),
+            classes: self.info.num_classes(),
+            batch: self.batch_size,
+        }
+    }
+
+    /// Close the queue and wait for the threads.
+    pub fn shutdown(self) {
+        let InferencePool { queue, threads, .. } = self;
+        drop(queue);
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Submits batches to an [`InferencePool`].
+#[derive(Clone)]
+pub struct InferenceHandle {
+    queue: mpsc::Sender<Job>,
+    classes: usize,
+    batch: usize,
+}
+
+impl InferenceHandle {
+    /// Run one padded batch; returns `real × classes` raw outputs (padding dropped).
+    /// Waits for room in the queue: this is the back-pressure on decoding.
+    pub async fn run(&self, input: BatchInput) -> Result<Vec<f32>> {
+        let real = input.real;
+        let (reply, rx) = oneshot::channel();
+        self.queue
+            .send(Job { input, reply })
+            .await
+            .map_err(|_| Error::Inference("inference threads have stopped".into()))?;
+        let mut out = rx
+            .await
+            .map_err(|_| Error::Inference("an inference thread stopped mid-batch".into()))??;
+        // Every batch is checked, not only the first: a model whose class dimension is
+        // dynamic can disagree with its class names on any call.
+        if out.len() != self.batch * self.classes {
+            return Err(Error::Inference(format!(
+                "the model returned {} values for a batch of {}, expected {} ({} per image for its {} class names); the model's output disagrees with its metadata",
+                out.len(),
+                self.batch,
+                self.batch * self.classes,
+                self.classes,
+                self.classes
+            )));
+        }
+        out.truncate(real * self.classes);
+        Ok(out)
+    }
+}
+
+fn session_loop(
+    mut session: Session,
+    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
+    input_name: String,
+    output_name: String,
+    shape: [usize; 4],
+) {
+    loop {
+        let job = {
+            let mut guard = match rx.lock() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            guard.blocking_recv()
+        };
+        let Some(job) = job else { break };
+        let result = run_once(&mut session, &input_name, &output_name, shape, &job.input);
+        let _ = job.reply.send(result);
+    }
+}
+
+fn run_once(
+    session: &mut Session,
+    input_name: &str,
+    output_name: &str,
+    shape: [usize; 4],
+    input: &BatchInput,
+) -> Result<Vec<f32>> {
+    let tensor = TensorRef::from_array_view((shape, input.data.as_slice())).map_err(|source| {
+        Error::Ort {
+            context: "building the input tensor".into(),
+            source,
+        }
+    })?;
+    let outputs = session
+        .run(ort::inputs![input_name => tensor])
+        .map_err(|source| Error::Ort {
+            context: "running the model".into(),
+            source,
+        })?;
+    let value = outputs
+        .get(output_name)
+        .ok_or_else(|| Error::Inference(format!("the model produced no output {output_name:?}")))?;
+    let (_, data) = value
+        .try_extract_tensor::<f32>()
+        .map_err(|source| Error::Ort {
+            context: format!("reading output {output_name:?}"),
+            source,
+        })?;
+    Ok(data.to_vec())
+}

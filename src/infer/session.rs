@@ -1,0 +1,90 @@
+//! ONNX Runtime sessions for a model on the requested device, with a permitted CPU
+//! fallback when CUDA cannot be used.
+
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+
+use super::model::ModelBytes;
+use crate::error::{Error, Result};
+use crate::runtime::{self, Device};
+
+/// How sessions are built.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    pub device: Device,
+    /// Run on CPU when the CUDA provider cannot be registered (otherwise that is an error).
+    pub allow_cpu_fallback: bool,
+    /// ONNX Runtime intra-op threads per session (0: ONNX Runtime's default).
+    pub intra_threads: usize,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        Self {
+            device: Device::Cpu,
+            allow_cpu_fallback: false,
+            intra_threads: 0,
+        }
+    }
+}
+
+fn ort_err(model: &str, e: impl std::fmt::Display) -> Error {
+    Error::Model {
+        path: model.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// Build one session for `model` on the requested device.
+pub fn build_session(model: &ModelBytes, opts: &SessionOptions) -> Result<Session> {
+    build_session_on(model, opts).map(|(session, _)| session)
+}
+
+/// Build one session and say which device it really runs on: with
+/// `allow_cpu_fallback`, a CUDA device that cannot be used gives a CPU session and a
+/// warning; without it, an error naming what to fix.
+pub fn build_session_on(model: &ModelBytes, opts: &SessionOptions) -> Result<(Session, Device)> {
+    match (opts.device, session_for(model, opts, opts.device)) {
+        (Device::Cuda(id), Err(Error::Runtime(reason))) if opts.allow_cpu_fallback => {
+            tracing::warn!(device = id, %reason, "CUDA cannot be used; running on CPU as --allow-cpu-fallback asks");
+            Ok((session_for(model, opts, Device::Cpu)?, Device::Cpu))
+        }
+        (device, result) => result.map(|s| (s, device)),
+    }
+}
+
+pub(super) fn session_for(
+    model: &ModelBytes,
+    opts: &SessionOptions,
+    device: Device,
+) -> Result<Session> {
+    let env = runtime::environment()?;
+    let err = |e: &dyn std::fmt::Display| ort_err(&model.location, e);
+    let mut builder = Session::builder(env)
+        .map_err(|e| err(&e))?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(|e| err(&e))?;
+    if opts.intra_threads > 0 {
+        builder = builder
+            .with_intra_threads(opts.intra_threads)
+            .map_err(|e| err(&e))?;
+    }
+    if let Device::Cuda(id) = device {
+        let ep = ort::ep::CUDA::default()
+            .with_device_id(id)
+            .build()
+            .error_on_failure();
+        builder = builder.with_execution_providers([ep]).map_err(|e| {
+            Error::Runtime(format!(
+                "cannot use CUDA device {id}: {}. Check `labelflow doctor` (needs the onnxruntime-gpu library, CUDA 13 and cuDNN 9 on the loader path), or pass --allow-cpu-fallback to run on CPU",
+                e.to_string().trim_end_matches('.')
+            ))
+        })?;
+    }
+    builder
+        .commit_from_memory(&model.bytes)
+        .map_err(|e| Error::Model {
+            path: model.location.clone(),
+            reason: format!("ONNX Runtime cannot load it: {e}"),
+        })
+}
