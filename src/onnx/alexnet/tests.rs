@@ -1,6 +1,14 @@
-use super::*;
-use crate::onnx::writer::{model_proto, write_model_file};
+use std::collections::BTreeMap;
+use std::path::Path;
+
 use sha2::{Digest, Sha256};
+
+use super::graph::adaptive_pool_matrix;
+use super::spec::AvgPool;
+use super::*;
+use crate::onnx::metadata::{self, Preprocess};
+use crate::onnx::reader::OnnxModel;
+use crate::onnx::writer::{attr_int, model_proto, write_model_file, Dim, F32Tensor, GraphBuilder};
 
 fn sizes(spec: &AlexNetSpec) -> Vec<(String, usize)> {
     spec.trace()

@@ -1,0 +1,234 @@
+//! The ONNX graph for a spec and weights: [`build_model`] and [`write_alexnet`].
+
+use std::path::Path;
+
+use onnx_protobuf::ModelProto;
+
+use super::spec::{
+    AlexNetSpec, AvgPool, Op, INPUT_NAME, LRN_BETA, LRN_BIAS, LRN_PAPER_ALPHA, LRN_SIZE,
+    OUTPUT_NAME, POOLED,
+};
+use super::weights::AlexNetWeights;
+use crate::onnx::writer::{
+    attr_float, attr_int, attr_ints, model_proto, write_model_file, Dim, F32Tensor, GraphBuilder,
+};
+use crate::onnx::OnnxError;
+
+/// Builds the ONNX model for `spec` with `weights` and `class_names` (one per class).
+///
+/// Input `input` `[batch, 3, S, S]`, output `logits` `[batch, N]`, metadata as in
+/// [`AlexNetSpec::metadata`]. The model holds its own copy of the weights.
+pub fn build_model(
+    spec: &AlexNetSpec,
+    weights: &AlexNetWeights,
+    class_names: &[String],
+) -> Result<ModelProto, OnnxError> {
+    spec.validate()?;
+    weights.check(spec)?;
+    if class_names.len() != spec.num_classes {
+        return Err(OnnxError::Spec(format!(
+            "{} class names given for {} classes",
+            class_names.len(),
+            spec.num_classes
+        )));
+    }
+    let s = spec.input_size as i64;
+    let mut g = GraphBuilder::new(spec.variant.architecture());
+    g.input_f32(
+        INPUT_NAME,
+        &[Dim::batch(), Dim::Fixed(3), Dim::Fixed(s), Dim::Fixed(s)],
+    );
+    g.output_f32(
+        OUTPUT_NAME,
+        &[Dim::batch(), Dim::Fixed(spec.num_classes as i64)],
+    );
+    for (name, _) in spec.parameter_shapes()? {
+        if let Some(t) = weights.get(&name) {
+            g.initializer(&name, t);
+        }
+    }
+
+    let mut x = INPUT_NAME.to_owned();
+    for (index, &op) in spec.variant.features().iter().enumerate() {
+        let node = format!("features.{index}");
+        let out = format!("{node}.out");
+        match op {
+            Op::Conv {
+                kernel,
+                stride,
+                pad,
+                group,
+                ..
+            } => {
+                let (k, st, p) = (kernel as i64, stride as i64, pad as i64);
+                let w = format!("{node}.weight");
+                let b = format!("{node}.bias");
+                g.node(
+                    "Conv",
+                    &node,
+                    &[&x, &w, &b],
+                    &[&out],
+                    vec![
+                        attr_ints("kernel_shape", &[k, k]),
+                        attr_ints("strides", &[st, st]),
+                        attr_ints("pads", &[p, p, p, p]),
+                        attr_int("group", group as i64),
+                    ],
+                );
+            }
+            Op::Relu => {
+                g.node("Relu", &node, &[&x], &[&out], vec![]);
+            }
+            Op::Lrn => {
+                // The paper divides by (k + α Σ a²)^β; ONNX (like PyTorch) by
+                // (bias + alpha/size · Σ a²)^beta, so alpha = α · n = 5e-4.
+                let alpha = (LRN_PAPER_ALPHA * LRN_SIZE as f64) as f32;
+                g.node(
+                    "LRN",
+                    &node,
+                    &[&x],
+                    &[&out],
+                    vec![
+                        attr_int("size", LRN_SIZE),
+                        attr_float("alpha", alpha),
+                        attr_float("beta", LRN_BETA),
+                        attr_float("bias", LRN_BIAS),
+                    ],
+                );
+            }
+            Op::MaxPool => {
+                g.node(
+                    "MaxPool",
+                    &node,
+                    &[&x],
+                    &[&out],
+                    vec![
+                        attr_ints("kernel_shape", &[3, 3]),
+                        attr_ints("strides", &[2, 2]),
+                    ],
+                );
+            }
+        }
+        x = out;
+    }
+
+    match spec.avgpool()? {
+        AvgPool::Identity => {}
+        AvgPool::Uniform(k) => {
+            let k = k as i64;
+            g.node(
+                "AveragePool",
+                "avgpool",
+                &[&x],
+                &["avgpool.out"],
+                vec![
+                    attr_ints("kernel_shape", &[k, k]),
+                    attr_ints("strides", &[k, k]),
+                ],
+            );
+            x = "avgpool.out".to_owned();
+        }
+        AvgPool::MatMul(f) => {
+            let rows = adaptive_pool_matrix(f, POOLED);
+            let cols = transpose(&rows, POOLED, f);
+            g.initializer("avgpool.rows", &F32Tensor::new(vec![POOLED, f], rows)?);
+            g.initializer("avgpool.cols", &F32Tensor::new(vec![f, POOLED], cols)?);
+            g.node(
+                "MatMul",
+                "avgpool.0",
+                &["avgpool.rows", &x],
+                &["avgpool.0.out"],
+                vec![],
+            );
+            g.node(
+                "MatMul",
+                "avgpool.1",
+                &["avgpool.0.out", "avgpool.cols"],
+                &["avgpool.out"],
+                vec![],
+            );
+            x = "avgpool.out".to_owned();
+        }
+    }
+    g.node(
+        "Flatten",
+        "flatten",
+        &[&x],
+        &["flatten.out"],
+        vec![attr_int("axis", 1)],
+    );
+    x = "flatten.out".to_owned();
+
+    // classifier.0 and classifier.3 are Dropout: nothing at inference.
+    for (index, relu) in [(1, true), (4, true), (6, false)] {
+        let node = format!("classifier.{index}");
+        let out = if relu {
+            format!("{node}.out")
+        } else {
+            OUTPUT_NAME.to_owned()
+        };
+        let (w, b) = (format!("{node}.weight"), format!("{node}.bias"));
+        g.node(
+            "Gemm",
+            &node,
+            &[&x, &w, &b],
+            &[&out],
+            vec![attr_int("transB", 1)],
+        );
+        x = out;
+        if relu {
+            let relu_node = format!("classifier.{}", index + 1);
+            let relu_out = format!("{relu_node}.out");
+            g.node("Relu", &relu_node, &[&x], &[&relu_out], vec![]);
+            x = relu_out;
+        }
+    }
+    g.doc(&format!(
+        "{} ({}), width {}, {}×{} input, {} classes; written by labelflow",
+        spec.variant.architecture(),
+        spec.variant.layout_name(),
+        spec.width,
+        spec.input_size,
+        spec.input_size,
+        spec.num_classes
+    ));
+    Ok(model_proto(g.build(), &spec.metadata(class_names)))
+}
+
+/// Builds the model (see [`build_model`]) and writes it to `path` atomically; returns the
+/// file's lowercase hex sha256.
+pub fn write_alexnet(
+    path: &Path,
+    spec: &AlexNetSpec,
+    weights: &AlexNetWeights,
+    class_names: &[String],
+) -> Result<String, OnnxError> {
+    let model = build_model(spec, weights, class_names)?;
+    write_model_file(&model, path)
+}
+
+/// PyTorch's adaptive average pool from `input` to `output` cells along one axis, as a
+/// row-major `[output, input]` matrix: row i averages cells floor(i·in/out) up to
+/// ceil((i+1)·in/out).
+pub(super) fn adaptive_pool_matrix(input: usize, output: usize) -> Vec<f32> {
+    let mut m = vec![0f32; output * input];
+    for i in 0..output {
+        let start = i * input / output;
+        let end = ((i + 1) * input).div_ceil(output);
+        let weight = 1.0 / (end - start) as f32;
+        for j in start..end {
+            m[i * input + j] = weight;
+        }
+    }
+    m
+}
+
+fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; m.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = m[r * cols + c];
+        }
+    }
+    t
+}

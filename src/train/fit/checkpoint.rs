@@ -1,0 +1,114 @@
+//! Checkpoints: weights, momentum buffers and run state each epoch, read back by `--resume`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+use super::sgd::Sgd;
+use crate::train::metrics::EpochMetrics;
+use crate::train::model::AlexNet;
+use crate::train::TrainError;
+use crate::Result;
+
+/// Optimiser and schedule state saved with every checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct RunState {
+    /// Epochs completed.
+    pub(super) epoch: u32,
+    pub(super) lr: f64,
+    pub(super) best_val_loss: f64,
+    pub(super) bad_epochs: usize,
+    pub(super) metrics: Vec<EpochMetrics>,
+    pub(super) classes: Vec<String>,
+    pub(super) architecture: String,
+    pub(super) width: f32,
+    pub(super) input_size: usize,
+    pub(super) head_only: bool,
+    pub(super) seed: u64,
+}
+
+const CKPT_WEIGHTS: &str = "last.safetensors";
+const CKPT_STATE: &str = "last.json";
+const MOMENTUM_PREFIX: &str = "momentum/";
+
+pub(super) fn save_checkpoint(
+    dir: &Path,
+    model: &AlexNet,
+    sgd: &Sgd,
+    state: &RunState,
+) -> Result<()> {
+    let ck = |reason: String| TrainError::Checkpoint {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| ck(e.to_string()))?;
+    let mut named: Vec<(String, Tensor)> = model.parameters();
+    for (name, b) in &sgd.buffers {
+        named.push((format!("{MOMENTUM_PREFIX}{name}"), b.shallow_clone()));
+    }
+    let cpu: Vec<(String, Tensor)> = named
+        .into_iter()
+        .map(|(n, t)| Ok((n, t.f_detach()?.f_to_device(tch::Device::Cpu)?)))
+        .collect::<Result<_, TrainError>>()?;
+    let tmp = dir.join(format!("{CKPT_WEIGHTS}.tmp"));
+    Tensor::write_safetensors(&cpu, &tmp).map_err(|e| ck(e.to_string()))?;
+    let text = serde_json::to_string_pretty(state).map_err(|e| ck(e.to_string()))?;
+    let tmp_state = dir.join(format!("{CKPT_STATE}.tmp"));
+    std::fs::write(&tmp_state, text).map_err(|e| ck(e.to_string()))?;
+    // Weights first, then the state that names their epoch.
+    std::fs::rename(&tmp, dir.join(CKPT_WEIGHTS)).map_err(|e| ck(e.to_string()))?;
+    std::fs::rename(&tmp_state, dir.join(CKPT_STATE)).map_err(|e| ck(e.to_string()))?;
+    // A copy per epoch, so any epoch can be exported or resumed from later.
+    let keep = dir.join(format!("epoch-{:03}.safetensors", state.epoch));
+    std::fs::copy(dir.join(CKPT_WEIGHTS), keep).map_err(|e| ck(e.to_string()))?;
+    Ok(())
+}
+
+pub(super) fn load_checkpoint(
+    dir: &Path,
+    model: &mut AlexNet,
+    sgd: &mut Sgd,
+    expect: &RunState,
+) -> Result<RunState> {
+    let ck = |reason: String| TrainError::Checkpoint {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    let state_path = dir.join(CKPT_STATE);
+    let text = std::fs::read_to_string(&state_path).map_err(|e| {
+        ck(format!(
+            "--resume needs {} from an earlier run with the same --out: {e}",
+            state_path.display()
+        ))
+    })?;
+    let state: RunState =
+        serde_json::from_str(&text).map_err(|e| ck(format!("{}: {e}", state_path.display())))?;
+    if state.classes != expect.classes
+        || state.architecture != expect.architecture
+        || state.input_size != expect.input_size
+        || state.width != expect.width
+        || state.head_only != expect.head_only
+    {
+        return Err(ck(format!(
+            "the checkpoint was made for {} (width {}, input {}, classes {:?}, head-only {}); this run is {} (width {}, input {}, classes {:?}, head-only {})",
+            state.architecture, state.width, state.input_size, state.classes, state.head_only,
+            expect.architecture, expect.width, expect.input_size, expect.classes, expect.head_only
+        ))
+        .into());
+    }
+    let saved: BTreeMap<String, Tensor> = Tensor::read_safetensors(dir.join(CKPT_WEIGHTS))
+        .map_err(|e| ck(e.to_string()))?
+        .into_iter()
+        .collect();
+    model.load(&saved)?;
+    sgd.buffers.clear();
+    for (name, _) in &sgd.params {
+        if let Some(b) = saved.get(&format!("{MOMENTUM_PREFIX}{name}")) {
+            sgd.buffers
+                .insert(name.clone(), b.f_to_device(model.device())?);
+        }
+    }
+    Ok(state)
+}
