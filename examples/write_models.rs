@@ -55,8 +55,14 @@ fn main() -> anyhow::Result<()> {
                 ..AlexNetSpec::default()
             },
         ),
-        ("alexnet-w025-f7.onnx", with_feature(Variant::Torchvision, 7)?),
-        ("alexnet-paper-w025-f12.onnx", with_feature(Variant::Paper, 12)?),
+        (
+            "alexnet-w025-f7.onnx",
+            with_feature(Variant::Torchvision, 7)?,
+        ),
+        (
+            "alexnet-paper-w025-f12.onnx",
+            with_feature(Variant::Paper, 12)?,
+        ),
     ];
     for (file, spec) in specs {
         let t = Instant::now();

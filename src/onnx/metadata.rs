@@ -2,8 +2,6 @@
 //! that runs them. Keys and value formats here must not change silently.
 
 use crate::preprocess::PreprocessSpec;
-#[doc(hidden)]
-pub use crate::preprocess::PreprocessSpec as Preprocess;
 
 /// JSON array of class-name strings; its length is the model's number of outputs.
 pub const CLASSES: &str = "labelflow.classes";

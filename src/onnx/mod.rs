@@ -21,7 +21,6 @@ pub mod writer;
 use std::path::{Path, PathBuf};
 
 pub use alexnet::{AlexNetModel, AlexNetSpec, AlexNetWeights, Variant};
-pub use metadata::Preprocess;
 pub use reader::{OnnxModel, ValueShape};
 pub use writer::{Dim, F32Tensor, GraphBuilder};
 

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::metrics::EpochMetrics;
 use crate::onnx::alexnet::write_alexnet;
-use crate::onnx::{model_error, AlexNetSpec, AlexNetWeights, Preprocess};
+use crate::onnx::{model_error, AlexNetSpec, AlexNetWeights};
+use crate::preprocess::PreprocessSpec;
 use crate::{Error, Result};
 
 /// File names inside the output folder.
@@ -27,7 +28,7 @@ pub struct ModelCard {
     pub width: f32,
     pub input_size: usize,
     pub classes: Vec<String>,
-    pub preprocess: Preprocess,
+    pub preprocess: PreprocessSpec,
     /// `"scratch"`, `"fine-tune"` or `"head-only"`.
     pub mode: String,
     /// The model started from, when fine-tuning.

@@ -2,8 +2,9 @@
 
 use std::str::FromStr;
 
-use crate::onnx::metadata::{self, Preprocess};
+use crate::onnx::metadata;
 use crate::onnx::OnnxError;
+use crate::preprocess::PreprocessSpec;
 
 /// Name of the model's only input: `[batch, 3, S, S]` float32.
 pub const INPUT_NAME: &str = "input";
@@ -436,7 +437,7 @@ impl AlexNetSpec {
             ),
             (
                 metadata::PREPROCESS.to_owned(),
-                Preprocess::imagenet(crop).to_json(),
+                metadata::preprocess_to_json(&PreprocessSpec::imagenet(crop)),
             ),
             (
                 metadata::OUTPUT.to_owned(),

@@ -6,9 +6,10 @@ use sha2::{Digest, Sha256};
 use super::graph::adaptive_pool_matrix;
 use super::spec::AvgPool;
 use super::*;
-use crate::onnx::metadata::{self, Preprocess};
+use crate::onnx::metadata;
 use crate::onnx::reader::OnnxModel;
 use crate::onnx::writer::{attr_int, model_proto, write_model_file, Dim, F32Tensor, GraphBuilder};
+use crate::preprocess::PreprocessSpec;
 
 fn sizes(spec: &AlexNetSpec) -> Vec<(String, usize)> {
     spec.trace()
@@ -381,7 +382,7 @@ fn round_trip_keeps_weights_metadata_and_shapes() {
         assert_eq!(model.class_names().unwrap().unwrap(), names);
         assert_eq!(
             model.preprocess().unwrap().unwrap(),
-            Preprocess::imagenet(64)
+            PreprocessSpec::imagenet(64)
         );
         assert_eq!(model.inputs.len(), 1);
         assert_eq!(model.inputs[0].name, "input");
@@ -555,62 +556,4 @@ fn weights_check_names_the_offending_tensor() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("`classifier.6.bias` is missing"), "{err}");
-}
-
-/// Writes the reference models (the three of the brief, plus two that exercise the
-/// avgpool stages) for `tests/data/check_onnx.py`:
-/// `LABELFLOW_ONNX_OUT=/tmp/m cargo test --lib onnx::alexnet::tests::write_models -- --ignored --nocapture`
-#[test]
-#[ignore = "writes ~250 MB; run by hand with LABELFLOW_ONNX_OUT set"]
-fn write_models() {
-    let dir = std::path::PathBuf::from(std::env::var("LABELFLOW_ONNX_OUT").unwrap());
-    std::fs::create_dir_all(&dir).unwrap();
-    // Smallest inputs whose last feature map is 7×7 (MatMul pool) and 12×12 (AveragePool).
-    let with_feature = |variant: Variant, f: usize| {
-        (63..1200)
-            .map(|s| AlexNetSpec {
-                input_size: s,
-                ..small(variant, 1)
-            })
-            .find(|spec| spec.feature_size().unwrap() == f)
-            .unwrap()
-    };
-    let specs = [
-        ("alexnet-1000.onnx", AlexNetSpec::default()),
-        ("alexnet-w025-64.onnx", small(Variant::Torchvision, 1)),
-        (
-            "alexnet-paper-1000.onnx",
-            AlexNetSpec {
-                variant: Variant::Paper,
-                ..AlexNetSpec::default()
-            },
-        ),
-        (
-            "alexnet-w025-f7.onnx",
-            with_feature(Variant::Torchvision, 7),
-        ),
-        (
-            "alexnet-paper-w025-f12.onnx",
-            with_feature(Variant::Paper, 12),
-        ),
-    ];
-    for (file, spec) in specs {
-        let t = std::time::Instant::now();
-        let weights = spec.random_weights().unwrap();
-        let generated = t.elapsed();
-        let sha = write_alexnet(
-            &dir.join(file),
-            &spec,
-            &weights,
-            &default_class_names(spec.num_classes),
-        )
-        .unwrap();
-        println!(
-            "{file}: input {}, {} params, weights {:.2?}, total {:.2?}, sha256 {sha}",
-            spec.input_size,
-            spec.parameter_count().unwrap(),
-            generated,
-            t.elapsed()
-        );
-    }
 }

@@ -8,6 +8,7 @@ use std::time::Instant;
 use super::train_loop::fit;
 use crate::onnx::alexnet::read_alexnet;
 use crate::onnx::AlexNetSpec;
+use crate::train::augment::eval_spec;
 use crate::train::data;
 use crate::train::export::{self, ModelCard};
 use crate::train::metrics::EpochMetrics;
@@ -81,7 +82,7 @@ pub async fn train(config: &TrainConfig, progress: Arc<dyn TrainProgress>) -> Re
         .validate()
         .map_err(|e| TrainError::Options(e.to_string()))?;
     }
-    let resize = crate::train::augment::eval_spec(input_size).resize;
+    let resize = eval_spec(input_size).resize;
 
     // Data.
     progress.phase("listing");
@@ -188,7 +189,7 @@ pub async fn train(config: &TrainConfig, progress: Arc<dyn TrainProgress>) -> Re
         width: fitted.spec.width,
         input_size: fitted.spec.input_size,
         classes: classes.clone(),
-        preprocess: crate::onnx::Preprocess::imagenet(u32::try_from(input_size).unwrap_or(u32::MAX)),
+        preprocess: eval_spec(input_size),
         mode: mode.to_owned(),
         from: config.from.as_ref().map(|p| p.display().to_string()),
         data: config.data.clone(),
