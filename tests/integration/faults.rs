@@ -452,18 +452,6 @@ fn run(cmd: &mut Command) -> Finished {
     spawn(cmd).wait()
 }
 
-/// A small deterministic generator (kill times), reported by seed.
-struct Lcg(u64);
-impl Lcg {
-    fn next_f64(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 // --- the tests ------------------------------------------------------------------------
 
 /// About a fifth of all lists and uploads and a third of all gets fail (503, 500, a
@@ -914,13 +902,13 @@ fn kill_9_during_part_uploads_leaves_no_partial_part() {
     ];
     let stalled_part = ["fault=stall class=upload", "/part-"];
     let seed = 0x006b_119a_u64;
-    let mut rng = Lcg(seed);
+    let mut rng = labelflow::stable::SplitMix64::new(seed);
     let mut report = Vec::new();
     for round in 0..3 {
         let rows_before = output_rows(&rt, &store).len();
         let parts_before = part_count(&rt, &store);
         let stalls_before = faults(&proxy.stats(), "upload", Some("stall"));
-        let offset = 0.1 + rng.next_f64() * 1.4;
+        let offset = 0.1 + rng.unit() * 1.4;
         let mut child = spawn(&mut run_command(&proxy.url(), &bucket, &flags));
         let started = Instant::now();
         let mut mark = None;

@@ -170,18 +170,6 @@ fn committed_rows(out: &Path) -> usize {
     read_parts(out).iter().map(|b| b.num_rows()).sum()
 }
 
-/// A small deterministic generator for kill times (the test reports its seed).
-struct Lcg(u64);
-impl Lcg {
-    fn next_f64(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// kill -9 at random points, then the same command again, until it finishes: every
 /// object exactly once, nothing partial visible, and the work redone after each kill
 /// reported.
@@ -193,7 +181,7 @@ fn kill_9_at_random_points_then_rerun_labels_each_object_once() {
     let out = dir.join("out");
     let mut args = run_args(&input, &out);
     args.extend(["--rows-per-part".into(), "10".into()]);
-    let mut rng = Lcg(0x5eed_f1ab_e1);
+    let mut rng = labelflow::stable::SplitMix64::new(0x005e_edf1_abe1);
     let mut report = Vec::new();
     for round in 0..5 {
         let before = committed_rows(&out);
@@ -202,11 +190,11 @@ fn kill_9_at_random_points_then_rerun_labels_each_object_once() {
         // the first batches); odd rounds after a random amount of labelling, mid-batch
         // or while a part is being published.
         let when = if round % 2 == 0 {
-            let wait = 0.05 + rng.next_f64() * 0.8;
+            let wait = 0.05 + rng.unit() * 0.8;
             std::thread::sleep(Duration::from_secs_f64(wait));
             format!("after {wait:.2}s")
         } else {
-            let n = 6 + (rng.next_f64() * 40.0) as u64;
+            let n = 6 + (rng.unit() * 40.0) as u64;
             assert!(
                 run.wait_labelled(n),
                 "round {round} ended before labelling {n}: {}",
