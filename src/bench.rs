@@ -19,7 +19,7 @@ use crate::config::Tuning;
 use crate::decode::{self, DecodeLimits};
 use crate::error::{Error, Result};
 use crate::pipeline::{self, NoProgress};
-use crate::preprocess::Preprocessor;
+use crate::preprocess::{Preprocessor, Tta};
 use crate::store::{Access, Location, RetryPolicy};
 
 /// What to measure.
@@ -199,9 +199,15 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport> {
                         return Ok(());
                     }
                     let (_, bytes) = &files[i % files.len()];
-                    if let Ok(img) = decode::decode(bytes, DecodeLimits::default()) {
-                        pre.run_into(&img.pixels, img.width, img.height, &mut out)?;
-                    }
+                    // What a run's decode threads do (DCT-scaled decoding of large
+                    // JPEGs included); a file that fails costs its attempt only.
+                    let _ = decode::decode_and_prepare(
+                        bytes,
+                        DecodeLimits::default(),
+                        &mut pre,
+                        Tta::None,
+                        &mut out,
+                    );
                 }
             });
         }

@@ -96,7 +96,7 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage, DecodeErro
     if bytes.is_empty() {
         return Err(DecodeError::Empty);
     }
-    catch_unwind(AssertUnwindSafe(|| decode_inner(bytes, limits)))
+    catch_unwind(AssertUnwindSafe(|| decode_inner(bytes, limits, None)))
         .unwrap_or_else(|panic| Err(panicked("decoding", &*panic)))
 }
 
@@ -118,8 +118,11 @@ pub fn decode_and_prepare(
         return Err(DecodeError::Empty);
     }
     let mut stage = "decoding";
+    // The resize needs a shorter side of `resize` pixels: a JPEG at least four times
+    // that is decoded at 1/2, 1/4 or 1/8 scale in the DCT domain first.
+    let target = Some(pre.spec().resize);
     catch_unwind(AssertUnwindSafe(|| {
-        let img = decode_inner(bytes, limits)?;
+        let img = decode_inner(bytes, limits, target)?;
         stage = "preprocessing";
         pre.prepare(&img.pixels, img.width, img.height, tta, out)
             .map_err(DecodeError::Preprocess)?;
@@ -151,7 +154,13 @@ fn image_limits(limits: DecodeLimits) -> Limits {
     l
 }
 
-fn decode_inner(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage, DecodeError> {
+/// `min_short`: when set, a JPEG whose shorter side is at least four times it may be decoded
+/// at a reduced scale whose shorter side is still at least `min_short`.
+fn decode_inner(
+    bytes: &[u8],
+    limits: DecodeLimits,
+    min_short: Option<u32>,
+) -> Result<RgbImage, DecodeError> {
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| DecodeError::Corrupt {
@@ -202,7 +211,22 @@ fn decode_inner(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage, DecodeEr
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
+    let scaled = match (format, min_short) {
+        (image::ImageFormat::Jpeg, Some(min_short)) => {
+            decode_jpeg_scaled(bytes, width, height, min_short)
+        }
+        _ => None,
+    };
+    let mut img =
+        match scaled {
+            Some((w, h, pixels)) => DynamicImage::ImageRgb8(
+                image::RgbImage::from_raw(w, h, pixels).ok_or_else(|| DecodeError::Corrupt {
+                    format: format_name.clone(),
+                    reason: "scaled decode returned a short buffer".into(),
+                })?,
+            ),
+            None => DynamicImage::from_decoder(decoder).map_err(corrupt)?,
+        };
     img.apply_orientation(orientation);
     let rgb = match img {
         DynamicImage::ImageRgb8(buf) => buf,
@@ -214,6 +238,46 @@ fn decode_inner(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage, DecodeEr
         height,
         pixels: rgb.into_raw(),
     })
+}
+
+/// A JPEG decoded at the smallest DCT scale (1/2, 1/4 or 1/8) whose shorter side is
+/// still at least twice `min_short` — what Pillow's `draft()` and libjpeg's scaling factors
+/// do — as (width, height, RGB8 pixels), not yet oriented. The antialiased resize then
+/// goes the rest of the way, so the result stays close to resizing the full-size image
+/// (parity test in `tests/integration/decode.rs`).
+///
+/// `None` when scaling would not help (the image is less than four times `min_short`) or
+/// libjpeg cannot give RGB for the file (CMYK, a corrupt stream): the full decoder then
+/// handles it and reports any problem itself.
+fn decode_jpeg_scaled(
+    bytes: &[u8],
+    width: u32,
+    height: u32,
+    min_short: u32,
+) -> Option<(u32, u32, Vec<u8>)> {
+    let short = u64::from(width.min(height));
+    let min_short = u64::from(min_short.max(1));
+    // Output side at scale n/8 is ceil(side · n / 8). The DCT scaling is a box filter;
+    // keeping at least twice the target leaves the last 2× or more to the antialiased
+    // resize (Pillow's `reducing_gap` idea), which keeps parity with the full decode.
+    let numerator = [1u8, 2, 4]
+        .into_iter()
+        .find(|&n| (short * u64::from(n)).div_ceil(8) >= 2 * min_short)?;
+    // libjpeg reports errors by unwinding (see Cargo.toml); any such error, or a
+    // panic, means "use the full decoder".
+    catch_unwind(AssertUnwindSafe(|| {
+        let mut decompress = mozjpeg::Decompress::new_mem(bytes).ok()?;
+        decompress.scale(numerator);
+        let mut started = decompress.rgb().ok()?;
+        let (w, h) = (started.width(), started.height());
+        let pixels: Vec<u8> = started.read_scanlines().ok()?;
+        started.finish().ok()?;
+        let (w, h) = (u32::try_from(w).ok()?, u32::try_from(h).ok()?);
+        (pixels.len() as u64 == u64::from(w) * u64::from(h) * 3 && u64::from(w.min(h)) >= min_short)
+            .then_some((w, h, pixels))
+    }))
+    .ok()
+    .flatten()
 }
 
 #[cfg(test)]

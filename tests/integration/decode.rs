@@ -1,9 +1,22 @@
 //! Decoding the odd fixtures and preprocessing parity with the reference transform.
 
-use labelflow::decode::{decode, DecodeLimits};
-use labelflow::preprocess::{PreprocessSpec, Preprocessor};
+use labelflow::decode::{decode, decode_and_prepare, DecodeLimits};
+use labelflow::preprocess::{PreprocessSpec, Preprocessor, Tta};
 
-use super::common::{data, odd_expectations, read_f32};
+use super::common::{data, odd_expectations, read_f32, require_python, scratch};
+
+/// Mean and largest absolute difference of two tensors.
+fn differences(got: &[f32], want: &[f32]) -> (f64, f32) {
+    assert_eq!(got.len(), want.len());
+    let mut sum = 0f64;
+    let mut max = 0f32;
+    for (a, b) in got.iter().zip(want) {
+        let d = (a - b).abs();
+        sum += f64::from(d);
+        max = max.max(d);
+    }
+    (sum / got.len() as f64, max)
+}
 
 #[test]
 fn odd_files_decode_or_fail_as_documented() {
@@ -176,4 +189,112 @@ fn preprocessing_matches_the_reference_transform() {
     // One grey level is 1/(255·0.225) ≈ 0.017 in the bluest channel: at most a few
     // levels apart anywhere (resampling rounds differently near edges).
     assert!(worst_max < 0.1, "worst max abs diff {worst_max} ≥ 0.1");
+}
+
+/// Large JPEGs take the DCT-scaled decode (1/2, 1/4 or 1/8, then the antialiased resize
+/// the rest of the way): camera-sized versions of the fixture photos (upscaled so the
+/// shorter side is 2 400 px, JPEG quality 92) against the reference transform run by
+/// Pillow on the same files. Also checks the pipeline's path on the fixture photos
+/// themselves (all below 1 024 px, so decoded at full size).
+#[test]
+fn scaled_jpeg_decoding_matches_the_reference_transform() {
+    let Some(python) = require_python("numpy and pillow") else {
+        return;
+    };
+    let dir = scratch("scaled-jpeg");
+    let script = data("reference/make_preprocess_reference.py");
+    let mut pre = Preprocessor::new(PreprocessSpec::default()).unwrap();
+    let mut got = vec![0f32; PreprocessSpec::default().tensor_len()];
+    let mut worst = (0f64, 0f32);
+    for name in [
+        "astronaut.jpg",
+        "animals/chelsea.jpg",
+        "coffee.png",
+        "rocket.jpg",
+    ] {
+        let img = decode(
+            &std::fs::read(data("photos").join(name)).unwrap(),
+            DecodeLimits::default(),
+        )
+        .unwrap();
+        let scale = 2400.0 / f64::from(img.width.min(img.height));
+        let (w, h) = (
+            (f64::from(img.width) * scale).round() as u32,
+            (f64::from(img.height) * scale).round() as u32,
+        );
+        let small = image::RgbImage::from_raw(img.width, img.height, img.pixels).unwrap();
+        let large = image::imageops::resize(&small, w, h, image::imageops::FilterType::Triangle);
+        let file = dir.join(format!("{}.jpg", name.replace('/', "_")));
+        let mut encoded = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut encoded, 92)
+            .encode_image(&large)
+            .unwrap();
+        std::fs::write(&file, &encoded).unwrap();
+        let tensor = file.with_extension("f32");
+        let status = std::process::Command::new(&python)
+            .arg(&script)
+            .arg("--one")
+            .arg(&file)
+            .arg(&tensor)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "reference transform failed on {}",
+            file.display()
+        );
+        let want = read_f32(&tensor);
+        decode_and_prepare(
+            &encoded,
+            DecodeLimits::default(),
+            &mut pre,
+            Tta::None,
+            &mut got,
+        )
+        .unwrap();
+        let (mean, max) = differences(&got, &want);
+        // The full-size decode on the same file, for comparison.
+        let full = decode(&encoded, DecodeLimits::default()).unwrap();
+        let (full_mean, _) = differences(
+            &pre.run(&full.pixels, full.width, full.height).unwrap(),
+            &want,
+        );
+        eprintln!(
+            "{name} at {w}x{h}: scaled decode mean abs diff {mean:.5}, max {max:.4} (full decode: mean {full_mean:.5})"
+        );
+        assert!(
+            mean < 0.01,
+            "{name}: scaled decode mean abs diff {mean} ≥ 0.01"
+        );
+        worst = (worst.0.max(mean), worst.1.max(max));
+    }
+    eprintln!(
+        "large JPEGs: worst mean abs diff {:.5}, worst max {:.4}",
+        worst.0, worst.1
+    );
+
+    // The fixture photos through the pipeline's path, against the stored references.
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(data("reference/preprocess/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    for f in manifest["files"].as_array().unwrap() {
+        let file = f["file"].as_str().unwrap();
+        let want = read_f32(&data("reference/preprocess").join(f["tensor"].as_str().unwrap()));
+        let bytes = std::fs::read(data("photos").join(file)).unwrap();
+        decode_and_prepare(
+            &bytes,
+            DecodeLimits::default(),
+            &mut pre,
+            Tta::None,
+            &mut got,
+        )
+        .unwrap();
+        let (mean, max) = differences(&got, &want);
+        eprintln!("{file} (pipeline path): mean abs diff {mean:.5}, max {max:.4}");
+        assert!(
+            mean < 0.01,
+            "{file}: pipeline path mean abs diff {mean} ≥ 0.01"
+        );
+    }
 }

@@ -18,7 +18,10 @@ little-endian float32 in CHW order, shape [3, 224, 224]. `manifest.json` beside 
 tensors lists each file with its shape, dtype, sha256 and the intermediate sizes.
 
 Usage: tests/data/reference/make_preprocess_reference.py   (no arguments)
+       tests/data/reference/make_preprocess_reference.py --one IMAGE OUT.f32
+           the same tensor for one image anywhere (used by the large-JPEG parity test)
 """
+import sys
 import hashlib
 import json
 from pathlib import Path
@@ -126,4 +129,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 4 and sys.argv[1] == "--one":
+        tensor, _ = preprocess(Path(sys.argv[2]))
+        Path(sys.argv[3]).write_bytes(tensor.tobytes())
+    else:
+        main()
