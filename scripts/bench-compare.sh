@@ -12,7 +12,11 @@ out="$(mktemp -d)"
 for ((r = 1; r <= rounds; r++)); do
   for which in before after; do
     bin="$before"; [[ $which == after ]] && bin="$after"
-    "$bin" bench --no-progress "$@" >"$out/$which-$r.txt" 2>&1
+    if ! "$bin" bench --no-progress "$@" >"$out/$which-$r.txt" 2>&1; then
+      echo "bench-compare: $which ($bin), round $r failed:" >&2
+      cat "$out/$which-$r.txt" >&2
+      exit 1
+    fi
     echo "== $which, round $r"
     grep -E '^(decode|inference|end-to-end)' "$out/$which-$r.txt"
   done
