@@ -169,14 +169,7 @@ fn preprocessing_matches_the_reference_transform() {
         .unwrap();
         let got = pre.run(&img.pixels, img.width, img.height).unwrap();
         assert_eq!(got.len(), want.len(), "{file}");
-        let mut sum = 0f64;
-        let mut max = 0f32;
-        for (a, b) in got.iter().zip(&want) {
-            let d = (a - b).abs();
-            sum += f64::from(d);
-            max = max.max(d);
-        }
-        let mean = sum / got.len() as f64;
+        let (mean, max) = differences(&got, &want);
         eprintln!("{file}: mean abs diff {mean:.5}, max {max:.4}");
         assert!(
             mean < 0.01,
@@ -189,6 +182,13 @@ fn preprocessing_matches_the_reference_transform() {
     // One grey level is 1/(255·0.225) ≈ 0.017 in the bluest channel: at most a few
     // levels apart anywhere (resampling rounds differently near edges).
     assert!(worst_max < 0.1, "worst max abs diff {worst_max} ≥ 0.1");
+}
+
+/// `bytes` through a run's decode path ([`decode_and_prepare`]), compared with `want`.
+fn run_path_differences(bytes: &[u8], pre: &mut Preprocessor, want: &[f32]) -> (f64, f32) {
+    let mut got = vec![0f32; pre.spec().tensor_len()];
+    decode_and_prepare(bytes, DecodeLimits::default(), pre, Tta::None, &mut got).unwrap();
+    differences(&got, want)
 }
 
 /// Large JPEGs take the DCT-scaled decode (1/2, 1/4 or 1/8, then the antialiased resize
@@ -204,7 +204,6 @@ fn scaled_jpeg_decoding_matches_the_reference_transform() {
     let dir = scratch("scaled-jpeg");
     let script = data("reference/make_preprocess_reference.py");
     let mut pre = Preprocessor::new(PreprocessSpec::default()).unwrap();
-    let mut got = vec![0f32; PreprocessSpec::default().tensor_len()];
     let mut worst = (0f64, 0f32);
     for name in [
         "astronaut.jpg",
@@ -244,15 +243,7 @@ fn scaled_jpeg_decoding_matches_the_reference_transform() {
             file.display()
         );
         let want = read_f32(&tensor);
-        decode_and_prepare(
-            &encoded,
-            DecodeLimits::default(),
-            &mut pre,
-            Tta::None,
-            &mut got,
-        )
-        .unwrap();
-        let (mean, max) = differences(&got, &want);
+        let (mean, max) = run_path_differences(&encoded, &mut pre, &want);
         // The full-size decode on the same file, for comparison.
         let full = decode(&encoded, DecodeLimits::default()).unwrap();
         let (full_mean, _) = differences(
@@ -282,15 +273,7 @@ fn scaled_jpeg_decoding_matches_the_reference_transform() {
         let file = f["file"].as_str().unwrap();
         let want = read_f32(&data("reference/preprocess").join(f["tensor"].as_str().unwrap()));
         let bytes = std::fs::read(data("photos").join(file)).unwrap();
-        decode_and_prepare(
-            &bytes,
-            DecodeLimits::default(),
-            &mut pre,
-            Tta::None,
-            &mut got,
-        )
-        .unwrap();
-        let (mean, max) = differences(&got, &want);
+        let (mean, max) = run_path_differences(&bytes, &mut pre, &want);
         eprintln!("{file} (pipeline path): mean abs diff {mean:.5}, max {max:.4}");
         assert!(
             mean < 0.01,
