@@ -6,7 +6,10 @@
 //! - inference-only: images/s of the session(s) on preprocessed batches;
 //! - end-to-end: images/s of [`crate::pipeline::run_with`] over a folder of N images
 //!   (hard links to the input files), writing Parquet to a temporary folder;
-//! - peak RSS of each end-to-end run (the kernel's high-water mark, reset before each).
+//! - peak RSS of each end-to-end run (the kernel's high-water mark, reset before each);
+//! - with a baseline, the same measurements of `benches/baseline.py` — the PIL +
+//!   multiprocessing + Python onnxruntime pipeline a user would write — on the same
+//!   images, model, batch size and thread count, and the ratios labelflow ÷ Python.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,6 +35,24 @@ pub struct BenchOptions {
     pub stage_images: usize,
     pub tuning: Tuning,
     pub ort_lib: Option<PathBuf>,
+    /// Run the Python baseline with this interpreter.
+    pub baseline: Option<PathBuf>,
+}
+
+/// The Python baseline, embedded so that an installed binary can run it anywhere.
+pub const BASELINE_SCRIPT: &str = include_str!("../benches/baseline.py");
+
+/// The interpreter `--baseline` uses unless told: `LABELFLOW_PYTHON`, the project's
+/// `.venv`, then `python3` on the PATH.
+pub fn default_python() -> PathBuf {
+    if let Some(p) = std::env::var_os("LABELFLOW_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = PathBuf::from(".venv/bin/python");
+    if venv.exists() {
+        return venv;
+    }
+    PathBuf::from("python3")
 }
 
 /// One line of the report.
@@ -56,6 +77,10 @@ pub struct BenchReport {
     pub batch_size: usize,
     pub threads: String,
     pub rows: Vec<Measurement>,
+    /// `(what, labelflow ÷ python)`, when the baseline ran.
+    pub ratios: Vec<(String, f64)>,
+    /// The baseline's versions and settings, when it ran.
+    pub baseline: Option<String>,
 }
 
 impl BenchReport {
@@ -68,7 +93,7 @@ impl BenchReport {
             .map(Measurement::rate)
             .unwrap_or(f64::NAN);
         let mut s = format!(
-            "model {} · batch {} · {}\n{:<26} {:>8} {:>9} {:>10} {:>12} {:>14}\n",
+            "model {} · batch {} · {}\n{:<32} {:>8} {:>9} {:>10} {:>12} {:>14}\n",
             self.model,
             self.batch_size,
             self.threads,
@@ -81,7 +106,7 @@ impl BenchReport {
         );
         for r in &self.rows {
             s.push_str(&format!(
-                "{:<26} {:>8} {:>9.2} {:>10.1} {:>12.2} {:>14}\n",
+                "{:<32} {:>8} {:>9.2} {:>10.1} {:>12.2} {:>14}\n",
                 r.stage,
                 r.images,
                 r.seconds,
@@ -91,7 +116,20 @@ impl BenchReport {
                     .map_or("-".to_string(), |m| format!("{m:.0}"))
             ));
         }
+        if let Some(b) = &self.baseline {
+            s.push_str(&format!("\npython baseline: {b}\nlabelflow ÷ python:\n"));
+        }
+        for (what, ratio) in &self.ratios {
+            s.push_str(&format!("  {what:<58} {ratio:>6.2}\n"));
+        }
         s
+    }
+
+    fn rate_of(&self, stage: &str) -> Option<f64> {
+        self.rows
+            .iter()
+            .find(|r| r.stage == stage)
+            .map(Measurement::rate)
     }
 }
 
@@ -183,41 +221,14 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport> {
     let loaded = crate::infer::load_model(&probe_plan)?;
     let spec = loaded.spec.clone();
 
-    // 1. decode + preprocess on the decode pool's thread count.
+    // 1. decode + preprocess on the decode pool's thread count (and per core, for the
+    // baseline's single-process rows).
     let n = opts.stage_images.max(1);
     let threads = opts.tuning.decode_threads.max(1);
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let t = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| -> Result<()> {
-                let mut pre = Preprocessor::new(spec.clone())?;
-                let mut out = vec![0f32; spec.tensor_len()];
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if i >= n {
-                        return Ok(());
-                    }
-                    let (_, bytes) = &files[i % files.len()];
-                    // What a run's decode threads do (DCT-scaled decoding of large
-                    // JPEGs included); a file that fails costs its attempt only.
-                    let _ = decode::decode_and_prepare(
-                        bytes,
-                        DecodeLimits::default(),
-                        &mut pre,
-                        Tta::None,
-                        &mut out,
-                    );
-                }
-            });
-        }
-    });
-    rows.push(Measurement {
-        stage: format!("decode+preprocess ({threads} thr)"),
-        images: n,
-        seconds: t.elapsed().as_secs_f64(),
-        peak_rss_mib: None,
-    });
+    if opts.baseline.is_some() && threads > 1 {
+        rows.push(measure_decode(&files, &spec, n, 1));
+    }
+    rows.push(measure_decode(&files, &spec, n, threads));
 
     // 2. inference only, on real preprocessed tensors.
     let batch = loaded.pool.batch_size();
@@ -300,8 +311,15 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport> {
             peak_rss_mib: peak_rss_mib(),
         });
     }
+    let mut baseline = None;
+    if let Some(python) = &opts.baseline {
+        let count = opts.images.last().copied().unwrap_or(0);
+        let b = run_baseline(python, opts, &model, &scratch, count, n, batch)?;
+        baseline = Some(b.settings);
+        rows.extend(b.rows);
+    }
     let _ = std::fs::remove_dir_all(&scratch);
-    Ok(BenchReport {
+    let mut report = BenchReport {
         model: model.display().to_string(),
         batch_size: batch,
         threads: format!(
@@ -318,7 +336,192 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport> {
                 .unwrap_or(0)
         ),
         rows,
-    })
+        ratios: Vec::new(),
+        baseline,
+    };
+    if opts.baseline.is_some() {
+        report.ratios = baseline_ratios(&report, opts);
+    }
+    Ok(report)
+}
+
+/// Decode + preprocess `n` images (cycling through `files`) on `threads` threads, as a
+/// run's decode threads do (DCT-scaled decoding of large JPEGs included); a file that
+/// fails costs its attempt only.
+fn measure_decode(
+    files: &[(PathBuf, Vec<u8>)],
+    spec: &crate::preprocess::PreprocessSpec,
+    n: usize,
+    threads: usize,
+) -> Measurement {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| -> Result<()> {
+                let mut pre = Preprocessor::new(spec.clone())?;
+                let mut out = vec![0f32; spec.tensor_len()];
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= n {
+                        return Ok(());
+                    }
+                    let (_, bytes) = &files[i % files.len()];
+                    let _ = decode::decode_and_prepare(
+                        bytes,
+                        DecodeLimits::default(),
+                        &mut pre,
+                        Tta::None,
+                        &mut out,
+                    );
+                }
+            });
+        }
+    });
+    Measurement {
+        stage: format!("decode+preprocess ({threads} thr)"),
+        images: n,
+        seconds: t.elapsed().as_secs_f64(),
+        peak_rss_mib: None,
+    }
+}
+
+/// What the baseline measured.
+struct BaselineRun {
+    rows: Vec<Measurement>,
+    settings: String,
+}
+
+/// Run `benches/baseline.py` (embedded) with `python` on the same images and model.
+fn run_baseline(
+    python: &std::path::Path,
+    opts: &BenchOptions,
+    model: &std::path::Path,
+    scratch: &std::path::Path,
+    images: usize,
+    stage_images: usize,
+    batch: usize,
+) -> Result<BaselineRun> {
+    let script = scratch.join("baseline.py");
+    std::fs::write(&script, BASELINE_SCRIPT)
+        .map_err(|e| Error::io(format!("writing {}", script.display()), e))?;
+    let procs = opts.tuning.decode_threads.max(1);
+    let out = std::process::Command::new(python)
+        .arg(&script)
+        .arg("--model")
+        .arg(model)
+        .args(["--input", &opts.input])
+        .args(["--images", &images.to_string()])
+        .args(["--stage-images", &stage_images.to_string()])
+        .args(["--batch-size", &batch.to_string()])
+        .args(["--procs", &procs.to_string()])
+        .args(["--intra-threads", &opts.tuning.intra_threads.to_string()])
+        .arg("--output")
+        .arg(scratch.join("baseline-output"))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .map_err(|e| {
+            Error::Input(format!(
+                "cannot start the Python baseline with {}: {e}; pass --python PATH (an interpreter with pillow, numpy, onnxruntime and pyarrow: pip install -r scripts/requirements-test.txt)",
+                python.display()
+            ))
+        })?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        let tail: Vec<&str> = stderr.lines().rev().take(8).collect();
+        return Err(Error::Input(format!(
+            "the Python baseline ({}) failed ({}):\n{}",
+            python.display(),
+            out.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: serde_json::Value = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .and_then(|l| serde_json::from_str(l).ok())
+        .ok_or_else(|| {
+            Error::Input(format!(
+                "the Python baseline printed no report; its output:\n{stdout}{stderr}"
+            ))
+        })?;
+    let row = |key: &str, stage: String| -> Result<Measurement> {
+        let r = &report[key];
+        match (r["images"].as_u64(), r["seconds"].as_f64()) {
+            (Some(images), Some(seconds)) => Ok(Measurement {
+                stage,
+                images: images as usize,
+                seconds,
+                peak_rss_mib: r["peak_rss_mib"].as_f64(),
+            }),
+            _ => Err(Error::Input(format!(
+                "the Python baseline's report has no {key}: {report}"
+            ))),
+        }
+    };
+    let rows = vec![
+        row("decode_full", "python decode full (1 proc)".into())?,
+        row("decode_draft", "python decode draft (1 proc)".into())?,
+        row("inference_only", "python inference-only".into())?,
+        row("end_to_end", format!("python end-to-end ({images} images)"))?,
+    ];
+    let settings = format!(
+        "Pillow {} (resize BILINEAR, exif_transpose), onnxruntime {}, {} worker processes, intra-op threads {}",
+        report["pillow"].as_str().unwrap_or("?"),
+        report["onnxruntime"].as_str().unwrap_or("?"),
+        procs,
+        match opts.tuning.intra_threads {
+            0 => "default".to_string(),
+            n => n.to_string(),
+        }
+    );
+    Ok(BaselineRun { rows, settings })
+}
+
+/// labelflow ÷ Python for the rows measured on both sides.
+fn baseline_ratios(report: &BenchReport, opts: &BenchOptions) -> Vec<(String, f64)> {
+    let count = opts.images.last().copied().unwrap_or(0);
+    let threads = opts.tuning.decode_threads.max(1);
+    let pairs = [
+        (
+            "decode+preprocess per core ÷ Pillow full decode".to_string(),
+            "decode+preprocess (1 thr)".to_string(),
+            "python decode full (1 proc)".to_string(),
+        ),
+        (
+            "decode+preprocess per core ÷ Pillow with draft()".to_string(),
+            "decode+preprocess (1 thr)".to_string(),
+            "python decode draft (1 proc)".to_string(),
+        ),
+        (
+            format!("decode+preprocess ({threads} thr) ÷ Pillow with draft() × {threads}"),
+            format!("decode+preprocess ({threads} thr)"),
+            "python decode draft (1 proc)".to_string(),
+        ),
+        (
+            "inference-only ÷ python inference-only".to_string(),
+            "inference-only".to_string(),
+            "python inference-only".to_string(),
+        ),
+        (
+            format!("end-to-end ({count} images) ÷ python end-to-end"),
+            format!("end-to-end ({count} images)"),
+            format!("python end-to-end ({count} images)"),
+        ),
+    ];
+    pairs
+        .into_iter()
+        .filter(|(what, _, _)| threads > 1 || !what.contains(" × "))
+        .filter_map(|(what, ours, theirs)| {
+            let mut theirs = report.rate_of(&theirs)?;
+            if what.contains(" × ") {
+                theirs *= threads as f64;
+            }
+            Some((what, report.rate_of(&ours)? / theirs))
+        })
+        .collect()
 }
 
 fn tempfile_dir() -> Result<PathBuf> {

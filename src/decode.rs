@@ -8,6 +8,7 @@
 
 use std::io::Cursor;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
 
 use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
 
@@ -114,6 +115,25 @@ pub fn decode_and_prepare(
     tta: Tta,
     out: &mut [f32],
 ) -> Result<(u32, u32), DecodeError> {
+    decode_and_prepare_timed(bytes, limits, pre, tta, out, &mut PrepareTimes::default())
+}
+
+/// Time spent in each half of [`decode_and_prepare`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PrepareTimes {
+    pub decode: Duration,
+    pub preprocess: Duration,
+}
+
+/// [`decode_and_prepare`], adding the time of each half to `times`.
+pub fn decode_and_prepare_timed(
+    bytes: &[u8],
+    limits: DecodeLimits,
+    pre: &mut Preprocessor,
+    tta: Tta,
+    out: &mut [f32],
+    times: &mut PrepareTimes,
+) -> Result<(u32, u32), DecodeError> {
     if bytes.is_empty() {
         return Err(DecodeError::Empty);
     }
@@ -121,11 +141,18 @@ pub fn decode_and_prepare(
     // The resize needs a shorter side of `resize` pixels: a JPEG at least four times
     // that is decoded at 1/2, 1/4 or 1/8 scale in the DCT domain first.
     let target = Some(pre.spec().resize);
+    let started = Instant::now();
     catch_unwind(AssertUnwindSafe(|| {
-        let img = decode_inner(bytes, limits, target)?;
+        let img = decode_inner(bytes, limits, target);
+        let decoded = Instant::now();
+        times.decode += decoded - started;
+        let img = img?;
         stage = "preprocessing";
-        pre.prepare(&img.pixels, img.width, img.height, tta, out)
-            .map_err(DecodeError::Preprocess)?;
+        let r = pre
+            .prepare(&img.pixels, img.width, img.height, tta, out)
+            .map_err(DecodeError::Preprocess);
+        times.preprocess += decoded.elapsed();
+        r?;
         Ok((img.width, img.height))
     }))
     .unwrap_or_else(|panic| Err(panicked(stage, &*panic)))

@@ -25,6 +25,7 @@ pub mod schema;
 pub mod sink;
 pub mod source;
 pub mod stable;
+pub mod stages;
 pub mod store;
 #[cfg(feature = "train")]
 pub mod train;

@@ -23,6 +23,7 @@ use crate::redact::redact;
 use crate::runs::{self, RunStatus};
 use crate::sink::{self, CommittedKeys, ModelStamp, PartWriter, Row};
 use crate::source::{self, Filter, ListingCounters, ObjectRef, Shard};
+use crate::stages::{Stage, StageClock, StageLoad, StageTimes, Timed, Workers};
 use crate::store::{Access, Location};
 
 /// Live counters of a run; read them for progress.
@@ -35,6 +36,10 @@ pub struct Stats {
     pub labelled: AtomicU64,
     /// Objects written as error rows.
     pub failed: AtomicU64,
+    /// Busy time per stage.
+    pub stages: StageClock,
+    /// How many workers each stage has.
+    pub workers: Workers,
 }
 
 /// Progress reporting; the default methods do nothing.
@@ -127,6 +132,10 @@ pub struct RunSummary {
     pub tta: Tta,
     /// Peak resident memory of the process so far (Linux), bytes.
     pub peak_rss_bytes: Option<u64>,
+    /// Busy seconds per stage, summed over each stage's workers.
+    pub stages: StageTimes,
+    /// Each stage's busy share of its capacity, highest (the bound) first.
+    pub load: Vec<StageLoad>,
 }
 
 impl RunSummary {
@@ -304,7 +313,14 @@ pub async fn run_with_stop(
             done.len()
         ));
     }
-    let stats = Arc::new(Stats::default());
+    let stats = Arc::new(Stats {
+        workers: Workers {
+            fetches: plan.tuning.fetch_concurrency,
+            decode_threads: plan.tuning.decode_threads,
+            sessions: plan.tuning.sessions,
+        },
+        ..Stats::default()
+    });
     let mut summary = RunSummary {
         run_id: run_id.clone(),
         status: RunStatus::Running,
@@ -330,6 +346,8 @@ pub async fn run_with_stop(
         batch_size: model.pool.batch_size(),
         tta: plan.tta,
         peak_rss_bytes: None,
+        stages: StageTimes::default(),
+        load: Vec::new(),
     };
     if let Err(e) = write_record(output, &summary).await {
         model.pool.shutdown();
@@ -362,6 +380,8 @@ pub async fn run_with_stop(
     summary.images_per_second =
         (summary.labelled + summary.failed) as f64 / summary.seconds.max(1e-9);
     summary.peak_rss_bytes = peak_rss_bytes();
+    summary.stages = stats.stages.snapshot();
+    summary.load = summary.stages.load(summary.seconds, &stats.workers);
 
     if let Some(error) = outcome.error {
         if summary.rows_written == 0 && !resumed {
@@ -532,7 +552,10 @@ async fn drive(d: Drive<'_>) -> Outcome {
             max_failures: plan.max_store_failures.max(1),
         };
         async move {
-            let listing = source::list(&input, filter, limit, stats.listing.clone());
+            let listing = Timed::new(
+                source::list(&input, filter, limit, stats.listing.clone()),
+                stats.stages.counter(Stage::Listing),
+            );
             let skipped = stats.clone();
             let prepared = listing
                 .try_filter(move |o| {
@@ -545,6 +568,7 @@ async fn drive(d: Drive<'_>) -> Outcome {
                 .map_ok(|object| {
                     let input = input.clone();
                     let job = PrepareJob {
+                        stats: stats.clone(),
                         spec: spec.clone(),
                         tta,
                         limits,
@@ -612,7 +636,10 @@ async fn drive(d: Drive<'_>) -> Outcome {
                     }
                 }
                 if let Some(batch) = full {
-                    if tx.send(Work::Batch(batch)).await.is_err() {
+                    let waiting = Instant::now();
+                    let sent = tx.send(Work::Batch(batch)).await;
+                    stats.stages.add(Stage::WaitingForModel, waiting.elapsed());
+                    if sent.is_err() {
                         return Ok(());
                     }
                 }
@@ -634,7 +661,10 @@ async fn drive(d: Drive<'_>) -> Outcome {
     };
 
     // Consumer: infer and write.
-    let handle: InferenceHandle = model.pool.handle();
+    let handle: InferenceHandle = model
+        .pool
+        .handle()
+        .timed(stats.stages.counter(Stage::Inference));
     let classes = Arc::new(model.info.classes.clone());
     let stamp = ModelStamp {
         name: model.info.name.clone(),
@@ -763,10 +793,16 @@ async fn consume(
                 _ = stop.requested(), if deadline.is_none() => {
                     deadline = Some(Box::pin(tokio::time::sleep(grace)));
                 }
-                _ = tick.tick() => writer.tick().await?,
+                _ = tick.tick() => {
+                    let t = Instant::now();
+                    writer.tick().await?;
+                    stats.stages.add(Stage::Writing, t.elapsed());
+                }
                 next = results.next() => {
                     let Some(done) = next else { break };
-                    match done? {
+                    let done = done?;
+                    let t = Instant::now();
+                    match done {
                         Ok(rows) => {
                             for row in rows {
                                 stats.failed.fetch_add(1, Relaxed);
@@ -777,6 +813,7 @@ async fn consume(
                             write_scored(&mut writer, &stats, scoring, items, scores).await?;
                         }
                     }
+                    stats.stages.add(Stage::Writing, t.elapsed());
                 }
             }
         }
@@ -785,10 +822,12 @@ async fn consume(
     .await;
     let published = (writer.rows_written, writer.parts.clone());
     match result {
-        Ok(()) => writer
-            .finish()
-            .await
-            .map_err(|e| (e, published.0, published.1)),
+        Ok(()) => {
+            let t = Instant::now();
+            let finished = writer.finish().await;
+            stats.stages.add(Stage::Writing, t.elapsed());
+            finished.map_err(|e| (e, published.0, published.1))
+        }
         Err(e) => Err((e, published.0, published.1)),
     }
 }
@@ -870,6 +909,7 @@ fn with_preprocessor<R>(
 
 /// Fetch, decode and preprocess one object (the CPU part on the decode pool).
 struct PrepareJob {
+    stats: Arc<Stats>,
     spec: PreprocessSpec,
     tta: Tta,
     limits: DecodeLimits,
@@ -893,7 +933,9 @@ impl PrepareJob {
             });
         }
         let fetched_from = Instant::now();
-        let bytes = match source::fetch(input, &object).await {
+        let fetched = source::fetch(input, &object).await;
+        self.stats.stages.add(Stage::Fetch, fetched_from.elapsed());
+        let bytes = match fetched {
             Ok(b) => b,
             Err(e) => {
                 let error = redact(&DecodeError::Fetch(e.to_string()).to_string()).into_owned();
@@ -912,15 +954,30 @@ impl PrepareJob {
             .await
             .map_err(|_| Error::Task("decode pool closed".into()))?;
         let PrepareJob {
-            spec, tta, limits, ..
+            stats,
+            spec,
+            tta,
+            limits,
+            ..
         } = self;
         let decoded = tokio::task::spawn_blocking(
             move || -> std::result::Result<(u32, u32, Vec<f32>), String> {
                 let mut tensor = vec![0f32; spec.tensor_len() * tta.views()];
-                let (w, h) = with_preprocessor(&spec, |pre| {
-                    decode::decode_and_prepare(&bytes, limits, pre, tta, &mut tensor)
-                        .map_err(|e| e.to_string())
-                })??;
+                let mut times = decode::PrepareTimes::default();
+                let prepared = with_preprocessor(&spec, |pre| {
+                    decode::decode_and_prepare_timed(
+                        &bytes,
+                        limits,
+                        pre,
+                        tta,
+                        &mut tensor,
+                        &mut times,
+                    )
+                    .map_err(|e| e.to_string())
+                });
+                stats.stages.add(Stage::Decode, times.decode);
+                stats.stages.add(Stage::Preprocess, times.preprocess);
+                let (w, h) = prepared??;
                 Ok((w, h, tensor))
             },
         )

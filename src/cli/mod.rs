@@ -373,6 +373,12 @@ pub struct BenchArgs {
     /// Images for the decode and inference-only measurements.
     #[arg(long, default_value_t = 320)]
     pub stage_images: usize,
+    /// Also run the Python baseline (PIL + multiprocessing + onnxruntime, benches/baseline.py) on the same images and print labelflow ÷ Python.
+    #[arg(long)]
+    pub baseline: bool,
+    /// Python for --baseline, with pillow, numpy, onnxruntime and pyarrow (default: $LABELFLOW_PYTHON, ./.venv/bin/python, python3).
+    #[arg(long, value_name = "PATH", requires = "baseline")]
+    pub python: Option<PathBuf>,
     #[command(flatten)]
     pub tuning: TuningFlags,
 }

@@ -42,6 +42,14 @@ impl Progress for Bars {
                 let done = labelled + failed;
                 let rate = done as f64 / start.elapsed().as_secs_f64().max(1e-3);
                 let listing = &stats.listing;
+                let busiest = stats
+                    .stages
+                    .snapshot()
+                    .load(start.elapsed().as_secs_f64(), &stats.workers)
+                    .into_iter()
+                    .next()
+                    .map(|l| format!(" · busiest: {} {:.0}%", l.name, l.busy * 100.0))
+                    .unwrap_or_default();
                 if counting && listing.complete.load(Relaxed) {
                     // The listing is complete: the total is known, so show a bar with
                     // an estimate of the time left.
@@ -58,19 +66,20 @@ impl Progress for Bars {
                 }
                 if counting {
                     bar.set_message(format!(
-                        "listing: {} listed, {} selected · labelled {} · failed {} · skipped {} · {:.1} img/s",
+                        "listing: {} listed, {} selected · labelled {} · failed {} · skipped {} · {:.1} img/s{}",
                         listing.listed.load(Relaxed),
                         listing.selected.load(Relaxed),
                         labelled,
                         failed,
                         skipped,
-                        rate
+                        rate,
+                        busiest
                     ));
                     bar.tick();
                 } else {
                     bar.set_position(done);
                     bar.set_message(format!(
-                        "{failed} failed · {skipped} already done · {rate:.1} img/s"
+                        "{failed} failed · {skipped} already done · {rate:.1} img/s{busiest}"
                     ));
                 }
                 std::thread::sleep(Duration::from_millis(200));
@@ -125,6 +134,14 @@ pub fn print_summary(s: &RunSummary) {
         s.parts.len(),
         s.output
     );
+    eprintln!(
+        "time by stage (busy seconds, summed over each stage's workers): {}",
+        s.stages.line()
+    );
+    if let Some(bound) = s.load.first() {
+        let rest: Vec<String> = s.load[1..].iter().take(2).map(|l| l.to_string()).collect();
+        eprintln!("bound by {bound}; then {}", rest.join(", "));
+    }
     if s.failed > 0 {
         eprintln!(
             "{} image(s) could not be labelled; their rows carry the reason in the `error` column",

@@ -244,9 +244,12 @@ pub fn check_spec(model: &ModelBytes, info: &ModelInfo, spec: &PreprocessSpec) -
     Ok(())
 }
 
-/// A loaded model ready to run, with its resolved preprocessing.
+/// A loaded model ready to run, with its resolved preprocessing. The file's bytes
+/// are not kept: once the sessions are built they hold the weights, and a second copy
+/// would cost the model's size in memory for the whole run.
 pub struct LoadedModel {
-    pub bytes: ModelBytes,
+    /// Where the model was read from.
+    pub location: String,
     pub info: ModelInfo,
     pub spec: PreprocessSpec,
     /// The device the sessions run on (CPU after a permitted CUDA fallback).
@@ -303,7 +306,7 @@ pub fn load_model(plan: &RunPlan) -> Result<LoadedModel> {
         )));
     }
     Ok(LoadedModel {
-        bytes,
+        location: bytes.location.clone(),
         info,
         spec,
         device,

@@ -1,7 +1,9 @@
 //! A pool of inference threads, each owning one session, fed by a bounded queue; the
 //! queue is the back-pressure on decoding.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use ort::session::Session;
 use ort::value::TensorRef;
@@ -38,6 +40,8 @@ pub struct PoolOptions {
 struct Job {
     input: BatchInput,
     reply: oneshot::Sender<Result<Vec<f32>>>,
+    /// Where the session's time on this batch is added (nanoseconds).
+    busy: Option<Arc<AtomicU64>>,
 }
 
 /// A pool of inference threads, each owning one session, fed by a bounded queue.
@@ -120,6 +124,7 @@ impl InferencePool {
             queue: self.queue.clone(),
             classes: self.info.num_classes(),
             batch: self.batch_size,
+            busy: None,
         }
     }
 
@@ -139,16 +144,28 @@ pub struct InferenceHandle {
     queue: mpsc::Sender<Job>,
     classes: usize,
     batch: usize,
+    busy: Option<Arc<AtomicU64>>,
 }
 
 impl InferenceHandle {
+    /// The same handle, adding the time the sessions spend on its batches to `busy`
+    /// (nanoseconds): a run's inference busy time.
+    pub fn timed(mut self, busy: Arc<AtomicU64>) -> Self {
+        self.busy = Some(busy);
+        self
+    }
+
     /// Run one padded batch; returns `real × classes` raw outputs (padding dropped).
     /// Waits for room in the queue: this is the back-pressure on decoding.
     pub async fn run(&self, input: BatchInput) -> Result<Vec<f32>> {
         let real = input.real;
         let (reply, rx) = oneshot::channel();
         self.queue
-            .send(Job { input, reply })
+            .send(Job {
+                input,
+                reply,
+                busy: self.busy.clone(),
+            })
             .await
             .map_err(|_| Error::Inference("inference threads have stopped".into()))?;
         let mut out = rx
@@ -187,7 +204,12 @@ fn session_loop(
             guard.blocking_recv()
         };
         let Some(job) = job else { break };
+        let started = Instant::now();
         let result = run_once(&mut session, &input_name, &output_name, shape, &job.input);
+        if let Some(busy) = &job.busy {
+            let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            busy.fetch_add(ns, Relaxed);
+        }
         let _ = job.reply.send(result);
     }
 }

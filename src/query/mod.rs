@@ -160,28 +160,39 @@ async fn count_runs(data: &Location) -> Result<usize> {
         .count())
 }
 
-/// `latest`: per uri, the row of the newest run (and within a run the last labelled).
-/// A run writes each uri once (a resumed run skips what it already wrote), so with a
-/// single run `latest` is the whole table and needs no window over it.
+/// `latest`: per uri, the row of the newest run (run ids sort by time). A run writes
+/// each uri once (a resumed run skips what it already wrote), so with a single run
+/// `latest` is the whole table, and with several it is each uri's newest run found by
+/// an aggregate over two narrow columns, joined back to the rows: no window sorting
+/// every row with all its columns.
 fn latest_view_sql(single_run: bool) -> String {
-    let mut columns: Vec<String> = schema::predictions()
-        .fields()
-        .iter()
-        .map(|f| format!("\"{}\"", f.name()))
-        .collect();
-    columns.push(format!("\"{}\"", schema::RUN_ID));
-    let columns = columns.join(", ");
+    let columns = |alias: &str| -> String {
+        let mut names: Vec<String> = schema::predictions()
+            .fields()
+            .iter()
+            .map(|f| f.name().to_string())
+            .collect();
+        names.push(schema::RUN_ID.to_string());
+        names
+            .iter()
+            .map(|n| format!("{alias}\"{n}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     if single_run {
-        return format!("CREATE VIEW {LATEST} AS SELECT {columns} FROM {PREDICTIONS}");
+        return format!(
+            "CREATE VIEW {LATEST} AS SELECT {} FROM {PREDICTIONS}",
+            columns("")
+        );
     }
     format!(
-        "CREATE VIEW {LATEST} AS SELECT {columns} FROM (\
-           SELECT *, row_number() OVER (PARTITION BY \"{uri}\" \
-             ORDER BY \"{run}\" DESC, \"{at}\" DESC) AS labelflow_rank \
-           FROM {PREDICTIONS}) WHERE labelflow_rank = 1",
+        "CREATE VIEW {LATEST} AS SELECT {cols} FROM {PREDICTIONS} p \
+           JOIN (SELECT \"{uri}\" AS labelflow_uri, max(\"{run}\") AS labelflow_newest \
+                 FROM {PREDICTIONS} GROUP BY \"{uri}\") n \
+           ON p.\"{uri}\" = n.labelflow_uri AND p.\"{run}\" = n.labelflow_newest",
+        cols = columns("p."),
         uri = schema::URI,
         run = schema::RUN_ID,
-        at = schema::LABELLED_AT,
     )
 }
 

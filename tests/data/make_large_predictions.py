@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Generate a large predictions dataset for timing queries (not a test fixture).
 
-    python tests/data/make_large_predictions.py N OUTDIR [FILES]
+    python tests/data/make_large_predictions.py N OUTDIR [FILES] [RUNS]
 
 writes N rows with the predictions schema (src/schema.rs) as FILES part files
-(default 10) under OUTDIR/run_id=<RUN>/, one run, 1000 classes, ~0.5% error rows,
-scores spread so that a few percent fall below 0.3. Deterministic for a given N and
-FILES. 10M rows take about a minute and ~1 GB.
+(default 10) under OUTDIR/run_id=<RUN>/, 1000 classes, ~0.5% error rows, scores
+spread so that a few percent fall below 0.3. With RUNS > 1 (default 1) the N rows are
+split evenly over RUNS run folders whose uris overlap: run r labels the images
+[r·N/(2·RUNS), r·N/(2·RUNS) + N/RUNS), so each later run relabels half of the
+previous one's images and adds as many new ones (what `latest` has to resolve).
+Deterministic for given N, FILES and RUNS. 10M rows take about a minute and ~1 GB.
 """
 
 import hashlib
@@ -56,7 +59,7 @@ SCHEMA = pa.schema(
 )
 
 
-def part(start, n, rng):
+def part(start, n, rng, run=0):
     ids = np.arange(start, start + n)
     keys = [f"dir_{i % 997:03d}/img_{i:09d}.jpg" for i in ids]
     failed = rng.random(n) < 0.005
@@ -86,7 +89,8 @@ def part(start, n, rng):
     def masked(values, typ):
         return pa.array(values, type=typ, mask=failed)
 
-    labelled_at = np.datetime64("2026-12-01T09:00:00", "us") + (ids * 3_000).astype("timedelta64[us]")
+    labelled_at = (np.datetime64("2026-12-01T09:00:00", "us") + np.timedelta64(run, "D")
+                   + (ids * 3_000).astype("timedelta64[us]"))
     columns = {
         "uri": pa.array(["s3://bench-bucket/" + k for k in keys], type=pa.string()),
         "key": pa.array(keys, type=pa.string()),
@@ -115,26 +119,34 @@ def main():
     total = int(sys.argv[1])
     out = sys.argv[2]
     files = int(sys.argv[3]) if len(sys.argv) > 3 else 10
-    folder = os.path.join(out, f"run_id={RUN}")
-    os.makedirs(folder, exist_ok=True)
-    per_file = -(-total // files)
-    start = 0
-    for f in range(files):
-        n = min(per_file, total - start)
-        if n <= 0:
-            break
-        rng = np.random.default_rng(f)
-        table = part(start, n, rng)
-        pq.write_table(
-            table,
-            os.path.join(folder, f"part-{f:05d}.parquet"),
-            compression="zstd",
-            row_group_size=128 * 1024,
-            use_compliant_nested_type=False,
-        )
-        start += n
-        print(f"{folder}/part-{f:05d}.parquet: {n} rows", file=sys.stderr)
-    print(f"{start} rows at {out}", file=sys.stderr)
+    runs = int(sys.argv[4]) if len(sys.argv) > 4 else 1
+    per_run = -(-total // runs)
+    written = 0
+    for r in range(runs):
+        run_id = RUN if runs == 1 else f"2026120{1 + r}T090000Z-bench{r}"
+        folder = os.path.join(out, f"run_id={run_id}")
+        os.makedirs(folder, exist_ok=True)
+        rows = min(per_run, total - written)
+        first = r * per_run // 2
+        per_file = -(-rows // files)
+        done = 0
+        for f in range(files):
+            n = min(per_file, rows - done)
+            if n <= 0:
+                break
+            rng = np.random.default_rng(r * 1000 + f)
+            table = part(first + done, n, rng, r)
+            pq.write_table(
+                table,
+                os.path.join(folder, f"part-{f:05d}.parquet"),
+                compression="zstd",
+                row_group_size=128 * 1024,
+                use_compliant_nested_type=False,
+            )
+            done += n
+            print(f"{folder}/part-{f:05d}.parquet: {n} rows", file=sys.stderr)
+        written += done
+    print(f"{written} rows in {runs} run(s) at {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

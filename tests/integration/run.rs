@@ -128,6 +128,36 @@ fn labels_a_folder_of_photos_and_odd_files_with_error_rows() {
         "{}",
         stderr(&o)
     );
+    // Where the time went: every stage's busy seconds, and the stages ranked by how
+    // close to their capacity they ran.
+    let stages = &summary["stages"];
+    for stage in [
+        "listing",
+        "fetch",
+        "decode",
+        "preprocess",
+        "waiting_for_model",
+        "inference",
+        "writing",
+    ] {
+        assert!(
+            stages[stage].as_f64().is_some_and(|s| s >= 0.0),
+            "{stage}: {stages}"
+        );
+    }
+    for busy in ["fetch", "decode", "preprocess", "inference", "writing"] {
+        assert!(stages[busy].as_f64().unwrap() > 0.0, "{busy}: {stages}");
+    }
+    let load = summary["load"].as_array().unwrap();
+    assert_eq!(load.len(), 5, "{load:?}");
+    assert!(load
+        .windows(2)
+        .all(|w| w[0]["busy"].as_f64() >= w[1]["busy"].as_f64()));
+    assert!(
+        stderr(&o).contains("time by stage") && stderr(&o).contains("bound by "),
+        "{}",
+        stderr(&o)
+    );
     let run_id = summary["run_id"].as_str().unwrap();
     let rows = preds(&read_parts(&out.join(format!("run_id={run_id}"))));
     check_rows(&rows, &files, "file:///");
@@ -710,6 +740,73 @@ fn bench_prints_stage_and_end_to_end_figures() {
     assert!(
         cols.last().unwrap().parse::<f64>().unwrap() > 0.0,
         "peak RSS reported: {e2e}"
+    );
+}
+
+/// `labelflow bench --baseline` runs the Python pipeline a user would write on the
+/// same images and model and prints its rows and the ratios beside labelflow's.
+#[test]
+fn bench_baseline_runs_the_python_pipeline_beside_labelflow() {
+    let Some(python) = require_python("pillow, numpy, onnxruntime and pyarrow") else {
+        return;
+    };
+    let model = small_model();
+    let o = labelflow()
+        .args([
+            "bench",
+            "--input",
+            data("photos").to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--baseline",
+            "--python",
+            &python,
+        ])
+        .args(["--batch-size", "4", "--images", "16", "--stage-images", "8"])
+        .args(["--decode-threads", "2"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
+    for row in [
+        "decode+preprocess (1 thr)",
+        "decode+preprocess (2 thr)",
+        "python decode full (1 proc)",
+        "python decode draft (1 proc)",
+        "python inference-only",
+        "python end-to-end (16 images)",
+    ] {
+        assert!(table.contains(row), "{row} missing from:\n{table}");
+    }
+    let python_e2e = table
+        .lines()
+        .find(|l| l.starts_with("python end-to-end (16 images)"))
+        .unwrap();
+    let cols: Vec<&str> = python_e2e.split_whitespace().collect();
+    assert_eq!(cols[4], "16", "all 16 images through Python: {python_e2e}");
+    let ratios: Vec<f64> = table
+        .lines()
+        .skip_while(|l| !l.starts_with("labelflow ÷ python"))
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split_whitespace().last().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(ratios.len(), 5, "{table}");
+    assert!(ratios.iter().all(|r| r.is_finite() && *r > 0.0), "{table}");
+
+    // A Python without the packages is named in the error, with what to install.
+    let o = labelflow()
+        .args(["bench", "--input", data("photos").to_str().unwrap()])
+        .args(["--model", model.to_str().unwrap(), "--baseline"])
+        .args(["--python", "/nonexistent/python3"])
+        .args(["--images", "4", "--stage-images", "4"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("/nonexistent/python3") && stderr(&o).contains("pip install"),
+        "{}",
+        stderr(&o)
     );
 }
 
