@@ -135,37 +135,46 @@ pub async fn register_predictions(ctx: &SessionContext, data: &Location) -> Resu
     let table = ListingTable::try_new(config).map_err(df_err)?;
     ctx.register_table(PREDICTIONS, Arc::new(table))
         .map_err(df_err)?;
-    let single_run = count_runs(data).await? == 1;
-    ctx.sql(&latest_view_sql(single_run))
-        .await
-        .map_err(df_err)?;
+    let runs = run_ids(data).await?;
+    ctx.sql(&latest_view_sql(&runs)).await.map_err(df_err)?;
     Ok(())
 }
 
-/// Number of `run_id=` folders directly under the dataset (one listing call).
-async fn count_runs(data: &Location) -> Result<usize> {
+/// The `run_id=` folders directly under the dataset (one listing call), newest first.
+async fn run_ids(data: &Location) -> Result<Vec<String>> {
     let prefix = (!data.prefix.as_ref().is_empty()).then_some(&data.prefix);
     let listing = data.store.list_with_delimiter(prefix).await.map_err(|e| {
         Error::Input(format!(
             "cannot list the predictions dataset at {data}: {e}"
         ))
     })?;
-    Ok(listing
+    let mut runs: Vec<String> = listing
         .common_prefixes
         .iter()
-        .filter(|p| {
-            p.filename()
-                .is_some_and(|name| name.starts_with(&format!("{}=", schema::RUN_ID)))
+        .filter_map(|p| {
+            p.filename()?
+                .strip_prefix(&format!("{}=", schema::RUN_ID))
+                .map(str::to_string)
         })
-        .count())
+        .collect();
+    runs.sort_unstable_by(|a, b| b.cmp(a));
+    Ok(runs)
 }
 
+/// Up to this many runs, `latest` is one branch per run (see [`latest_view_sql`]);
+/// beyond, each older run would re-read more newer ones than an aggregate costs.
+const LATEST_BRANCHES_MAX: usize = 8;
+
 /// `latest`: per uri, the row of the newest run (run ids sort by time). A run writes
-/// each uri once (a resumed run skips what it already wrote), so with a single run
-/// `latest` is the whole table, and with several it is each uri's newest run found by
-/// an aggregate over two narrow columns, joined back to the rows: no window sorting
-/// every row with all its columns.
-fn latest_view_sql(single_run: bool) -> String {
+/// each uri once (a resumed run skips what it already wrote), so:
+/// - with a single run, `latest` is the whole table;
+/// - with a few, it is the newest run's rows, then each older run's rows whose uri no
+///   newer run has (an anti-join per run, reading only the runs it needs);
+/// - with many, each uri's newest run comes from an aggregate over two narrow
+///   columns, joined back to the rows.
+///
+/// None sorts the rows with all their columns the way a `row_number()` window does.
+fn latest_view_sql(runs_newest_first: &[String]) -> String {
     let columns = |alias: &str| -> String {
         let mut names: Vec<String> = schema::predictions()
             .fields()
@@ -179,21 +188,44 @@ fn latest_view_sql(single_run: bool) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    if single_run {
-        return format!(
+    let (uri, run) = (schema::URI, schema::RUN_ID);
+    let literal = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    match runs_newest_first {
+        [] | [_] => format!(
             "CREATE VIEW {LATEST} AS SELECT {} FROM {PREDICTIONS}",
             columns("")
-        );
+        ),
+        runs if runs.len() <= LATEST_BRANCHES_MAX => {
+            let cols = columns("p.");
+            let branches: Vec<String> = runs
+                .iter()
+                .enumerate()
+                .map(|(i, id)| {
+                    let this = format!(
+                        "SELECT {cols} FROM {PREDICTIONS} p WHERE p.\"{run}\" = {}",
+                        literal(id)
+                    );
+                    if i == 0 {
+                        this
+                    } else {
+                        format!(
+                            "{this} AND NOT EXISTS (SELECT 1 FROM {PREDICTIONS} q \
+                               WHERE q.\"{run}\" > {} AND q.\"{uri}\" = p.\"{uri}\")",
+                            literal(id)
+                        )
+                    }
+                })
+                .collect();
+            format!("CREATE VIEW {LATEST} AS {}", branches.join(" UNION ALL "))
+        }
+        _ => format!(
+            "CREATE VIEW {LATEST} AS SELECT {cols} FROM {PREDICTIONS} p \
+               JOIN (SELECT \"{uri}\" AS labelflow_uri, max(\"{run}\") AS labelflow_newest \
+                     FROM {PREDICTIONS} GROUP BY \"{uri}\") n \
+               ON p.\"{uri}\" = n.labelflow_uri AND p.\"{run}\" = n.labelflow_newest",
+            cols = columns("p."),
+        ),
     }
-    format!(
-        "CREATE VIEW {LATEST} AS SELECT {cols} FROM {PREDICTIONS} p \
-           JOIN (SELECT \"{uri}\" AS labelflow_uri, max(\"{run}\") AS labelflow_newest \
-                 FROM {PREDICTIONS} GROUP BY \"{uri}\") n \
-           ON p.\"{uri}\" = n.labelflow_uri AND p.\"{run}\" = n.labelflow_newest",
-        cols = columns("p."),
-        uri = schema::URI,
-        run = schema::RUN_ID,
-    )
 }
 
 /// Fail with a clear message when the dataset holds no committed part file. Stops at

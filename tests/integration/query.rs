@@ -164,6 +164,44 @@ async fn latest_keeps_the_newest_run_per_image() {
     );
 }
 
+/// `latest` takes one form for a few runs and another for many: both must give every
+/// uri's row from the newest run that has it, and nothing else.
+#[tokio::test]
+async fn latest_is_the_newest_run_per_image_for_few_and_many_runs() {
+    for runs in [3, 12] {
+        // Copies of the fixture's two runs under new, increasing run ids; each copy of
+        // run A drops nothing and each of run B relabels 18 of A's 20 images.
+        let dir = super::common::scratch(&format!("latest-{runs}"));
+        for i in 0..runs {
+            let from = fixture().join(format!("run_id={}", if i % 2 == 0 { RUN_A } else { RUN_B }));
+            let to = dir.join(format!("run_id=2026120{}T{:06}Z-copy{i:02}", 1 + i / 10, i));
+            std::fs::create_dir_all(&to).unwrap();
+            for f in std::fs::read_dir(&from).unwrap() {
+                let f = f.unwrap().path();
+                std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+            }
+        }
+        let ctx = query::open(dir.to_str().unwrap()).await.unwrap();
+        let newest = run(
+            &ctx,
+            "SELECT uri, max(run_id) AS run_id FROM predictions GROUP BY uri ORDER BY uri",
+        )
+        .await;
+        let latest = run(&ctx, "SELECT uri, run_id FROM latest ORDER BY uri").await;
+        assert_eq!(latest, newest, "{runs} runs");
+        assert_eq!(latest.lines().count() - 1, 20, "{runs} runs");
+        // Whole rows, not only their keys: the label of each uri is its newest run's.
+        let labels = run(
+            &ctx,
+            "SELECT l.uri, l.label FROM latest l JOIN predictions p \
+               ON p.uri = l.uri AND p.run_id = l.run_id \
+             WHERE l.label IS DISTINCT FROM p.label",
+        )
+        .await;
+        assert_eq!(labels, "uri,label\n", "{runs} runs");
+    }
+}
+
 #[tokio::test]
 async fn parameters_are_typed_and_change_the_result() {
     let ctx = context().await;
