@@ -35,6 +35,8 @@ pub struct BenchOptions {
     pub stage_images: usize,
     pub tuning: Tuning,
     pub ort_lib: Option<PathBuf>,
+    /// Where the sessions run.
+    pub device: crate::runtime::Device,
     /// Run the Python baseline with this interpreter.
     pub baseline: Option<PathBuf>,
 }
@@ -74,6 +76,8 @@ impl Measurement {
 #[derive(Debug, Clone)]
 pub struct BenchReport {
     pub model: String,
+    /// The device the sessions ran on.
+    pub device: String,
     pub batch_size: usize,
     pub threads: String,
     pub rows: Vec<Measurement>,
@@ -93,8 +97,9 @@ impl BenchReport {
             .map(Measurement::rate)
             .unwrap_or(f64::NAN);
         let mut s = format!(
-            "model {} · batch {} · {}\n{:<32} {:>8} {:>9} {:>10} {:>12} {:>14}\n",
+            "model {} on {} · batch {} · {}\n{:<32} {:>8} {:>9} {:>10} {:>12} {:>14}\n",
             self.model,
+            self.device,
             self.batch_size,
             self.threads,
             "stage",
@@ -178,6 +183,7 @@ fn plan_for(
 ) -> Result<crate::config::RunPlan> {
     let mut plan = crate::config::RunPlan::builder(input, output, model)
         .batch_size(opts.batch_size)
+        .device(opts.device)
         .tuning(opts.tuning.clone());
     if let Some(lib) = &opts.ort_lib {
         plan = plan.ort_lib(lib);
@@ -220,6 +226,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport> {
     )?;
     let loaded = crate::infer::load_model(&probe_plan)?;
     let spec = loaded.spec.clone();
+    let device = loaded.device;
 
     // 1. decode + preprocess on the decode pool's thread count (and per core, for the
     // baseline's single-process rows).
@@ -321,6 +328,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport> {
     let _ = std::fs::remove_dir_all(&scratch);
     let mut report = BenchReport {
         model: model.display().to_string(),
+        device: device.to_string(),
         batch_size: batch,
         threads: format!(
             "{} decode threads, {} session(s) × {} intra-op threads, {} cores",

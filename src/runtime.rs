@@ -256,6 +256,21 @@ pub enum Device {
     #[default]
     Cpu,
     Cuda(i32),
+    /// Several GPUs (`cuda:0,1,…`), one session on each at least: bit `i` is `cuda:i`.
+    CudaSet(u64),
+}
+
+impl Device {
+    /// The single devices this one stands for: itself, or each GPU of a set in order.
+    pub fn each(self) -> Vec<Device> {
+        match self {
+            Device::CudaSet(mask) => (0..64)
+                .filter(|i| mask & (1u64 << i) != 0)
+                .map(Device::Cuda)
+                .collect(),
+            d => vec![d],
+        }
+    }
 }
 
 impl std::str::FromStr for Device {
@@ -268,18 +283,27 @@ impl std::str::FromStr for Device {
         if s == "cuda" || s == "gpu" {
             return Ok(Device::Cuda(0));
         }
-        if let Some(n) = s.strip_prefix("cuda:") {
-            return n
-                .parse::<i32>()
-                .ok()
-                .filter(|n| *n >= 0)
-                .map(Device::Cuda)
-                .ok_or_else(|| {
-                    format!("bad CUDA device index {n:?} in {s:?}; use cuda:0, cuda:1, …")
-                });
+        if let Some(list) = s.strip_prefix("cuda:") {
+            let mut mask = 0u64;
+            for n in list.split(',') {
+                let i = n
+                    .trim()
+                    .parse::<i32>()
+                    .ok()
+                    .filter(|n| (0..64).contains(n))
+                    .ok_or_else(|| {
+                        format!("bad CUDA device index {n:?} in {s:?}; use cuda:0, cuda:1, … or cuda:0,1 for several")
+                    })?;
+                mask |= 1u64 << i;
+            }
+            return Ok(if mask.count_ones() == 1 {
+                Device::Cuda(mask.trailing_zeros() as i32)
+            } else {
+                Device::CudaSet(mask)
+            });
         }
         Err(format!(
-            "unknown device {s:?}; expected cpu, cuda or cuda:N"
+            "unknown device {s:?}; expected cpu, cuda, cuda:N or cuda:N,M,…"
         ))
     }
 }
@@ -289,6 +313,17 @@ impl std::fmt::Display for Device {
         match self {
             Device::Cpu => f.write_str("cpu"),
             Device::Cuda(n) => write!(f, "cuda:{n}"),
+            Device::CudaSet(_) => {
+                let ids: Vec<String> = self
+                    .each()
+                    .into_iter()
+                    .filter_map(|d| match d {
+                        Device::Cuda(n) => Some(n.to_string()),
+                        _ => None,
+                    })
+                    .collect();
+                write!(f, "cuda:{}", ids.join(","))
+            }
         }
     }
 }
@@ -334,6 +369,13 @@ mod tests {
         assert_eq!("cuda".parse::<Device>().unwrap(), Device::Cuda(0));
         assert_eq!("CUDA:2".parse::<Device>().unwrap(), Device::Cuda(2));
         assert!("cuda:x".parse::<Device>().unwrap_err().contains("cuda:0"));
+        let set = "cuda:2,0".parse::<Device>().unwrap();
+        assert_eq!(set, Device::CudaSet(0b101));
+        assert_eq!(set.to_string(), "cuda:0,2");
+        assert_eq!(set.each(), vec![Device::Cuda(0), Device::Cuda(2)]);
+        assert_eq!("cuda:1,1".parse::<Device>().unwrap(), Device::Cuda(1));
+        assert!("cuda:0,64".parse::<Device>().is_err());
+        assert_eq!(Device::Cpu.each(), vec![Device::Cpu]);
         assert!("tpu"
             .parse::<Device>()
             .unwrap_err()

@@ -90,7 +90,7 @@ pub struct JobFlags {
     /// ONNX model file.
     #[arg(long, short = 'm', value_name = "PATH")]
     pub model: Option<String>,
-    /// cpu, cuda or cuda:N.
+    /// cpu, cuda, cuda:N, or cuda:N,M,… (one session per GPU at least).
     #[arg(long)]
     pub device: Option<Device>,
     /// Run on CPU when the CUDA provider cannot be used instead of failing.
@@ -373,6 +373,9 @@ pub struct BenchArgs {
     /// Images for the decode and inference-only measurements.
     #[arg(long, default_value_t = 320)]
     pub stage_images: usize,
+    /// Where the model runs: cpu, cuda, cuda:N or cuda:N,M,… (a CUDA device that fails is an error).
+    #[arg(long, default_value = "cpu")]
+    pub device: labelflow::runtime::Device,
     /// Also run the Python baseline (PIL + multiprocessing + onnxruntime, benches/baseline.py) on the same images and print labelflow ÷ Python.
     #[arg(long)]
     pub baseline: bool,

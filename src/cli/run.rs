@@ -60,6 +60,7 @@ pub async fn bench(args: BenchArgs, ort_lib: Option<std::path::PathBuf>) -> anyh
         stage_images: args.stage_images,
         tuning: args.tuning.tuning(),
         ort_lib,
+        device: args.device,
         baseline: args
             .baseline
             .then(|| args.python.unwrap_or_else(labelflow::bench::default_python)),

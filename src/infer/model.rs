@@ -15,6 +15,7 @@ use crate::config::RunPlan;
 use crate::error::{Error, Result};
 use crate::onnx::metadata;
 use crate::preprocess::{Layout, PreprocessSpec};
+use crate::runtime::Device;
 
 /// Whether the model's output is raw scores or already probabilities.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -261,8 +262,11 @@ pub struct LoadedModel {
 pub fn load_model(plan: &RunPlan) -> Result<LoadedModel> {
     crate::runtime::init(plan.ort_lib.as_deref())?;
     let bytes = ModelBytes::read(&plan.model)?;
+    // With several GPUs the first session is built on the first; the pool puts the
+    // others on each GPU in turn.
+    let gpus = plan.device.each();
     let opts = SessionOptions {
-        device: plan.device,
+        device: gpus.first().copied().unwrap_or(plan.device),
         allow_cpu_fallback: plan.allow_cpu_fallback,
         intra_threads: plan.tuning.intra_threads,
     };
@@ -291,7 +295,16 @@ pub fn load_model(plan: &RunPlan) -> Result<LoadedModel> {
         &spec,
         &PoolOptions {
             session: opts,
-            sessions: plan.tuning.sessions,
+            // One session per GPU at least.
+            sessions: plan
+                .tuning
+                .sessions
+                .max(if device == Device::Cpu { 1 } else { gpus.len() }),
+            devices: if device == Device::Cpu {
+                vec![Device::Cpu]
+            } else {
+                gpus
+            },
             batch_size: batch,
             queue_capacity: plan.tuning.batch_queue,
         },
@@ -309,7 +322,12 @@ pub fn load_model(plan: &RunPlan) -> Result<LoadedModel> {
         location: bytes.location.clone(),
         info,
         spec,
-        device,
+        // The set when the run spans several GPUs.
+        device: if device == Device::Cpu {
+            device
+        } else {
+            plan.device
+        },
         pool,
     })
 }

@@ -31,6 +31,9 @@ pub struct PoolOptions {
     pub session: SessionOptions,
     /// Inference threads, one session each (at least one).
     pub sessions: usize,
+    /// The devices the sessions go to in turn (the first session's is `devices[0]`);
+    /// empty means the first session's device for all.
+    pub devices: Vec<Device>,
     /// Inputs per call, unless the model fixes its batch dimension.
     pub batch_size: usize,
     /// Batches waiting for a free session.
@@ -85,7 +88,14 @@ impl InferencePool {
         for i in 0..sessions {
             let session = match first.take() {
                 Some(s) => s,
-                None => session_for(model, &opts.session, device)?,
+                None => {
+                    let on = if opts.devices.is_empty() {
+                        device
+                    } else {
+                        opts.devices[i % opts.devices.len()]
+                    };
+                    session_for(model, &opts.session, on)?
+                }
             };
             let rx = Arc::clone(&rx);
             let input_name = info.input_name.clone();

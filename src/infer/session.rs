@@ -69,9 +69,15 @@ pub(super) fn session_for(
             .with_intra_threads(opts.intra_threads)
             .map_err(|e| err(&e))?;
     }
+    // A set of GPUs is expanded into one session per GPU by the pool; a single session
+    // asked for a set runs on its first GPU.
+    let device = device.each().first().copied().unwrap_or(device);
     if let Device::Cuda(id) = device {
+        // cuDNN benchmarks every convolution algorithm once per session (the shapes
+        // are fixed, so once is enough) and keeps the fastest.
         let ep = ort::ep::CUDA::default()
             .with_device_id(id)
+            .with_conv_algorithm_search(ort::ep::cuda::ConvAlgorithmSearch::Exhaustive)
             .build()
             .error_on_failure();
         builder = builder.with_execution_providers([ep]).map_err(|e| {

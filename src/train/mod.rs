@@ -216,5 +216,8 @@ pub fn torch_device(device: Device) -> Result<tch::Device, TrainError> {
             }
             Ok(tch::Device::Cuda(n as usize))
         }
+        Device::CudaSet(_) => Err(TrainError::Options(format!(
+            "--device {device}: training runs on one GPU; pass one, e.g. --device cuda:0"
+        ))),
     }
 }

@@ -44,6 +44,7 @@ async fn logits_match_python_onnxruntime() {
             sessions: 1,
             batch_size: n,
             queue_capacity: 1,
+            ..PoolOptions::default()
         },
     )
     .unwrap();

@@ -140,6 +140,7 @@ fn ort_logits(path: &Path, x: Vec<f32>, n: usize) -> Vec<f32> {
             sessions: 1,
             batch_size: n,
             queue_capacity: 1,
+            ..PoolOptions::default()
         },
     )
     .unwrap();
