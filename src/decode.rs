@@ -101,6 +101,30 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage, DecodeErro
         .unwrap_or_else(|panic| Err(panicked("decoding", &*panic)))
 }
 
+thread_local! {
+    /// Each decode thread's pixel buffer, lent to the decoder for one image and given
+    /// back once the image is preprocessed, so a run does not allocate (and fault in)
+    /// a decoded image's memory for every file.
+    static PIXELS: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// The largest buffer kept between images (a 24 MP RGB image); larger ones are freed.
+const PIXELS_KEPT_MAX: usize = 72 << 20;
+
+/// This thread's pixel buffer, empty, with its capacity.
+fn lend_pixels() -> Vec<u8> {
+    let mut v = PIXELS.with(|c| c.take());
+    v.clear();
+    v
+}
+
+/// Give a pixel buffer back to this thread for the next image.
+fn give_back_pixels(v: Vec<u8>) {
+    if v.capacity() <= PIXELS_KEPT_MAX {
+        PIXELS.with(|c| c.set(v));
+    }
+}
+
 /// Decode `bytes` and preprocess the image into `out` (`tta.views()` tensors of
 /// [`crate::preprocess::PreprocessSpec::tensor_len`] values each), all under one
 /// panic guard, so one hostile file costs its own row and nothing more. Returns the
@@ -152,6 +176,7 @@ pub fn decode_and_prepare_timed(
             .prepare(&img.pixels, img.width, img.height, tta, out)
             .map_err(DecodeError::Preprocess);
         times.preprocess += decoded.elapsed();
+        give_back_pixels(img.pixels);
         r?;
         Ok((img.width, img.height))
     }))
@@ -244,16 +269,36 @@ fn decode_inner(
         }
         _ => None,
     };
-    let mut img =
-        match scaled {
-            Some((w, h, pixels)) => DynamicImage::ImageRgb8(
-                image::RgbImage::from_raw(w, h, pixels).ok_or_else(|| DecodeError::Corrupt {
+    let mut img = match scaled {
+        Some((w, h, pixels)) => {
+            DynamicImage::ImageRgb8(image::RgbImage::from_raw(w, h, pixels).ok_or_else(|| {
+                DecodeError::Corrupt {
                     format: format_name.clone(),
                     reason: "scaled decode returned a short buffer".into(),
-                })?,
-            ),
-            None => DynamicImage::from_decoder(decoder).map_err(corrupt)?,
-        };
+                }
+            })?)
+        }
+        // RGB8 output (most JPEGs) goes straight into this thread's buffer.
+        None if decoder.color_type() == image::ColorType::Rgb8 => {
+            let len =
+                usize::try_from(decoder.total_bytes()).map_err(|_| DecodeError::TooManyPixels {
+                    width,
+                    height,
+                    pixels,
+                    limit: limits.max_pixels,
+                })?;
+            let mut buf = lend_pixels();
+            buf.resize(len, 0);
+            decoder.read_image(&mut buf).map_err(corrupt)?;
+            DynamicImage::ImageRgb8(image::RgbImage::from_raw(width, height, buf).ok_or_else(
+                || DecodeError::Corrupt {
+                    format: format_name.clone(),
+                    reason: "decoder returned a short buffer".into(),
+                },
+            )?)
+        }
+        None => DynamicImage::from_decoder(decoder).map_err(corrupt)?,
+    };
     img.apply_orientation(orientation);
     let rgb = match img {
         DynamicImage::ImageRgb8(buf) => buf,
@@ -297,7 +342,12 @@ fn decode_jpeg_scaled(
         decompress.scale(numerator);
         let mut started = decompress.rgb().ok()?;
         let (w, h) = (started.width(), started.height());
-        let pixels: Vec<u8> = started.read_scanlines().ok()?;
+        let mut pixels = lend_pixels();
+        pixels.resize(w.checked_mul(h)?.checked_mul(3)?, 0);
+        let filled = started.read_scanlines_into(&mut pixels[..]).ok()?.len();
+        if filled != pixels.len() {
+            return None;
+        }
         started.finish().ok()?;
         let (w, h) = (u32::try_from(w).ok()?, u32::try_from(h).ok()?);
         (pixels.len() as u64 == u64::from(w) * u64::from(h) * 3 && u64::from(w.min(h)) >= min_short)
