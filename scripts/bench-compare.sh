@@ -18,14 +18,14 @@ for ((r = 1; r <= rounds; r++)); do
       exit 1
     fi
     echo "== $which, round $r"
-    grep -E '^(decode|inference|end-to-end)' "$out/$which-$r.txt"
+    grep -E '^(decode|inference|end-to-end|  end-to-end)' "$out/$which-$r.txt"
   done
 done
 echo
 echo "medians over $rounds rounds, before → after: img/s, and ÷ inference-only of the same run"
-grep -hE '^(decode|inference|end-to-end)' "$out"/before-*.txt | sed -E 's/  +/\t/g' | cut -f1 | sort -u |
+grep -hE '^(decode|inference|end-to-end)' "$out"/before-*.txt | grep -v 'bound by' | sed -E 's/  +/\t/g' | cut -f1 | sort -u |
   while read -r name; do
-    med() { grep -hF "$name" "$out"/$1-*.txt | sed -E 's/  +/\t/g' | cut -f"$2" | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+    med() { grep -h "^$name  " "$out"/$1-*.txt | sed -E 's/  +/\t/g' | cut -f"$2" | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
     printf '  %-28s %8s → %8s img/s   %5s → %5s\n' "$name" "$(med before 4)" "$(med after 4)" "$(med before 5)" "$(med after 5)"
   done
 rm -rf "$out"

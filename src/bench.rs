@@ -64,6 +64,8 @@ pub struct Measurement {
     pub images: usize,
     pub seconds: f64,
     pub peak_rss_mib: Option<f64>,
+    /// For an end-to-end run: the stage that bounded it (see [`crate::stages`]).
+    pub bound: Option<String>,
 }
 
 impl Measurement {
@@ -120,6 +122,11 @@ impl BenchReport {
                 r.peak_rss_mib
                     .map_or("-".to_string(), |m| format!("{m:.0}"))
             ));
+        }
+        for r in &self.rows {
+            if let Some(bound) = &r.bound {
+                s.push_str(&format!("  {} was bound by {bound}\n", r.stage));
+            }
         }
         if let Some(b) = &self.baseline {
             s.push_str(&format!("\npython baseline: {b}\nlabelflow ÷ python:\n"));
@@ -278,6 +285,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport> {
         images: calls * batch,
         seconds: t.elapsed().as_secs_f64(),
         peak_rss_mib: None,
+        bound: None,
     });
     drop(results);
     // The pool's threads stop once every queue handle is gone.
@@ -316,6 +324,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport> {
             images: (summary.labelled + summary.failed) as usize,
             seconds: summary.seconds,
             peak_rss_mib: peak_rss_mib(),
+            bound: summary.load.first().map(|l| l.to_string()),
         });
     }
     let mut baseline = None;
@@ -391,6 +400,7 @@ fn measure_decode(
         images: n,
         seconds: t.elapsed().as_secs_f64(),
         peak_rss_mib: None,
+        bound: None,
     }
 }
 
@@ -463,6 +473,7 @@ fn run_baseline(
                 images: images as usize,
                 seconds,
                 peak_rss_mib: r["peak_rss_mib"].as_f64(),
+                bound: None,
             }),
             _ => Err(Error::Input(format!(
                 "the Python baseline's report has no {key}: {report}"

@@ -11,6 +11,7 @@
 pub mod batch;
 pub mod bench;
 pub mod config;
+pub mod cpu_pool;
 pub mod decode;
 pub mod error;
 pub mod infer;

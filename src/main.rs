@@ -11,6 +11,7 @@ use clap::Parser;
 use cli::{Cli, Command, ModelCommand};
 
 fn main() -> ExitCode {
+    return_large_buffers_to_the_os();
     let cli = Cli::parse();
     init_tracing(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -82,4 +83,18 @@ fn init_tracing(verbose: u8) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
+}
+
+/// glibc raises its mmap threshold each time a large block is freed, after which
+/// fetched files and decoded images (megabytes each, freed by other threads) come from
+/// per-thread heaps that rarely shrink: a run over camera photos then grows by hundreds
+/// of MiB. A fixed 1 MiB threshold keeps every such buffer in its own mapping, returned
+/// to the system when freed (`labelflow bench` on 24 MP JPEGs: peak RSS 862 → 674 MiB).
+fn return_large_buffers_to_the_os() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called before any other thread
+    // exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
 }

@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 
 use crate::batch::{Batch, BatchShape, Batcher};
 use crate::config::RunPlan;
+use crate::cpu_pool::CpuPool;
 use crate::decode::{self, DecodeError, DecodeLimits};
 use crate::error::{Error, Result};
 use crate::infer::{self, InferenceHandle};
@@ -544,7 +545,16 @@ async fn drive(d: Drive<'_>) -> Outcome {
         let tta = plan.tta;
         let limit = plan.selection.limit;
         let concurrency = plan.tuning.fetch_concurrency;
-        let decode_pool = Arc::new(Semaphore::new(plan.tuning.decode_threads));
+        let decode_pool = match CpuPool::new("labelflow-decode", plan.tuning.decode_threads) {
+            Ok(p) => Arc::new(p),
+            Err(e) => {
+                return Outcome {
+                    rows_written: 0,
+                    parts: Vec::new(),
+                    error: Some(e),
+                }
+            }
+        };
         let stop = stop.clone();
         let mut health = StoreHealth {
             held: Vec::new(),
@@ -914,7 +924,7 @@ struct PrepareJob {
     tta: Tta,
     limits: DecodeLimits,
     max_bytes: u64,
-    pool: Arc<Semaphore>,
+    pool: Arc<CpuPool>,
 }
 
 impl PrepareJob {
@@ -948,40 +958,37 @@ impl PrepareJob {
                 });
             }
         };
-        let _permit = self
-            .pool
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::Task("decode pool closed".into()))?;
         let PrepareJob {
             stats,
             spec,
             tta,
             limits,
+            pool,
             ..
         } = self;
-        let decoded = tokio::task::spawn_blocking(
-            move || -> std::result::Result<(u32, u32, Vec<f32>), String> {
-                let mut tensor = vec![0f32; spec.tensor_len() * tta.views()];
-                let mut times = decode::PrepareTimes::default();
-                let prepared = with_preprocessor(&spec, |pre| {
-                    decode::decode_and_prepare_timed(
-                        &bytes,
-                        limits,
-                        pre,
-                        tta,
-                        &mut tensor,
-                        &mut times,
-                    )
-                    .map_err(|e| e.to_string())
-                });
-                stats.stages.add(Stage::Decode, times.decode);
-                stats.stages.add(Stage::Preprocess, times.preprocess);
-                let (w, h) = prepared??;
-                Ok((w, h, tensor))
-            },
-        )
-        .await?;
+        let decoded = pool
+            .run(
+                move || -> std::result::Result<(u32, u32, Vec<f32>), String> {
+                    let mut tensor = vec![0f32; spec.tensor_len() * tta.views()];
+                    let mut times = decode::PrepareTimes::default();
+                    let prepared = with_preprocessor(&spec, |pre| {
+                        decode::decode_and_prepare_timed(
+                            &bytes,
+                            limits,
+                            pre,
+                            tta,
+                            &mut tensor,
+                            &mut times,
+                        )
+                        .map_err(|e| e.to_string())
+                    });
+                    stats.stages.add(Stage::Decode, times.decode);
+                    stats.stages.add(Stage::Preprocess, times.preprocess);
+                    let (w, h) = prepared??;
+                    Ok((w, h, tensor))
+                },
+            )
+            .await?;
         Ok(match decoded {
             Ok((width, height, tensor)) => Prepared::Ready {
                 object,
