@@ -7,6 +7,7 @@
 mod integration {
     pub mod common;
     mod decode;
+    mod docker;
     mod faults;
     mod golden;
     mod hostile;
