@@ -699,47 +699,56 @@ fn runtime_gpus() -> Vec<String> {
     labelflow::runtime::gpus_seen()
 }
 
-/// `labelflow bench` measures every stage in one run and prints one table.
-#[test]
-fn bench_prints_stage_and_end_to_end_figures() {
+/// `labelflow bench` over the photo fixtures with the small model and `args`; the
+/// table it printed (the command must succeed).
+fn bench_table(args: &[&str]) -> String {
     let model = small_model();
     let o = labelflow()
-        .args([
-            "bench",
-            "--input",
-            data("photos").to_str().unwrap(),
-            "--model",
-            model.to_str().unwrap(),
-        ])
-        .args([
-            "--batch-size",
-            "4",
-            "--images",
-            "12,24",
-            "--stage-images",
-            "8",
-        ])
+        .args(["bench", "--input", data("photos").to_str().unwrap()])
+        .args(["--model", model.to_str().unwrap()])
+        .args(args)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    let table = String::from_utf8_lossy(&o.stdout);
-    for stage in [
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The whitespace-separated cells of the table row starting with `stage`, after
+/// checking every one of `rows` is in the table.
+fn bench_row<'t>(table: &'t str, rows: &[&str], stage: &str) -> Vec<&'t str> {
+    for row in rows {
+        assert!(table.contains(row), "{row} missing from:\n{table}");
+    }
+    table
+        .lines()
+        .find(|l| l.starts_with(stage))
+        .unwrap_or_else(|| panic!("no row {stage} in:\n{table}"))
+        .split_whitespace()
+        .collect()
+}
+
+/// `labelflow bench` measures every stage in one run and prints one table.
+#[test]
+fn bench_prints_stage_and_end_to_end_figures() {
+    let table = bench_table(&[
+        "--batch-size",
+        "4",
+        "--images",
+        "12,24",
+        "--stage-images",
+        "8",
+    ]);
+    let rows = [
         "decode+preprocess",
         "inference-only",
         "end-to-end (12 images)",
         "end-to-end (24 images)",
-    ] {
-        assert!(table.contains(stage), "{stage} missing from:\n{table}");
-    }
-    let e2e = table
-        .lines()
-        .find(|l| l.starts_with("end-to-end (24 images)"))
-        .unwrap();
-    let cols: Vec<&str> = e2e.split_whitespace().collect();
-    assert_eq!(cols[3], "24", "all 24 images processed: {e2e}");
+    ];
+    let cols = bench_row(&table, &rows, "end-to-end (24 images)");
+    assert_eq!(cols[3], "24", "all 24 images processed: {cols:?}");
     assert!(
         cols.last().unwrap().parse::<f64>().unwrap() > 0.0,
-        "peak RSS reported: {e2e}"
+        "peak RSS reported: {cols:?}"
     );
 }
 
@@ -750,40 +759,29 @@ fn bench_baseline_runs_the_python_pipeline_beside_labelflow() {
     let Some(python) = require_python("pillow, numpy, onnxruntime and pyarrow") else {
         return;
     };
-    let model = small_model();
-    let o = labelflow()
-        .args([
-            "bench",
-            "--input",
-            data("photos").to_str().unwrap(),
-            "--model",
-            model.to_str().unwrap(),
-            "--baseline",
-            "--python",
-            &python,
-        ])
-        .args(["--batch-size", "4", "--images", "16", "--stage-images", "8"])
-        .args(["--decode-threads", "2"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let table = String::from_utf8_lossy(&o.stdout);
-    for row in [
+    let table = bench_table(&[
+        "--baseline",
+        "--python",
+        &python,
+        "--batch-size",
+        "4",
+        "--images",
+        "16",
+        "--stage-images",
+        "8",
+        "--decode-threads",
+        "2",
+    ]);
+    let rows = [
         "decode+preprocess (1 thr)",
         "decode+preprocess (2 thr)",
         "python decode full (1 proc)",
         "python decode draft (1 proc)",
         "python inference-only",
         "python end-to-end (16 images)",
-    ] {
-        assert!(table.contains(row), "{row} missing from:\n{table}");
-    }
-    let python_e2e = table
-        .lines()
-        .find(|l| l.starts_with("python end-to-end (16 images)"))
-        .unwrap();
-    let cols: Vec<&str> = python_e2e.split_whitespace().collect();
-    assert_eq!(cols[4], "16", "all 16 images through Python: {python_e2e}");
+    ];
+    let cols = bench_row(&table, &rows, "python end-to-end (16 images)");
+    assert_eq!(cols[4], "16", "all 16 images through Python: {cols:?}");
     let ratios: Vec<f64> = table
         .lines()
         .skip_while(|l| !l.starts_with("labelflow ÷ python"))
@@ -793,6 +791,7 @@ fn bench_baseline_runs_the_python_pipeline_beside_labelflow() {
         .collect();
     assert_eq!(ratios.len(), 5, "{table}");
     assert!(ratios.iter().all(|r| r.is_finite() && *r > 0.0), "{table}");
+    let model = small_model();
 
     // A Python without the packages is named in the error, with what to install.
     let o = labelflow()
