@@ -343,11 +343,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport> {
             "{} decode threads, {} session(s) × {} intra-op threads, {} cores",
             opts.tuning.decode_threads,
             opts.tuning.sessions,
-            if opts.tuning.intra_threads == 0 {
-                "default".to_string()
-            } else {
-                opts.tuning.intra_threads.to_string()
-            },
+            intra_threads_text(opts.tuning.intra_threads),
             std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(0)
@@ -491,54 +487,68 @@ fn run_baseline(
         report["pillow"].as_str().unwrap_or("?"),
         report["onnxruntime"].as_str().unwrap_or("?"),
         procs,
-        match opts.tuning.intra_threads {
-            0 => "default".to_string(),
-            n => n.to_string(),
-        }
+        intra_threads_text(opts.tuning.intra_threads)
     );
     Ok(BaselineRun { rows, settings })
+}
+
+/// ONNX Runtime's intra-op thread setting as the tables print it (0 = its default).
+fn intra_threads_text(n: usize) -> String {
+    match n {
+        0 => "default".to_string(),
+        n => n.to_string(),
+    }
 }
 
 /// labelflow ÷ Python for the rows measured on both sides.
 fn baseline_ratios(report: &BenchReport, opts: &BenchOptions) -> Vec<(String, f64)> {
     let count = opts.images.last().copied().unwrap_or(0);
     let threads = opts.tuning.decode_threads.max(1);
-    let pairs = [
+    // (what, labelflow's row, Python's row, how many Python processes the rate is
+    // scaled to: per-core rows compare one thread with one process).
+    let mut pairs = vec![
         (
             "decode+preprocess per core ÷ Pillow full decode".to_string(),
             "decode+preprocess (1 thr)".to_string(),
             "python decode full (1 proc)".to_string(),
+            1.0,
         ),
         (
             "decode+preprocess per core ÷ Pillow with draft()".to_string(),
             "decode+preprocess (1 thr)".to_string(),
             "python decode draft (1 proc)".to_string(),
+            1.0,
         ),
-        (
+    ];
+    if threads > 1 {
+        pairs.push((
             format!("decode+preprocess ({threads} thr) ÷ Pillow with draft() × {threads}"),
             format!("decode+preprocess ({threads} thr)"),
             "python decode draft (1 proc)".to_string(),
-        ),
+            threads as f64,
+        ));
+    }
+    pairs.extend([
         (
             "inference-only ÷ python inference-only".to_string(),
             "inference-only".to_string(),
             "python inference-only".to_string(),
+            1.0,
         ),
         (
             format!("end-to-end ({count} images) ÷ python end-to-end"),
             format!("end-to-end ({count} images)"),
             format!("python end-to-end ({count} images)"),
+            1.0,
         ),
-    ];
+    ]);
     pairs
         .into_iter()
-        .filter(|(what, _, _)| threads > 1 || !what.contains(" × "))
-        .filter_map(|(what, ours, theirs)| {
-            let mut theirs = report.rate_of(&theirs)?;
-            if what.contains(" × ") {
-                theirs *= threads as f64;
-            }
-            Some((what, report.rate_of(&ours)? / theirs))
+        .filter_map(|(what, ours, theirs, scale)| {
+            Some((
+                what,
+                report.rate_of(&ours)? / (report.rate_of(&theirs)? * scale),
+            ))
         })
         .collect()
 }

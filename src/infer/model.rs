@@ -271,6 +271,13 @@ pub fn load_model(plan: &RunPlan) -> Result<LoadedModel> {
         intra_threads: plan.tuning.intra_threads,
     };
     let (first, device) = build_session_on(&bytes, &opts)?;
+    // After a permitted CPU fallback every session runs on CPU; otherwise the sessions
+    // go to the GPUs asked for, and the run reports the device as asked (a set or one).
+    let (devices, run_device) = if device == Device::Cpu {
+        (vec![Device::Cpu], Device::Cpu)
+    } else {
+        (gpus, plan.device)
+    };
     let info = describe(&bytes, &first)?;
     let base = info.preprocess.clone().unwrap_or_else(|| PreprocessSpec {
         layout: info.layout,
@@ -296,15 +303,8 @@ pub fn load_model(plan: &RunPlan) -> Result<LoadedModel> {
         &PoolOptions {
             session: opts,
             // One session per GPU at least.
-            sessions: plan
-                .tuning
-                .sessions
-                .max(if device == Device::Cpu { 1 } else { gpus.len() }),
-            devices: if device == Device::Cpu {
-                vec![Device::Cpu]
-            } else {
-                gpus
-            },
+            sessions: plan.tuning.sessions.max(devices.len()),
+            devices,
             batch_size: batch,
             queue_capacity: plan.tuning.batch_queue,
         },
@@ -322,12 +322,7 @@ pub fn load_model(plan: &RunPlan) -> Result<LoadedModel> {
         location: bytes.location.clone(),
         info,
         spec,
-        // The set when the run spans several GPUs.
-        device: if device == Device::Cpu {
-            device
-        } else {
-            plan.device
-        },
+        device: run_device,
         pool,
     })
 }
