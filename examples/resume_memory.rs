@@ -56,6 +56,7 @@ async fn write(dir: &str, n: u64) -> anyhow::Result<()> {
                 etag: None,
                 version: None,
                 last_modified: chrono::Utc::now(),
+                origin: Default::default(),
             },
             width: Some(4000),
             height: Some(3000),

@@ -9,12 +9,12 @@
 #      installed into it whenever that file changed since the last install.
 #   2. ONNX Runtime: scripts/setup-ort.sh (skipped when ORT_DYLIB_PATH already names
 #      an existing file, e.g. a CUDA build on a GPU machine).
-#   3. An S3 server (moto) on 127.0.0.1 at a free port, stopped on exit.
-#   4. Test environment exported:
-#        LABELFLOW_TEST_S3_ENDPOINT=http://127.0.0.1:PORT
-#        AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
-#        AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_ALLOW_HTTP=true
-#        ORT_DYLIB_PATH=<the ONNX Runtime library>
+#   3. Storage servers on 127.0.0.1, each at a free port, for the duration of the
+#      tests (scripts/with-servers.py; its header lists the variables it sets):
+#        S3 (moto), Azure Blob (azurite, npm ci into tests/tools/azurite once),
+#        GCS (fake-gcs-server), WebDAV (wsgidav).
+#   4. Test environment exported: the servers' LABELFLOW_TEST_* addresses, the S3
+#      test credentials (AWS_ACCESS_KEY_ID=testing ...), ORT_DYLIB_PATH, and
 #        LABELFLOW_PYTHON=<repository>/.venv/bin/python
 #   5. libtorch for the training job: scripts/setup-torch.sh (PyPI torch==2.11.0,
 #      about 550 MB, once), LIBTORCH and LD_LIBRARY_PATH exported; then the tests, with
@@ -25,8 +25,8 @@
 #
 # Environment:
 #   PYTHON              interpreter that creates .venv (default: python3)
-#   LABELFLOW_TEST_DRY  when 1, do steps 1-3, check the S3 server with a bucket
-#                       round trip, print the environment, and skip cargo.
+#   LABELFLOW_TEST_DRY  when 1, do steps 1-3, start and check the servers, print
+#                       their environment, and skip cargo.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -63,73 +63,29 @@ else
   export ORT_DYLIB_PATH="${ort_line#ORT_DYLIB_PATH=}"
 fi
 
-# --- 3. S3 server on loopback ------------------------------------------------------
-s3_pid=""
-cleanup() {
-  if [[ -n "$s3_pid" ]] && kill -0 "$s3_pid" 2>/dev/null; then
-    kill "$s3_pid" 2>/dev/null || true
-    wait "$s3_pid" 2>/dev/null || true
-  fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-port="$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-mkdir -p "$REPO/target"
-s3_log="$REPO/target/test-s3-server.log"
-"$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$s3_log" 2>&1 &
-s3_pid=$!
-s3_started="$EPOCHREALTIME"
-endpoint="http://127.0.0.1:$port"
-# Wait (up to 30 s) until the server answers HTTP.
-if ! s3_wait="$("$py" - "$endpoint" "$s3_pid" "$s3_started" <<'PY'
-import os, sys, time, urllib.error, urllib.request
-url, pid, started = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-while time.time() < started + 30:
-    try:
-        try:
-            urllib.request.urlopen(url + "/", timeout=1).close()
-        except urllib.error.HTTPError:
-            pass  # any HTTP answer means it is up
-        print(f"{time.time() - started:.1f}")
-        sys.exit(0)
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            sys.exit(1)  # the server exited
-        time.sleep(0.1)
-sys.exit(1)
-PY
-)"; then
-  tail -n 20 "$s3_log" >&2 || true
-  die "the S3 server (moto_server) did not come up on $endpoint; log: $s3_log"
+# --- 3. Storage servers ------------------------------------------------------------
+# The Azure Blob emulator comes from npm (tests/tools/azurite, pinned by its lock file);
+# the S3, GCS and WebDAV servers from PyPI (step 1). scripts/with-servers.py starts them
+# all on loopback around the test command and stops them after it.
+azurite_dir="$REPO/tests/tools/azurite"
+azurite_stamp="$azurite_dir/node_modules/.package-lock.sha256"
+azurite_want="$(sha256sum "$azurite_dir/package-lock.json" | cut -d' ' -f1)"
+if [[ "$(cat "$azurite_stamp" 2>/dev/null || true)" != "$azurite_want" ]]; then
+  command -v npm >/dev/null || die "npm is needed for the Azure Blob emulator (Debian: apt install npm, or Node.js 18+)"
+  say "installing the Azure Blob emulator (npm azurite) into tests/tools/azurite"
+  npm ci --prefix "$azurite_dir" --no-audit --no-fund --ignore-scripts --loglevel=error >&2 \
+    || die "npm ci --prefix tests/tools/azurite failed"
+  echo "$azurite_want" >"$azurite_stamp"
 fi
-say "S3 server (moto) at $endpoint, pid $s3_pid, ready after ${s3_wait} s"
-
-export LABELFLOW_TEST_S3_ENDPOINT="$endpoint"
-export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
-export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_ALLOW_HTTP=true
-unset AWS_SESSION_TOKEN AWS_SECURITY_TOKEN AWS_PROFILE
-export LABELFLOW_PYTHON="$py"
-# Tests that need a tool (Python, the S3 server) fail instead of skipping when CI is
-# set; this script provides every such tool, so a missing one is a failure here.
+# Tests that need a tool (Python, a storage server) fail instead of skipping when CI
+# is set; this script provides every such tool, so a missing one is a failure here.
 export CI="${CI:-true}"
+export LABELFLOW_PYTHON="$py"
+servers=("$py" "$REPO/scripts/with-servers.py")
 
 # --- 4. (dry run: check the environment and stop) ----------------------------------
 if [[ "${LABELFLOW_TEST_DRY:-}" == 1 ]]; then
-  "$py" - <<'PY'
-import os, boto3
-s3 = boto3.client("s3", endpoint_url=os.environ["LABELFLOW_TEST_S3_ENDPOINT"])
-s3.create_bucket(Bucket="dry-run")
-s3.put_object(Bucket="dry-run", Key="a/b.txt", Body=b"hello")
-keys = [o["Key"] for o in s3.list_objects_v2(Bucket="dry-run")["Contents"]]
-assert keys == ["a/b.txt"], keys
-assert s3.get_object(Bucket="dry-run", Key="a/b.txt")["Body"].read() == b"hello"
-print("S3 round trip ok")
-PY
-  env | grep -E '^(LABELFLOW_|AWS_|ORT_DYLIB_PATH=)' | sort
+  "${servers[@]}" --print-env
   say "LABELFLOW_TEST_DRY=1: not running cargo"
   exit 0
 fi
@@ -158,7 +114,7 @@ else
 fi
 say "${cmd[*]}"
 set +e
-"${cmd[@]}"
+"${servers[@]}" "${cmd[@]}"
 rc=$?
 set -e
 exit "$rc"

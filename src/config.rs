@@ -32,7 +32,8 @@ pub struct JobConfig {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputConfig {
-    /// Folder or URL (`s3://`, `gs://`, `az://`, `abfss://`, `http(s)://`, `file://`).
+    /// Folder or URL (`s3://`, `gs://`, `az://`, `abfss://`, `http(s)://`, `file://`), or a
+    /// manifest: a `.parquet`, `.csv`, `.tsv` or `.jsonl` file with a `uri` column.
     pub url: Option<String>,
     /// File extensions to read (default: jpg jpeg png webp gif bmp tif tiff).
     pub extensions: Option<Vec<String>>,
@@ -94,6 +95,8 @@ pub struct OutputConfig {
 pub struct Tuning {
     /// Objects fetched and decoded concurrently (bounds bytes in flight).
     pub fetch_concurrency: usize,
+    /// A manifest's requests in flight to one host, bucket or container at once.
+    pub per_host_concurrency: usize,
     /// Threads decoding and preprocessing at once.
     pub decode_threads: usize,
     /// Inference sessions (one thread each).
@@ -123,6 +126,7 @@ impl Default for Tuning {
             .unwrap_or(2);
         Self {
             fetch_concurrency: 32,
+            per_host_concurrency: 8,
             decode_threads: cores,
             sessions: 1,
             intra_threads: 0,
@@ -420,12 +424,13 @@ impl JobConfig {
         };
         sink.validate()?;
         if tuning.fetch_concurrency == 0
+            || tuning.per_host_concurrency == 0
             || tuning.decode_threads == 0
             || tuning.sessions == 0
             || tuning.batch_queue == 0
         {
             return Err(Error::Config(
-                "--fetch-concurrency, --decode-threads, --sessions and --batch-queue must be at least 1".into(),
+                "--fetch-concurrency, --per-host-concurrency, --decode-threads, --sessions and --batch-queue must be at least 1".into(),
             ));
         }
         if tuning.max_store_failures == 0 || tuning.request_timeout_seconds == 0 {

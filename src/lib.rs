@@ -15,6 +15,7 @@ pub mod cpu_pool;
 pub mod decode;
 pub mod error;
 pub mod infer;
+pub mod manifest;
 pub mod onnx;
 pub mod pipeline;
 pub mod preprocess;

@@ -19,6 +19,7 @@ use crate::decode::{self, DecodeError, DecodeLimits};
 use crate::error::{Error, Result};
 use crate::infer::{self, InferenceHandle};
 use crate::infer::{load_model, LoadedModel};
+use crate::manifest;
 use crate::preprocess::{PreprocessSpec, Preprocessor, Tta};
 use crate::redact::redact;
 use crate::runs::{self, RunStatus};
@@ -407,17 +408,23 @@ pub async fn run_with_stop(
             runs::remove_record(output, &run_id, shard).await;
         }
         let filter = Filter::new(&plan.selection)?;
-        return Err(Error::Input(if summary.listed == 0 {
-            format!(
+        return Err(Error::Input(
+            if summary.listed == 0 && manifest::is_manifest(input) {
+                format!(
+                "nothing to label: the manifest {input} has no rows; pass --allow-empty to accept an empty list"
+            )
+            } else if summary.listed == 0 {
+                format!(
                 "nothing to label: no objects under {input}; check the path or prefix (and the credentials for a bucket), or pass --allow-empty"
             )
-        } else {
-            format!(
+            } else {
+                format!(
                 "nothing to label: {} objects listed under {input}, all removed by the filters: {}; pass --allow-empty to accept an empty selection",
                 summary.listed,
                 listing.removed_description(&filter)
             )
-        }));
+            },
+        ));
     }
     summary.status = RunStatus::Finished;
     write_record(output, &summary).await?;
@@ -467,6 +474,12 @@ impl StoreHealth {
     /// Note a fetch failure that was the store's; `Err` once there are too many in a
     /// row, or at once for refused credentials.
     fn failed(&mut self, input: &Location, row: Row, fault: object_store::Error) -> Result<()> {
+        // A manifest's object names its own store.
+        let origin = row.object.origin.clone();
+        let input = match &origin {
+            source::Origin::Store(host) => &host.location,
+            _ => input,
+        };
         if crate::store::is_credentials_error(&fault) {
             return Err(crate::store::store_error(input, fault));
         }
@@ -545,6 +558,8 @@ async fn drive(d: Drive<'_>) -> Outcome {
         let tta = plan.tta;
         let limit = plan.selection.limit;
         let concurrency = plan.tuning.fetch_concurrency;
+        let per_host = plan.tuning.per_host_concurrency;
+        let retry = plan.retry;
         let decode_pool = match CpuPool::new("labelflow-decode", plan.tuning.decode_threads) {
             Ok(p) => Arc::new(p),
             Err(e) => {
@@ -562,10 +577,13 @@ async fn drive(d: Drive<'_>) -> Outcome {
             max_failures: plan.max_store_failures.max(1),
         };
         async move {
-            let listing = Timed::new(
-                source::list(&input, filter, limit, stats.listing.clone()),
-                stats.stages.counter(Stage::Listing),
-            );
+            let objects = if manifest::is_manifest(&input) {
+                let hosts = Arc::new(manifest::Hosts::new(input.clone(), retry, per_host));
+                manifest::list(&input, hosts, filter, limit, stats.listing.clone())
+            } else {
+                source::list(&input, filter, limit, stats.listing.clone())
+            };
+            let listing = Timed::new(objects, stats.stages.counter(Stage::Listing));
             let skipped = stats.clone();
             let prepared = listing
                 .try_filter(move |o| {
@@ -928,7 +946,16 @@ struct PrepareJob {
 }
 
 impl PrepareJob {
-    async fn run(self, input: &Location, object: ObjectRef) -> Result<Prepared> {
+    async fn run(self, input: &Location, mut object: ObjectRef) -> Result<Prepared> {
+        if let source::Origin::Invalid(why) = &object.origin {
+            let error = format!("cannot fetch this manifest row: {why}");
+            return Ok(Prepared::Failed {
+                object,
+                error,
+                store_fault: None,
+                fetched_from: None,
+            });
+        }
         if object.size > self.max_bytes {
             let error = DecodeError::TooLarge {
                 size: object.size,
@@ -943,13 +970,32 @@ impl PrepareJob {
             });
         }
         let fetched_from = Instant::now();
-        let fetched = source::fetch(input, &object).await;
+        let fetched = source::fetch(input, &object, self.max_bytes).await;
         self.stats.stages.add(Stage::Fetch, fetched_from.elapsed());
         let bytes = match fetched {
-            Ok(b) => b,
-            Err(e) => {
+            Ok((bytes, meta)) => {
+                object.update_from(&meta);
+                bytes
+            }
+            Err(source::FetchError::TooLarge { size }) => {
+                object.size = size;
+                let error = DecodeError::TooLarge {
+                    size,
+                    limit: self.max_bytes,
+                }
+                .to_string();
+                return Ok(Prepared::Failed {
+                    object,
+                    error,
+                    store_fault: None,
+                    fetched_from: Some(fetched_from),
+                });
+            }
+            Err(source::FetchError::Store(e)) => {
                 let error = redact(&DecodeError::Fetch(e.to_string()).to_string()).into_owned();
-                let store_fault = (!crate::store::is_object_error(&e)).then_some(e);
+                // A web host's failure is that URL's; a bucket's may be the store's.
+                let web = matches!(&object.origin, source::Origin::Store(h) if h.web);
+                let store_fault = (!web && !crate::store::is_object_error(&e)).then_some(e);
                 return Ok(Prepared::Failed {
                     object,
                     error,

@@ -601,6 +601,7 @@ mod tests {
             etag: Some("e".into()),
             version: None,
             last_modified: chrono::Utc::now(),
+            origin: Default::default(),
         }
     }
 

@@ -167,6 +167,26 @@ impl Filter {
         Verdict::Selected
     }
 
+    /// Which filter, if any, removes a manifest's `uri`: the rows name exactly what
+    /// to read, so extensions and dot-files are not filtered; `include`/`exclude`
+    /// globs match the whole URI; shards split by URI.
+    pub fn manifest_verdict(&self, uri: &str) -> Verdict {
+        if let Some(inc) = &self.include {
+            if !inc.is_match(uri) {
+                return Verdict::Include;
+            }
+        }
+        if let Some(exc) = &self.exclude {
+            if exc.is_match(uri) {
+                return Verdict::Exclude;
+            }
+        }
+        if !self.shard.owns(uri) {
+            return Verdict::OtherShard;
+        }
+        Verdict::Selected
+    }
+
     /// The extensions accepted (lower case, no dot; empty: all).
     pub fn extensions(&self) -> &[String] {
         &self.extensions
@@ -181,14 +201,29 @@ impl Filter {
 #[derive(Debug, Clone)]
 pub struct ObjectRef {
     pub path: Path,
-    /// Key relative to the input prefix.
+    /// Key relative to the input prefix (a manifest's objects: the URI).
     pub key: String,
-    /// Full URI (`s3://bucket/prefix/key`).
+    /// Full URI (`s3://bucket/prefix/key`); a manifest's objects keep its spelling.
     pub uri: String,
+    /// Size from the listing; 0 until fetched for a manifest's objects.
     pub size: u64,
     pub etag: Option<String>,
     pub version: Option<String>,
     pub last_modified: chrono::DateTime<chrono::Utc>,
+    /// Which store holds it.
+    pub origin: Origin,
+}
+
+/// Which store an object is fetched from.
+#[derive(Debug, Clone, Default)]
+pub enum Origin {
+    /// The run's input location (a listed prefix).
+    #[default]
+    Input,
+    /// A store named by a manifest row (see [`crate::manifest`]).
+    Store(std::sync::Arc<crate::manifest::Host>),
+    /// A manifest row whose URI cannot be fetched; it becomes an error row.
+    Invalid(std::sync::Arc<str>),
 }
 
 impl ObjectRef {
@@ -205,7 +240,17 @@ impl ObjectRef {
             etag: meta.e_tag,
             version: meta.version,
             last_modified: meta.last_modified,
+            origin: Origin::Input,
         }
+    }
+
+    /// Take size, ETag, version and modification time from a fetch (a manifest's
+    /// objects are not listed, so these are known only once fetched).
+    pub fn update_from(&mut self, meta: &ObjectMeta) {
+        self.size = meta.size;
+        self.etag.clone_from(&meta.e_tag);
+        self.version.clone_from(&meta.version);
+        self.last_modified = meta.last_modified;
     }
 }
 
@@ -236,12 +281,14 @@ pub struct ListingCounters {
     pub by_include: std::sync::atomic::AtomicU64,
     pub by_exclude: std::sync::atomic::AtomicU64,
     pub by_shard: std::sync::atomic::AtomicU64,
+    /// Manifest rows whose `uri` is empty or null (skipped).
+    pub no_uri: std::sync::atomic::AtomicU64,
     /// Set once the listing has ended (the totals above are then final).
     pub complete: std::sync::atomic::AtomicBool,
 }
 
 impl ListingCounters {
-    fn count(&self, v: Verdict) {
+    pub(crate) fn count(&self, v: Verdict) {
         use std::sync::atomic::Ordering::Relaxed;
         self.listed.fetch_add(1, Relaxed);
         let c = match v {
@@ -277,6 +324,10 @@ impl ListingCounters {
             (
                 self.by_shard.load(Relaxed),
                 format!("as another shard's (this is shard {})", filter.shard()),
+            ),
+            (
+                self.no_uri.load(Relaxed),
+                "as manifest rows with an empty uri".to_string(),
             ),
         ];
         let said: Vec<String> = parts
@@ -337,9 +388,19 @@ pub fn list<'a>(
         c1.count(verdict);
         async move { Ok((verdict == Verdict::Selected).then_some(obj)) }
     });
-    let done = counters.clone();
+    finish_listing(selected.boxed(), limit, counters)
+}
+
+/// The selected objects, cut at `limit`; once they end, the counters are marked
+/// complete (their totals are final, so progress can show an ETA).
+pub(crate) fn finish_listing<'a>(
+    selected: BoxStream<'a, Result<ObjectRef>>,
+    limit: Option<u64>,
+    counters: std::sync::Arc<ListingCounters>,
+) -> BoxStream<'a, Result<ObjectRef>> {
+    use std::sync::atomic::Ordering::Relaxed;
     let ended = stream::once(async move {
-        done.complete.store(true, Relaxed);
+        counters.complete.store(true, Relaxed);
         Ok(None)
     })
     .try_filter_map(|o: Option<ObjectRef>| async move { Ok(o) });
@@ -366,13 +427,38 @@ async fn listing_error(loc: &Location, e: object_store::Error) -> Result<ObjectM
     Err(crate::store::store_error(loc, e))
 }
 
-/// Fetch an object's bytes (object_store's retry policy applies). The error keeps
-/// object_store's type so the caller can tell one bad object from a failing store.
+/// Why a fetch produced no bytes.
+#[derive(Debug)]
+pub enum FetchError {
+    /// The store's error (object_store's type, so the caller can tell one bad object
+    /// from a failing store).
+    Store(object_store::Error),
+    /// The object is larger than the limit (known from the response's headers; the
+    /// body is not read).
+    TooLarge { size: u64 },
+}
+
+/// Fetch an object's bytes and metadata (object_store's retry policy applies). A
+/// manifest's objects wait for a slot of their host first, and are refused from the
+/// response headers when larger than `max_bytes`.
 pub async fn fetch(
-    loc: &Location,
+    input: &Location,
     obj: &ObjectRef,
-) -> std::result::Result<Bytes, object_store::Error> {
-    loc.store.get(&obj.path).await?.bytes().await
+    max_bytes: u64,
+) -> std::result::Result<(Bytes, ObjectMeta), FetchError> {
+    let (store, _slot) = match &obj.origin {
+        Origin::Store(host) => (&host.location.store, host.slots.acquire().await.ok()),
+        _ => (&input.store, None),
+    };
+    let got = store.get(&obj.path).await.map_err(FetchError::Store)?;
+    if got.meta.size > max_bytes {
+        return Err(FetchError::TooLarge {
+            size: got.meta.size,
+        });
+    }
+    let meta = got.meta.clone();
+    let bytes = got.bytes().await.map_err(FetchError::Store)?;
+    Ok((bytes, meta))
 }
 
 #[cfg(test)]

@@ -250,10 +250,15 @@ impl Location {
                 let mut base = url.clone();
                 base.set_path("/");
                 base.set_query(None);
+                // A plain http:// URL was asked for by name: allow it.
                 let store = HttpBuilder::new()
                     .with_url(base.as_str())
                     .with_retry(retry.config())
                     .with_config(ClientConfigKey::Timeout, retry.request_timeout_value())
+                    .with_config(
+                        ClientConfigKey::AllowHttp,
+                        (url.scheme() == "http").to_string(),
+                    )
                     .build()
                     .map_err(|e| Error::store(input, e))?;
                 let root = base.as_str().trim_end_matches('/').to_string();

@@ -15,6 +15,7 @@ mod integration {
     mod query;
     mod reliability;
     mod run;
+    mod stores;
     #[cfg(feature = "train")]
     mod train;
 }

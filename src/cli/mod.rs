@@ -81,7 +81,10 @@ pub struct RunArgs {
 /// Flags mirroring the pipeline file.
 #[derive(Debug, Args, Clone, Default)]
 pub struct JobFlags {
-    /// Folder or URL to label (s3://, gs://, az://, abfss://, http(s)://, file://, or a path).
+    /// Folder or URL to label (s3://, gs://, az://, abfss://, http(s)://, file://, or a
+    /// path), or a manifest: a .parquet, .csv, .tsv or .jsonl file whose `uri` column
+    /// lists the objects (any store, any host), e.g. the output of
+    /// `labelflow query --name relabel_candidates --out todo.parquet`.
     #[arg(long, short = 'i', value_name = "URL")]
     pub input: Option<String>,
     /// Where predictions go (folder or URL).
@@ -204,6 +207,10 @@ pub struct TuningFlags {
     /// Objects fetched/decoded concurrently.
     #[arg(long, default_value_t = Tuning::default().fetch_concurrency)]
     pub fetch_concurrency: usize,
+    /// With a manifest (--input list.parquet/.csv/.jsonl): requests in flight to one
+    /// host, bucket or container at once.
+    #[arg(long, default_value_t = Tuning::default().per_host_concurrency)]
+    pub per_host_concurrency: usize,
     /// Decode/preprocess threads (default: one per core).
     #[arg(long, default_value_t = Tuning::default().decode_threads)]
     pub decode_threads: usize,
@@ -240,6 +247,7 @@ impl TuningFlags {
     pub fn tuning(&self) -> Tuning {
         Tuning {
             fetch_concurrency: self.fetch_concurrency,
+            per_host_concurrency: self.per_host_concurrency,
             decode_threads: self.decode_threads,
             sessions: self.sessions,
             intra_threads: self.intra_threads,

@@ -270,40 +270,71 @@ pub async fn register_table(ctx: &SessionContext, name: &str, url: &str) -> Resu
         ext.as_str(),
         "parquet" | "csv" | "tsv" | "json" | "jsonl" | "ndjson"
     );
-    let table_url = location_url(&location, !is_file)?;
+    register_located(ctx, &name, &location, &ext, !is_file)
+        .await
+        .map_err(|e| Error::Input(format!("--table {name}={url}: {e}")))
+}
+
+/// Register the one file at `location` (a `.parquet`, `.csv`, `.tsv` or JSON-lines
+/// file, read as `ext` says) as table `name`. The error is DataFusion's, as text.
+pub async fn register_file(
+    ctx: &SessionContext,
+    name: &str,
+    location: &Location,
+    ext: &str,
+) -> std::result::Result<(), String> {
+    register_located(ctx, name, location, ext, false).await
+}
+
+async fn register_located(
+    ctx: &SessionContext,
+    name: &str,
+    location: &Location,
+    ext: &str,
+    folder: bool,
+) -> std::result::Result<(), String> {
+    let table_url = location_url(location, folder).map_err(|e| e.to_string())?;
     ctx.register_object_store(&table_url, location.store.clone());
-    let dot_ext = format!(".{ext}");
+    // The file's own extension: DataFusion lists a single file by its suffix.
+    let file_ext = if folder {
+        format!(".{ext}")
+    } else {
+        let name = location.prefix.filename().unwrap_or_default();
+        name.rsplit_once('.')
+            .map(|(_, e)| format!(".{e}"))
+            .unwrap_or_default()
+    };
     let u = table_url.as_str();
-    let result = match ext.as_str() {
+    let result = match ext {
         "csv" => {
-            ctx.register_csv(&name, u, CsvReadOptions::new().file_extension(&dot_ext))
+            ctx.register_csv(name, u, CsvReadOptions::new().file_extension(&file_ext))
                 .await
         }
         "tsv" => {
             ctx.register_csv(
-                &name,
+                name,
                 u,
                 CsvReadOptions::new()
                     .delimiter(b'\t')
-                    .file_extension(&dot_ext),
+                    .file_extension(&file_ext),
             )
             .await
         }
         "json" | "jsonl" | "ndjson" => {
             ctx.register_json(
-                &name,
+                name,
                 u,
-                JsonReadOptions::default().file_extension(&dot_ext),
+                JsonReadOptions::default().file_extension(&file_ext),
             )
             .await
         }
         _ => {
             // A .parquet file, or a folder of them.
-            ctx.register_parquet(&name, u, ParquetReadOptions::default())
+            ctx.register_parquet(name, u, ParquetReadOptions::default())
                 .await
         }
     };
-    result.map_err(|e| Error::Input(format!("--table {name}={url}: {}", e.strip_backtrace())))
+    result.map_err(|e| e.strip_backtrace())
 }
 
 /// Parse `sql` into statements.

@@ -1,0 +1,378 @@
+//! URL lists as input: a Parquet, CSV/TSV or JSON-lines file with a `uri` (or `url`)
+//! column, one object per row. Rows may name objects in different buckets, stores and
+//! web hosts; each store is built once and each host gets its own bound on requests in
+//! flight. The file is read as a stream (one record batch at a time), so a manifest
+//! of millions of rows is never held whole. Other columns are ignored: join back on
+//! `uri` in SQL (`labelflow query --table manifest=FILE`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::DataType;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::ObjectStoreScheme;
+use url::Url;
+
+use crate::error::{Error, Result};
+use crate::source::{Filter, ListingCounters, ObjectRef, Origin, Verdict};
+use crate::store::{Access, Location, RetryPolicy};
+
+/// The file formats read as manifests, by extension of the input's last segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Parquet,
+    Csv,
+    Tsv,
+    JsonLines,
+}
+
+impl Format {
+    /// The manifest format of an input path or URL, from its extension; `None` for
+    /// a folder or prefix (or an image: those are labelled, not read as a list).
+    pub fn of(path: &str) -> Option<Self> {
+        let name = path
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or_default();
+        let ext = name.rsplit_once('.')?.1.to_ascii_lowercase();
+        Some(match ext.as_str() {
+            "parquet" => Self::Parquet,
+            "csv" => Self::Csv,
+            "tsv" => Self::Tsv,
+            "jsonl" | "ndjson" | "json" => Self::JsonLines,
+            _ => return None,
+        })
+    }
+
+    /// The extension DataFusion is told to read.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Parquet => "parquet",
+            Self::Csv => "csv",
+            Self::Tsv => "tsv",
+            Self::JsonLines => "jsonl",
+        }
+    }
+}
+
+/// Whether `input` (a parsed `--input`) is a manifest rather than a prefix to list.
+pub fn is_manifest(input: &Location) -> bool {
+    Format::of(input.prefix.as_ref()).is_some()
+}
+
+/// One store a manifest's rows point into: a bucket, container or web host.
+#[derive(Debug)]
+pub struct Host {
+    pub location: Location,
+    /// Requests to this store in flight at once.
+    pub slots: tokio::sync::Semaphore,
+    /// A plain web host: a failed fetch is that URL's own (an error row), never
+    /// "the store is down".
+    pub web: bool,
+}
+
+/// The stores a manifest's rows point into, each built on first use.
+pub struct Hosts {
+    /// The manifest's own location; rows in its store share it.
+    manifest: Location,
+    retry: RetryPolicy,
+    per_host: usize,
+    known: Mutex<HashMap<String, Arc<Host>>>,
+}
+
+impl Hosts {
+    pub fn new(manifest: Location, retry: RetryPolicy, per_host: usize) -> Self {
+        Self {
+            manifest,
+            retry,
+            per_host: per_host.max(1),
+            known: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How many stores have been built so far.
+    pub fn len(&self) -> usize {
+        self.known.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The store holding `uri` and the object's path in it, or why it cannot be
+    /// fetched.
+    pub fn resolve(&self, uri: &str) -> std::result::Result<(Arc<Host>, Path), String> {
+        let (root, path, scheme) = split_uri(uri)?;
+        let mut known = self
+            .known
+            .lock()
+            .map_err(|_| "the store table is poisoned".to_string())?;
+        if let Some(host) = known.get(&root) {
+            return Ok((host.clone(), path));
+        }
+        let web = scheme == ObjectStoreScheme::Http;
+        let location = if root == self.manifest.root {
+            Location::from_store(self.manifest.store.clone(), root.clone(), "")
+        } else {
+            match scheme {
+                ObjectStoreScheme::Local => {
+                    Location::from_store(Arc::new(LocalFileSystem::new()), "file://", "")
+                }
+                ObjectStoreScheme::Memory => {
+                    return Err(
+                        "a memory:// URI names a store that exists only inside one process"
+                            .to_string(),
+                    )
+                }
+                _ => Location::parse(&root, Access::Read, self.retry)
+                    .map_err(|e| format!("cannot open its store: {e}"))?,
+            }
+        };
+        let host = Arc::new(Host {
+            location,
+            slots: tokio::sync::Semaphore::new(self.per_host),
+            web,
+        });
+        known.insert(root, host.clone());
+        Ok((host, path))
+    }
+}
+
+/// Split a URI into its store's root (`s3://bucket`, `https://host:port`,
+/// `https://account.blob.core.windows.net/container`, `file://`), the object's path
+/// in that store, and the store's kind. Absolute local paths are taken as `file://`.
+fn split_uri(uri: &str) -> std::result::Result<(String, Path, ObjectStoreScheme), String> {
+    if uri.starts_with('/') {
+        let url = Url::from_file_path(uri).map_err(|_| "not a valid absolute path".to_string())?;
+        return split_url(&url);
+    }
+    if !uri.contains("://") {
+        return Err(
+            "not a URL: manifest rows need a full URL (s3://, gs://, az://, https://, file://) or an absolute path"
+                .to_string(),
+        );
+    }
+    let url = Url::parse(uri).map_err(|e| format!("not a valid URL: {e}"))?;
+    split_url(&url)
+}
+
+fn split_url(url: &Url) -> std::result::Result<(String, Path, ObjectStoreScheme), String> {
+    let (scheme, path) = ObjectStoreScheme::parse(url).map_err(|e| e.to_string())?;
+    if scheme == ObjectStoreScheme::Http && url.query().is_some() {
+        return Err(
+            "URLs with a query string (…?a=b) are not supported: the HTTP store fetches paths only"
+                .to_string(),
+        );
+    }
+    if path.as_ref().is_empty() {
+        return Err("the URL names no object".to_string());
+    }
+    // The URL's path may start with segments that name the bucket or container
+    // (`https://s3.region.amazonaws.com/bucket/key`); they belong to the root.
+    let segments: Vec<&str> = url
+        .path_segments()
+        .map(|s| s.filter(|p| !p.is_empty()).collect())
+        .unwrap_or_default();
+    let extra = segments.len().saturating_sub(path.parts().count());
+    let mut root = url[..url::Position::BeforePath].to_string();
+    for segment in &segments[..extra] {
+        root.push('/');
+        root.push_str(segment);
+    }
+    Ok((root, path, scheme))
+}
+
+/// Stream the selected rows of the manifest at `manifest` as objects to label, in
+/// the file's order. A row whose URI cannot be fetched (not a URL, a query string, a
+/// store that cannot be built) is still yielded, with [`Origin::Invalid`], so it
+/// becomes an error row.
+pub fn list<'a>(
+    manifest: &'a Location,
+    hosts: Arc<Hosts>,
+    filter: Filter,
+    limit: Option<u64>,
+    counters: Arc<ListingCounters>,
+) -> BoxStream<'a, Result<ObjectRef>> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let uris = stream::once(open(manifest))
+        .try_flatten()
+        .map_ok(|batch| stream::iter(uri_values(&batch).into_iter().map(Ok)))
+        .try_flatten();
+    let c = counters.clone();
+    let selected = uris.try_filter_map(move |uri: Option<String>| {
+        let picked = match uri.as_deref().map(str::trim) {
+            None | Some("") => {
+                c.listed.fetch_add(1, Relaxed);
+                c.no_uri.fetch_add(1, Relaxed);
+                None
+            }
+            Some(uri) => {
+                let verdict = filter.manifest_verdict(uri);
+                c.count(verdict);
+                (verdict == Verdict::Selected).then(|| object(&hosts, uri))
+            }
+        };
+        async move { Ok(picked) }
+    });
+    crate::source::finish_listing(selected.boxed(), limit, counters)
+}
+
+fn object(hosts: &Hosts, uri: &str) -> ObjectRef {
+    let (path, origin) = match hosts.resolve(uri) {
+        Ok((host, path)) => (path, Origin::Store(host)),
+        Err(why) => (Path::default(), Origin::Invalid(why.into())),
+    };
+    ObjectRef {
+        path,
+        key: uri.to_string(),
+        uri: uri.to_string(),
+        size: 0,
+        etag: None,
+        version: None,
+        last_modified: chrono::DateTime::UNIX_EPOCH,
+        origin,
+    }
+}
+
+/// The manifest's URI column as a stream of record batches (one column).
+async fn open(manifest: &Location) -> Result<BoxStream<'static, Result<RecordBatch>>> {
+    let format = Format::of(manifest.prefix.as_ref()).ok_or_else(|| {
+        Error::Input(format!(
+            "{manifest} is not a manifest: name a .parquet, .csv, .tsv or .jsonl file"
+        ))
+    })?;
+    // One partition: the rows come in the file's order, one batch at a time.
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
+    crate::query::register_file(&ctx, "manifest", manifest, format.extension())
+        .await
+        .map_err(|e| Error::Input(format!("cannot read the manifest {manifest}: {e}")))?;
+    let df = ctx
+        .table("manifest")
+        .await
+        .map_err(|e| Error::Input(format!("the manifest {manifest}: {e}")))?;
+    let names: Vec<String> = df
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let column = ["uri", "url"]
+        .iter()
+        .find_map(|want| names.iter().find(|n| n.eq_ignore_ascii_case(want)))
+        .ok_or_else(|| {
+            Error::Input(format!(
+                "the manifest {manifest} has no `uri` column (nor `url`); its columns are: {}; \
+                 name the column of object URLs `uri`",
+                names.join(", ")
+            ))
+        })?
+        .clone();
+    let df = df
+        .select(vec![datafusion::prelude::ident(column)])
+        .map_err(|e| Error::Input(format!("the manifest {manifest}: {e}")))?;
+    let stream = df
+        .execute_stream()
+        .await
+        .map_err(|e| Error::Input(format!("cannot read the manifest {manifest}: {e}")))?;
+    let what = manifest.to_string();
+    Ok(stream
+        .map(move |batch| {
+            let batch =
+                batch.map_err(|e| Error::Input(format!("reading the manifest {what}: {e}")))?;
+            let strings = arrow::compute::cast(batch.column(0), &DataType::Utf8)
+                .map_err(|e| Error::Input(format!("the manifest {what}: the uri column: {e}")))?;
+            RecordBatch::try_from_iter([("uri", strings)])
+                .map_err(|e| Error::Input(format!("the manifest {what}: {e}")))
+        })
+        .boxed())
+}
+
+/// The batch's URIs (`None` for a null).
+fn uri_values(batch: &RecordBatch) -> Vec<Option<String>> {
+    let Some(column) = batch.column(0).as_string_opt::<i32>() else {
+        return Vec::new();
+    };
+    (0..column.len())
+        .map(|i| (!column.is_null(i)).then(|| column.value(i).to_string()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_come_from_the_extension() {
+        assert_eq!(
+            Format::of("s3://b/lists/todo.parquet"),
+            Some(Format::Parquet)
+        );
+        assert_eq!(Format::of("todo.CSV"), Some(Format::Csv));
+        assert_eq!(Format::of("a/b.ndjson"), Some(Format::JsonLines));
+        assert_eq!(Format::of("s3://b/photos/"), None);
+        assert_eq!(Format::of("photos/cat.jpg"), None);
+    }
+
+    #[test]
+    fn uris_split_into_store_root_and_path() {
+        let cases = [
+            ("s3://bucket/a/b.jpg", "s3://bucket", "a/b.jpg"),
+            ("gs://bkt/x.png", "gs://bkt", "x.png"),
+            ("az://container/dir/x.png", "az://container", "dir/x.png"),
+            (
+                "abfss://container@acct.dfs.core.windows.net/dir/x.png",
+                "abfss://container@acct.dfs.core.windows.net",
+                "dir/x.png",
+            ),
+            (
+                "https://acct.blob.core.windows.net/container/x.png",
+                "https://acct.blob.core.windows.net/container",
+                "x.png",
+            ),
+            (
+                "https://s3.us-east-1.amazonaws.com/bucket/k/x.png",
+                "https://s3.us-east-1.amazonaws.com/bucket",
+                "k/x.png",
+            ),
+            (
+                "http://127.0.0.1:8080/img/a%20b.jpg",
+                "http://127.0.0.1:8080",
+                "img/a b.jpg",
+            ),
+            ("file:///data/x.jpg", "file://", "data/x.jpg"),
+            ("/data/x.jpg", "file://", "data/x.jpg"),
+        ];
+        for (uri, root, path) in cases {
+            let (r, p, _) = split_uri(uri).unwrap_or_else(|e| panic!("{uri}: {e}"));
+            assert_eq!((r.as_str(), p.as_ref()), (root, path), "{uri}");
+        }
+        for bad in [
+            "photos/x.jpg",
+            "https://h/x.jpg?w=200",
+            "s3://bucket",
+            "ht tp://x",
+        ] {
+            assert!(split_uri(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn hosts_are_built_once_and_share_the_manifest_store() {
+        let manifest = Location::memory();
+        let hosts = Hosts::new(manifest.clone(), RetryPolicy::default(), 4);
+        let (a, _) = hosts.resolve("memory:///in/a.jpg").unwrap();
+        assert!(Arc::ptr_eq(&a.location.store, &manifest.store));
+        let (b, p) = hosts.resolve("http://127.0.0.1:9/x/y.jpg").unwrap();
+        let (c, _) = hosts.resolve("http://127.0.0.1:9/z.jpg").unwrap();
+        assert!(Arc::ptr_eq(&b, &c));
+        assert!(b.web);
+        assert_eq!(p.as_ref(), "x/y.jpg");
+        assert_eq!(hosts.len(), 2);
+        assert_eq!(b.slots.available_permits(), 4);
+    }
+}
