@@ -559,3 +559,98 @@ fn tempfile_dir() -> Result<PathBuf> {
         .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     Ok(dir)
 }
+
+/// What listing a store measured: how fast keys stream and whether memory stays
+/// flat while they do.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ListingReport {
+    pub input: String,
+    pub keys: u64,
+    pub seconds: f64,
+    /// Resident memory (MiB) before the listing, and after each tenth of it
+    /// (sampled every `sample_every` keys).
+    pub rss_mib: Vec<(u64, f64)>,
+    pub peak_rss_mib: Option<f64>,
+}
+
+impl ListingReport {
+    pub fn keys_per_second(&self) -> f64 {
+        self.keys as f64 / self.seconds.max(1e-9)
+    }
+
+    /// Growth of resident memory from the first sample after the start to the last,
+    /// per million keys listed (flat listing: near zero).
+    pub fn growth_mib_per_million(&self) -> Option<f64> {
+        let (k0, r0) = *self.rss_mib.get(1)?;
+        let (k1, r1) = *self.rss_mib.last()?;
+        (k1 > k0).then(|| (r1 - r0) / ((k1 - k0) as f64 / 1e6))
+    }
+
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "listing {}\n  keys            {}\n  seconds         {:.2}\n  keys/s          {:.0}\n  peak RSS        {}\n",
+            self.input,
+            self.keys,
+            self.seconds,
+            self.keys_per_second(),
+            self.peak_rss_mib
+                .map(|m| format!("{m:.1} MiB"))
+                .unwrap_or_else(|| "unknown".into()),
+        );
+        if let Some(g) = self.growth_mib_per_million() {
+            out.push_str(&format!("  RSS growth      {g:+.1} MiB per million keys\n"));
+        }
+        out.push_str("  RSS while listing (keys listed → MiB):");
+        for (k, r) in &self.rss_mib {
+            out.push_str(&format!(" {k}→{r:.1}"));
+        }
+        out.push('\n');
+        out
+    }
+}
+
+/// Resident set size now, in MiB (Linux `VmRSS`).
+pub fn rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// List every key under `input` the way a run does (streamed, page by page, every
+/// extension), counting keys and sampling resident memory every `sample_every` keys.
+pub async fn listing(
+    input: &str,
+    retry: crate::store::RetryPolicy,
+    sample_every: u64,
+) -> Result<ListingReport> {
+    use futures::TryStreamExt;
+    let location = crate::store::Location::parse(input, crate::store::Access::Read, retry)?;
+    let filter = crate::source::Filter::new(&crate::source::Selection {
+        extensions: Vec::new(),
+        ..Default::default()
+    })?;
+    reset_peak_rss();
+    let counters = std::sync::Arc::new(crate::source::ListingCounters::default());
+    let mut samples = vec![(0, rss_mib().unwrap_or(0.0))];
+    let started = Instant::now();
+    let mut keys = 0u64;
+    let mut stream = crate::source::list(&location, filter, None, counters);
+    while let Some(_object) = stream.try_next().await? {
+        keys += 1;
+        if keys % sample_every.max(1) == 0 {
+            samples.push((keys, rss_mib().unwrap_or(0.0)));
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    if samples.last().is_some_and(|(k, _)| *k != keys) {
+        samples.push((keys, rss_mib().unwrap_or(0.0)));
+    }
+    Ok(ListingReport {
+        input: location.to_string(),
+        keys,
+        seconds,
+        rss_mib: samples,
+        peak_rss_mib: peak_rss_mib(),
+    })
+}

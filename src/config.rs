@@ -140,6 +140,17 @@ impl Default for Tuning {
     }
 }
 
+impl Tuning {
+    /// The store requests' retry policy these settings describe.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_retries: self.retries,
+            timeout: std::time::Duration::from_secs(self.retry_timeout_seconds),
+            request_timeout: std::time::Duration::from_secs(self.request_timeout_seconds),
+        }
+    }
+}
+
 /// A validated job.
 #[derive(Debug, Clone)]
 pub struct RunPlan {
@@ -467,11 +478,7 @@ impl JobConfig {
             new_run: o.new_run.unwrap_or(false),
             allow_empty: i.allow_empty.unwrap_or(false),
             sink,
-            retry: RetryPolicy {
-                max_retries: tuning.retries,
-                timeout: std::time::Duration::from_secs(tuning.retry_timeout_seconds),
-                request_timeout: std::time::Duration::from_secs(tuning.request_timeout_seconds),
-            },
+            retry: tuning.retry_policy(),
             max_store_failures: tuning.max_store_failures,
             stop_grace: std::time::Duration::from_secs(tuning.stop_grace_seconds),
             tuning,

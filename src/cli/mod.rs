@@ -390,6 +390,18 @@ pub struct BenchArgs {
     /// Python for --baseline, with pillow, numpy, onnxruntime and pyarrow (default: $LABELFLOW_PYTHON, ./.venv/bin/python, python3).
     #[arg(long, value_name = "PATH", requires = "baseline")]
     pub python: Option<PathBuf>,
+    /// Measure only listing --input (a folder or any store URL, e.g. s3://bucket/prefix/):
+    /// keys per second and resident memory while the keys stream.
+    #[arg(long, conflicts_with = "baseline")]
+    pub listing: bool,
+    /// With --listing: sample resident memory every this many keys.
+    #[arg(
+        long,
+        value_name = "KEYS",
+        default_value_t = 50_000,
+        requires = "listing"
+    )]
+    pub sample_every: u64,
     #[command(flatten)]
     pub tuning: TuningFlags,
 }

@@ -52,6 +52,12 @@ pub fn validate(args: RunArgs, ort_lib: Option<std::path::PathBuf>) -> anyhow::R
 
 /// `labelflow bench`: the report table on stdout.
 pub async fn bench(args: BenchArgs, ort_lib: Option<std::path::PathBuf>) -> anyhow::Result<u8> {
+    if args.listing {
+        let retry = args.tuning.tuning().retry_policy();
+        let report = labelflow::bench::listing(&args.input, retry, args.sample_every).await?;
+        println!("{}", report.table());
+        return Ok(0);
+    }
     let opts = labelflow::bench::BenchOptions {
         input: args.input,
         model: args.model,

@@ -144,3 +144,173 @@ fn the_copy_parser_reads_stages_and_skips_other_stages() {
     let text = "FROM rust AS build\nCOPY a b ./\nCOPY --chown=1 src src\nFROM debian\nCOPY --from=build /x /y\nCOPY docs docs\n";
     assert_eq!(copied(text, "build"), vec!["a", "b", "src"]);
 }
+
+/// Replay the build stage's `COPY` lines into an empty folder and type-check the crate
+/// there, offline and with the lock file, as `cargo build` in the image would see it:
+/// a file the build needs but the image lacks fails here, not in a release pipeline.
+/// (No Docker engine runs in CI; the build stage's only other step is installing nasm,
+/// which the check does not need.)
+#[test]
+fn the_image_build_stage_type_checks_in_an_empty_folder() {
+    let root = root();
+    let dockerfile = std::fs::read_to_string(root.join("docker/Dockerfile")).unwrap();
+    let copies = copied(&dockerfile, "build");
+    let scratch = tempfile::Builder::new()
+        .prefix("image-build-")
+        .tempdir_in(root.join("target"))
+        .unwrap();
+    for src in &copies {
+        let from = root.join(src);
+        let to = scratch.path().join(src);
+        if from.is_dir() {
+            super::common::copy_tree(&from, &to);
+        } else {
+            std::fs::copy(&from, &to).unwrap_or_else(|e| panic!("COPY {src}: {e}"));
+        }
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    // A target folder of its own (kept between runs under target/): sharing the
+    // suite's would replace the binary the other tests run.
+    let o = std::process::Command::new(cargo)
+        .current_dir(scratch.path())
+        .env("CARGO_TARGET_DIR", root.join("target/image-check"))
+        .args([
+            "check",
+            "--locked",
+            "--offline",
+            "--bins",
+            "--lib",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "`cargo check` over the image's build-stage files failed (docker/Dockerfile must COPY what the build reads):\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// The Kubernetes Indexed Job parses, and has what a sharded run needs: indexed
+/// completions matching `--shards`, a per-index retry limit, a GPU per worker,
+/// credentials from a Secret, the pipeline from a ConfigMap mounted where the
+/// arguments look for it — and that pipeline is one `labelflow run` accepts.
+#[test]
+fn the_kubernetes_job_has_the_fields_a_sharded_run_needs() {
+    let Some(py) = super::common::require_python("pyyaml") else {
+        return;
+    };
+    let path = root().join("docker/k8s/indexed-job.yaml");
+    let o = std::process::Command::new(py)
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let docs: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let of_kind = |kind: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} in {}", path.display()))
+    };
+    let job = of_kind("Job");
+    let spec = &job["spec"];
+    assert_eq!(spec["completionMode"], "Indexed");
+    let completions = spec["completions"].as_u64().unwrap();
+    assert!(spec["parallelism"].as_u64().unwrap() <= completions);
+    assert!(spec["backoffLimitPerIndex"].as_u64().unwrap() >= 1);
+    let pod = &spec["template"]["spec"];
+    assert_eq!(pod["restartPolicy"], "Never");
+    let container = &pod["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args[0], "run");
+    assert!(
+        args.contains(&format!("--shards={completions}").as_str()),
+        "--shards must equal completions ({completions}): {args:?}"
+    );
+    assert!(
+        args.iter().any(|a| a.starts_with("--run-id=")),
+        "a fixed run id lets retried workers resume: {args:?}"
+    );
+    let grace = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--stop-grace="))
+        .map_or(15, |g| g.parse::<u64>().unwrap());
+    assert!(
+        pod["terminationGracePeriodSeconds"].as_u64().unwrap_or(30) > grace,
+        "the pod's termination grace must outlast --stop-grace"
+    );
+    let gpus = &container["resources"]["limits"]["nvidia.com/gpu"];
+    assert!(gpus.as_u64().unwrap_or(0) >= 1, "a GPU per worker: {gpus}");
+    let secret = container["envFrom"]
+        .as_array()
+        .and_then(|e| e.iter().find_map(|s| s["secretRef"]["name"].as_str()))
+        .expect("credentials from a Secret (envFrom secretRef)");
+    assert!(!secret.is_empty());
+
+    // The pipeline file named in the arguments comes from the ConfigMap's mount.
+    let pipeline = std::path::Path::new(args[1]);
+    let mount = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| pipeline.starts_with(m["mountPath"].as_str().unwrap()))
+        .unwrap_or_else(|| panic!("nothing is mounted where {} is read", pipeline.display()));
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap();
+    let config_map = volume["configMap"]["name"]
+        .as_str()
+        .expect("the pipeline from a ConfigMap");
+    let cm = of_kind("ConfigMap");
+    assert_eq!(cm["metadata"]["name"], config_map);
+    let file = pipeline.file_name().unwrap().to_str().unwrap();
+    let toml = cm["data"][file]
+        .as_str()
+        .unwrap_or_else(|| panic!("ConfigMap has no {file}"));
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join(file);
+    std::fs::write(&local, toml).unwrap();
+    let config = labelflow::config::JobConfig::load(&local).unwrap();
+    let url = config.input.and_then(|i| i.url).unwrap_or_default();
+    assert!(url.starts_with("s3://"), "{url}");
+}
+
+/// The image's entry point runs outside Docker too: pointed at a Python environment
+/// with the onnxruntime wheel (the suite's .venv), it finds the library there and
+/// `labelflow doctor` loads it.
+#[test]
+fn the_entry_point_finds_onnx_runtime_in_the_python_environment() {
+    let Some(py) = super::common::require_python("onnxruntime") else {
+        return;
+    };
+    let o = std::process::Command::new("bash")
+        .arg(root().join("docker/entrypoint.sh"))
+        .arg("doctor")
+        .env_remove("ORT_DYLIB_PATH")
+        .env("LABELFLOW_PYTHON", &py)
+        .env("LABELFLOW_BIN", env!("CARGO_BIN_EXE_labelflow"))
+        .output()
+        .unwrap();
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("onnxruntime/capi/libonnxruntime.so"),
+        "doctor should report the library the entry point found: {out}"
+    );
+}
