@@ -947,3 +947,213 @@ fn manifest_formats_and_a_missing_uri_column() {
     want.sort();
     assert_eq!(seen, want);
 }
+
+/// A memory store that counts GETs in flight (each held for a few milliseconds), to
+/// check the per-host bound.
+#[derive(Debug)]
+struct CountingStore {
+    inner: object_store::memory::InMemory,
+    in_flight: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+impl std::fmt::Display for CountingStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CountingStore")
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for CountingStore {
+    async fn put_opts(
+        &self,
+        location: &ObjPath,
+        payload: PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &ObjPath,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &ObjPath,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        use std::sync::atomic::Ordering::SeqCst;
+        // Only whole-object reads of images count (the manifest itself is read in ranges).
+        let counted = location.as_ref().ends_with(".png");
+        if counted {
+            let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+            self.most.fetch_max(now, SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+        }
+        let got = self.inner.get_opts(location, options).await;
+        if counted {
+            self.in_flight.fetch_sub(1, SeqCst);
+        }
+        got
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<'static, object_store::Result<ObjPath>>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<ObjPath>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&ObjPath>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&ObjPath>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &ObjPath,
+        to: &ObjPath,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// `--per-host-concurrency` bounds the requests in flight to one store, below the
+/// overall `--fetch-concurrency`.
+#[test]
+fn a_manifest_keeps_to_the_per_host_bound() {
+    block_on(async {
+        let png = std::fs::read(data("odd/rgba.png")).unwrap();
+        for per_host in [2usize, 5] {
+            let store = Arc::new(CountingStore {
+                inner: object_store::memory::InMemory::new(),
+                in_flight: Default::default(),
+                most: Default::default(),
+            });
+            let mut csv = String::from("uri\n");
+            for i in 0..30 {
+                let key = format!("img/{i:02}.png");
+                store
+                    .put(&ObjPath::from(key.as_str()), PutPayload::from(png.clone()))
+                    .await
+                    .unwrap();
+                csv.push_str(&format!("memory:///{key}\n"));
+            }
+            store
+                .put(
+                    &ObjPath::from("list.csv"),
+                    PutPayload::from(csv.into_bytes()),
+                )
+                .await
+                .unwrap();
+            let tuning = labelflow::config::Tuning {
+                fetch_concurrency: 16,
+                per_host_concurrency: per_host,
+                ..Default::default()
+            };
+            let plan = labelflow::config::RunPlan::builder("unused", "unused", small_model())
+                .batch_size(4)
+                .tuning(tuning)
+                .ort_lib(ort_lib())
+                .build()
+                .unwrap();
+            let model = labelflow::infer::load_model(&plan).unwrap();
+            let shared: Arc<dyn ObjectStore> = store.clone();
+            let input = Location::from_store(shared.clone(), "memory://", "list.csv");
+            let output = Location::from_store(shared, "memory://", "out");
+            let summary = pipeline::run_with(
+                &plan,
+                &input,
+                &output,
+                model,
+                Arc::new(pipeline::NoProgress),
+            )
+            .await
+            .unwrap();
+            assert_eq!(summary.rows_written, 30);
+            assert_eq!(summary.failed, 0);
+            let most = store.most.load(std::sync::atomic::Ordering::SeqCst);
+            assert!(
+                most <= per_host && most >= 2,
+                "per-host bound {per_host}: {most} GETs were in flight at once"
+            );
+        }
+    });
+}
+
+/// A manifest run stopped by SIGTERM continues where it stopped, as a prefix run does.
+#[test]
+fn a_stopped_manifest_run_resumes() {
+    let dir = scratch("manifest-resume");
+    let src = std::fs::read(data("odd/rgba.png")).unwrap();
+    let mut csv = String::from("uri\n");
+    for i in 0..60 {
+        let p = dir.join(format!("img-{i:02}.png"));
+        std::fs::write(&p, &src).unwrap();
+        csv.push_str(&format!("{}\n", p.display()));
+    }
+    let list = dir.join("list.csv");
+    std::fs::write(&list, csv).unwrap();
+    let out = dir.join("out");
+    let args = |c: &mut std::process::Command| {
+        c.args([
+            "run",
+            "--input",
+            list.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ])
+        .args([
+            "--model",
+            small_model().to_str().unwrap(),
+            "--json",
+            "--run-id",
+            "m",
+        ])
+        .args([
+            "--batch-size",
+            "2",
+            "--decode-threads",
+            "1",
+            "--fetch-concurrency",
+            "2",
+        ])
+        .args(["--rows-per-part", "4"]);
+    };
+    let mut c = labelflow();
+    c.env("LABELFLOW_LOG", "labelflow=debug");
+    args(&mut c);
+    let o = interrupted(c);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let first: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let published = count(&first, "rows_written");
+    assert!(published > 0 && published < 60, "{first}");
+    let mut c = labelflow();
+    args(&mut c);
+    let o = c.output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let second: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(count(&second, "skipped"), published, "{second}");
+    assert_eq!(count(&second, "rows_written"), 60 - published, "{second}");
+    let rows = preds(&read_parts(&out));
+    let mut uris: Vec<&str> = rows.iter().map(|r| r.uri.as_str()).collect();
+    uris.sort();
+    uris.dedup();
+    assert_eq!(uris.len(), 60, "every row once");
+    assert_eq!(rows.len(), 60, "no duplicates");
+}
