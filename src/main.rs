@@ -40,6 +40,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Validate(args) => cli::run::validate(args, cli.ort_lib),
         Command::Query(args) => cli::query::run(args).await,
         Command::Model(ModelCommand::Init(args)) => cli::model::init(&args),
+        Command::Model(ModelCommand::Import(args)) => cli::model::import(&args),
         Command::Model(ModelCommand::Inspect { path }) => {
             cli::model::inspect(&path, cli.ort_lib.as_deref())
         }

@@ -11,6 +11,7 @@ mod integration {
     mod faults;
     mod golden;
     mod hostile;
+    mod import;
     mod interop;
     mod query;
     mod reliability;

@@ -332,11 +332,31 @@ impl JobFlags {
 pub enum ModelCommand {
     /// Write an AlexNet ONNX model with seeded random weights (the project's own writer).
     Init(ModelInitArgs),
+    /// Turn an AlexNet from PyTorch or torchvision into the model the batch job runs:
+    /// a .safetensors file (a state_dict, or this project's checkpoints), a .pth/.pt
+    /// state_dict (torch.save, either layout) or an ONNX export of torchvision's AlexNet.
+    Import(ModelImportArgs),
     /// Print a model's inputs, outputs, classes and preprocessing.
     Inspect {
         /// The ONNX file.
         path: PathBuf,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ModelImportArgs {
+    /// The file to import (.safetensors, .pth/.pt/.bin, .onnx).
+    pub source: PathBuf,
+    /// Where to write the model.
+    #[arg(long, short = 'o', default_value = "alexnet.onnx")]
+    pub out: PathBuf,
+    /// File with one class name per line (default: ImageNet's 1 000 names for a
+    /// 1 000-class model, else class_0…).
+    #[arg(long, value_name = "FILE")]
+    pub class_names: Option<PathBuf>,
+    /// The input side the network was trained at (default 224, or the ONNX file's).
+    #[arg(long, value_name = "PIXELS")]
+    pub input_size: Option<usize>,
 }
 
 #[derive(Debug, Args)]

@@ -2,7 +2,7 @@
 
 use labelflow::onnx::alexnet::{self, AlexNetSpec};
 
-use super::ModelInitArgs;
+use super::{ModelImportArgs, ModelInitArgs};
 
 /// `labelflow model init`: a seeded AlexNet written where asked.
 pub fn init(args: &ModelInitArgs) -> anyhow::Result<u8> {
@@ -34,6 +34,46 @@ pub fn init(args: &ModelInitArgs) -> anyhow::Result<u8> {
         params as f64 / 1e6,
         args.seed
     );
+    Ok(0)
+}
+
+/// `labelflow model import`: an AlexNet from PyTorch or torchvision, written as the
+/// model the batch job runs.
+pub fn import(args: &ModelImportArgs) -> anyhow::Result<u8> {
+    use labelflow::onnx::import;
+    let started = std::time::Instant::now();
+    let options = import::ImportOptions {
+        class_names: args
+            .class_names
+            .as_deref()
+            .map(labelflow::onnx::read_class_names)
+            .transpose()?,
+        input_size: args.input_size,
+    };
+    let imported = import::read(&args.source, &options)
+        .map_err(|e| labelflow::onnx::model_error(&args.source, e))?;
+    let read_s = started.elapsed().as_secs_f64();
+    let sha = import::write(&imported, &args.out)
+        .map_err(|e| labelflow::onnx::model_error(&args.out, e))?;
+    let spec = &imported.spec;
+    eprintln!(
+        "imported {} ({:?}, {:?} layout, {} classes, width {}, input {}px) in {read_s:.1} s\nwrote {} in {:.1} s total\nsha256 {sha}",
+        args.source.display(),
+        imported.format,
+        spec.variant,
+        spec.num_classes,
+        spec.width,
+        spec.input_size,
+        args.out.display(),
+        started.elapsed().as_secs_f64(),
+    );
+    if !imported.ignored.is_empty() {
+        eprintln!(
+            "ignored {} tensors that are not part of the network (e.g. {})",
+            imported.ignored.len(),
+            imported.ignored[0]
+        );
+    }
     Ok(0)
 }
 

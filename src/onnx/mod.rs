@@ -13,9 +13,11 @@
 //! [`crate::Error::Model`] through `From`.
 
 pub mod alexnet;
+pub mod import;
 pub mod metadata;
 mod prng;
 pub mod reader;
+pub mod torch_file;
 pub mod writer;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,406 @@
+//! `labelflow model import`: an AlexNet from where users have one — a safetensors file
+//! (this project's checkpoints, or a PyTorch `state_dict` saved as safetensors), a
+//! PyTorch `.pth`/`.pt` file (read by [`super::torch_file`], no PyTorch needed), or an ONNX file
+//! exported from torchvision — written as the ONNX model the batch job runs, with class
+//! names and preprocessing in its metadata.
+//!
+//! Tensors are matched by their PyTorch `state_dict` names (`features.0.weight` …
+//! `classifier.6.bias`), after dropping a wrapper prefix (`module.`, `model.`,
+//! `_orig_mod.`); what else the file holds (optimiser state, buffers) is ignored. The
+//! layout, width and classes are read from the shapes ([`super::alexnet::detect`]); a
+//! file that is not AlexNet-shaped is refused with the first tensor that does not fit.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::alexnet::{self, AlexNetSpec, AlexNetWeights};
+use super::reader::OnnxModel;
+use super::writer::F32Tensor;
+use super::{metadata, OnnxError};
+
+/// ImageNet's 1 000 class names in torchvision's order and spelling (the labels of
+/// torchvision's pretrained AlexNet), one per line.
+pub const IMAGENET_CLASSES: &str = include_str!("imagenet_classes.txt");
+
+/// The class names of ImageNet-1k, in output order.
+pub fn imagenet_class_names() -> Vec<String> {
+    IMAGENET_CLASSES.lines().map(str::to_string).collect()
+}
+
+/// What kind of file an import reads, from its extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Onnx,
+    Safetensors,
+    /// `torch.save` pickles: `.pth`, `.pt`, `.bin`.
+    Torch,
+}
+
+impl Format {
+    pub fn of(path: &Path) -> Option<Self> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        Some(match ext.as_str() {
+            "onnx" => Self::Onnx,
+            "safetensors" => Self::Safetensors,
+            "pth" | "pt" | "bin" => Self::Torch,
+            _ => return None,
+        })
+    }
+}
+
+/// Named tensors read from a file, before they are matched to an AlexNet.
+pub type NamedTensors = BTreeMap<String, F32Tensor>;
+
+/// What to make of the file besides its weights.
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// Class names (output order); default: ImageNet's for a 1 000-class model, else
+    /// `class_0`….
+    pub class_names: Option<Vec<String>>,
+    /// The input side the model was trained at (default 224; an ONNX file's own input
+    /// shape wins).
+    pub input_size: Option<usize>,
+}
+
+/// An AlexNet read from a file, ready to write.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    pub format: Format,
+    pub spec: AlexNetSpec,
+    pub class_names: Vec<String>,
+    pub weights: AlexNetWeights,
+    /// Tensors in the file that are not part of the network (ignored).
+    pub ignored: Vec<String>,
+}
+
+/// Read the AlexNet in `path` (see the module docs for the formats).
+pub fn read(path: &Path, options: &ImportOptions) -> Result<Imported, OnnxError> {
+    let format = Format::of(path).ok_or_else(|| {
+        OnnxError::NotAlexNet(format!(
+            "{}: unknown kind of file; import reads .onnx, .safetensors, and .pth/.pt/.bin (PyTorch)",
+            path.display()
+        ))
+    })?;
+    let mut model = match format {
+        Format::Onnx => OnnxModel::read(path)?,
+        Format::Safetensors => model_of(read_safetensors(path)?),
+        Format::Torch => {
+            let bytes = std::fs::read(path).map_err(|e| OnnxError::io(path, e))?;
+            model_of(
+                super::torch_file::read(&bytes).map_err(|reason| OnnxError::Tensor {
+                    name: path.display().to_string(),
+                    reason: format!("not a readable torch.save file: {reason}"),
+                })?,
+            )
+        }
+    };
+    normalise_names(&mut model.initializers);
+    if let Some(size) = options.input_size {
+        model.inputs.clear();
+        model
+            .metadata
+            .insert(metadata::INPUT_SIZE.to_owned(), size.to_string());
+    }
+    // What the file says about itself (this project's models) counts only for ONNX.
+    let own_names = match format {
+        Format::Onnx => model.class_names()?,
+        _ => None,
+    };
+    let spec = alexnet::detect(&model)?;
+    let class_names = match (&options.class_names, own_names) {
+        (Some(names), _) => names.clone(),
+        (None, Some(names)) => names,
+        (None, None) if spec.num_classes == 1000 => imagenet_class_names(),
+        (None, None) => alexnet::default_class_names(spec.num_classes),
+    };
+    if class_names.len() != spec.num_classes {
+        return Err(OnnxError::NotAlexNet(format!(
+            "{} class names for a model with {} outputs (`classifier.6.weight`)",
+            class_names.len(),
+            spec.num_classes
+        )));
+    }
+    let weights = AlexNetWeights::from_model(&spec, &mut model)?;
+    let ignored = model.initializers.into_keys().collect();
+    Ok(Imported {
+        format,
+        spec,
+        class_names,
+        weights,
+        ignored,
+    })
+}
+
+/// Write an imported model as the ONNX file the batch job runs; returns its sha256.
+pub fn write(imported: &Imported, out: &Path) -> Result<String, OnnxError> {
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| OnnxError::io(dir, e))?;
+    }
+    alexnet::write_alexnet(
+        out,
+        &imported.spec,
+        &imported.weights,
+        &imported.class_names,
+    )
+}
+
+/// An [`OnnxModel`] holding only `tensors` as initializers, for [`alexnet::detect`].
+fn model_of(tensors: NamedTensors) -> OnnxModel {
+    OnnxModel {
+        metadata: BTreeMap::new(),
+        inputs: Vec::new(),
+        outputs: Vec::new(),
+        initializers: tensors,
+        other_initializers: Vec::new(),
+        producer_name: String::new(),
+        ir_version: 0,
+        opset: None,
+    }
+}
+
+/// Drop the prefixes wrappers add to `state_dict` names (`module.` from
+/// DataParallel, `_orig_mod.` from `torch.compile`, `model.` from training wrappers).
+fn normalise_names(tensors: &mut NamedTensors) {
+    const PREFIXES: [&str; 3] = ["module.", "_orig_mod.", "model."];
+    let names: Vec<String> = tensors.keys().cloned().collect();
+    for name in names {
+        let mut short = name.as_str();
+        while let Some(rest) = PREFIXES.iter().find_map(|p| short.strip_prefix(p)) {
+            short = rest;
+        }
+        if short != name && !tensors.contains_key(short) {
+            if let Some(t) = tensors.remove(&name) {
+                tensors.insert(short.to_string(), t);
+            }
+        }
+    }
+}
+
+/// Read every floating-point tensor of a safetensors file (F32, F16, BF16, F64; other
+/// element types are skipped) as f32.
+pub fn read_safetensors(path: &Path) -> Result<NamedTensors, OnnxError> {
+    let bytes = std::fs::read(path).map_err(|e| OnnxError::io(path, e))?;
+    parse_safetensors(&bytes).map_err(|reason| OnnxError::Tensor {
+        name: path.display().to_string(),
+        reason: format!("not a readable safetensors file: {reason}"),
+    })
+}
+
+/// The safetensors layout: an 8-byte little-endian header length, a JSON header
+/// mapping names to `{dtype, shape, data_offsets: [begin, end]}` (offsets into the
+/// bytes after the header), then the data.
+fn parse_safetensors(bytes: &[u8]) -> Result<NamedTensors, String> {
+    let len_bytes: [u8; 8] = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or("shorter than its 8-byte header length")?;
+    let header_len = usize::try_from(u64::from_le_bytes(len_bytes))
+        .map_err(|_| "header length out of range".to_string())?;
+    let header_end = 8usize
+        .checked_add(header_len)
+        .filter(|&e| e <= bytes.len())
+        .ok_or("header length runs past the end of the file")?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..header_end]).map_err(|e| format!("header: {e}"))?;
+    let data = &bytes[header_end..];
+    let mut out = NamedTensors::new();
+    for (name, entry) in header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let dtype = entry["dtype"].as_str().unwrap_or_default();
+        let width = match dtype {
+            "F32" => 4,
+            "F16" | "BF16" => 2,
+            "F64" => 8,
+            _ => continue,
+        };
+        let shape: Vec<usize> = entry["shape"]
+            .as_array()
+            .ok_or_else(|| format!("{name}: no shape"))?
+            .iter()
+            .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+            .collect::<Option<_>>()
+            .ok_or_else(|| format!("{name}: bad shape"))?;
+        let offsets: Vec<usize> = entry["data_offsets"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let [begin, end] = offsets[..] else {
+            return Err(format!("{name}: bad data_offsets"));
+        };
+        let raw = data
+            .get(begin..end)
+            .ok_or_else(|| format!("{name}: data_offsets {begin}..{end} outside the data"))?;
+        let count: usize = shape.iter().product();
+        if raw.len() != count * width {
+            return Err(format!(
+                "{name}: {} bytes for shape {shape:?} of {dtype}",
+                raw.len()
+            ));
+        }
+        let values: Vec<f32> = match dtype {
+            "F32" => raw
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            "F64" => raw
+                .chunks_exact(8)
+                .map(|c| {
+                    f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
+                })
+                .collect(),
+            "BF16" => raw
+                .chunks_exact(2)
+                .map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16))
+                .collect(),
+            _ => raw
+                .chunks_exact(2)
+                .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+                .collect(),
+        };
+        let tensor = F32Tensor::new(shape, values).map_err(|e| format!("{name}: {e}"))?;
+        out.insert(name, tensor);
+    }
+    Ok(out)
+}
+
+/// IEEE 754 half precision to single precision.
+pub(crate) fn f16_to_f32(h: u16) -> f32 {
+    let sign = u32::from(h >> 15) << 31;
+    let exp = u32::from((h >> 10) & 0x1f);
+    let frac = u32::from(h & 0x3ff);
+    let bits = match (exp, frac) {
+        (0, 0) => sign,
+        (0, _) => {
+            // Subnormal: normalise the fraction.
+            let mut e = 127 - 15 + 1;
+            let mut f = frac;
+            while f & 0x400 == 0 {
+                f <<= 1;
+                e -= 1;
+            }
+            sign | (e << 23) | ((f & 0x3ff) << 13)
+        }
+        (0x1f, _) => sign | 0x7f80_0000 | (frac << 13),
+        _ => sign | ((exp + 127 - 15) << 23) | (frac << 13),
+    };
+    f32::from_bits(bits)
+}
+
+/// Write `tensors` as a safetensors file (F32), e.g. to hand weights to PyTorch.
+pub fn write_safetensors(path: &Path, tensors: &NamedTensors) -> Result<(), OnnxError> {
+    let mut header = serde_json::Map::new();
+    let mut offset = 0usize;
+    for (name, t) in tensors {
+        let end = offset + t.data().len() * 4;
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": t.shape(), "data_offsets": [offset, end]}),
+        );
+        offset = end;
+    }
+    let mut text = serde_json::Value::Object(header).to_string();
+    // The data starts 8-byte aligned.
+    while (8 + text.len()) % 8 != 0 {
+        text.push(' ');
+    }
+    let mut bytes = Vec::with_capacity(8 + text.len() + offset);
+    bytes.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(text.as_bytes());
+    for t in tensors.values() {
+        for v in t.data() {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    std::fs::write(path, bytes).map_err(|e| OnnxError::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn half_precision_converts_exactly() {
+        assert_eq!(f16_to_f32(0x3c00), 1.0);
+        assert_eq!(f16_to_f32(0xc000), -2.0);
+        assert_eq!(f16_to_f32(0x3555), 0.333_251_95);
+        assert_eq!(f16_to_f32(0x0001), 5.960_464_5e-8);
+        assert!(f16_to_f32(0x7c00).is_infinite());
+    }
+
+    #[test]
+    fn imagenet_names_are_a_thousand() {
+        let names = imagenet_class_names();
+        assert_eq!(names.len(), 1000);
+        assert_eq!(names[0], "tench");
+        assert_eq!(names[999], "toilet tissue");
+    }
+
+    #[test]
+    fn safetensors_round_trip_and_prefixes() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = AlexNetSpec {
+            width: 0.25,
+            num_classes: 7,
+            input_size: 96,
+            ..Default::default()
+        };
+        let weights = spec.random_weights().unwrap();
+        let mut named: NamedTensors = weights
+            .iter()
+            .map(|(n, t)| (format!("module.{n}"), t.clone()))
+            .collect();
+        named.insert(
+            "momentum/features.0.weight".into(),
+            F32Tensor::zeros(vec![2]),
+        );
+        let path = dir.path().join("w.safetensors");
+        write_safetensors(&path, &named).unwrap();
+        let imported = read(
+            &path,
+            &ImportOptions {
+                input_size: Some(96),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(imported.spec.num_classes, 7);
+        assert_eq!(imported.spec.input_size, 96);
+        assert!((imported.spec.width - 0.25).abs() < 1e-6);
+        assert_eq!(imported.class_names[6], "class_6");
+        assert_eq!(
+            imported.ignored,
+            vec!["momentum/features.0.weight".to_string()]
+        );
+        for (name, t) in weights.iter() {
+            assert_eq!(imported.weights.get(name), Some(t), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_model_that_is_not_alexnet_names_the_tensor() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut named = NamedTensors::new();
+        named.insert(
+            "features.0.weight".into(),
+            F32Tensor::zeros(vec![64, 3, 7, 7]),
+        );
+        let path = dir.path().join("resnet.safetensors");
+        write_safetensors(&path, &named).unwrap();
+        let err = read(&path, &ImportOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("features.0.weight"), "{err}");
+        let pth = dir.path().join("x.pth");
+        std::fs::write(&pth, b"not a pickle").unwrap();
+        let err = read(&pth, &ImportOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("torch.save"), "{err}");
+    }
+}
