@@ -62,6 +62,15 @@ mod available {
         /// With --from: train only the last layer, replaced for the new classes.
         #[arg(long, requires = "from")]
         pub head_only: bool,
+        /// With --from: fine-tune every layer, the pretrained ones at this learning
+        /// rate (e.g. a tenth of --lr) and the new last layer at --lr.
+        #[arg(
+            long,
+            value_name = "LR",
+            requires = "from",
+            conflicts_with = "head_only"
+        )]
+        pub lr_backbone: Option<f64>,
         /// Continue from OUT/checkpoints/last.* (same flags as the interrupted run).
         #[arg(long)]
         pub resume: bool,
@@ -130,6 +139,7 @@ mod available {
                 out: self.out.clone(),
                 from: self.from.clone(),
                 head_only: self.head_only,
+                lr_backbone: self.lr_backbone,
                 variant: self.variant,
                 width: self.width,
                 input_size: self.input_size,

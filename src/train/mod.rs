@@ -75,6 +75,9 @@ pub struct TrainConfig {
     /// With `from`: train only the last layer (`classifier.6`), replaced by one sized
     /// to the new classes; every other weight stays bit-identical.
     pub head_only: bool,
+    /// With `from` (not `head_only`): the learning rate of the pretrained layers, while
+    /// the new head learns at `lr`; the schedule scales both.
+    pub lr_backbone: Option<f64>,
     /// Layout of a fresh model.
     pub variant: Variant,
     /// Channel multiplier of a fresh model (1.0 = published sizes).
@@ -122,6 +125,7 @@ impl Default for TrainConfig {
             out: PathBuf::from("models/v1"),
             from: None,
             head_only: false,
+            lr_backbone: None,
             variant: Variant::Torchvision,
             width: 1.0,
             input_size: 224,
@@ -195,6 +199,17 @@ impl TrainConfig {
             return bad(
                 "--head-only needs --from MODEL.onnx (the model whose features to keep)".into(),
             );
+        }
+        if let Some(lr) = self.lr_backbone {
+            if self.from.is_none() || self.head_only {
+                return bad(
+                    "--lr-backbone is for full fine-tuning: it needs --from MODEL.onnx and no --head-only"
+                        .into(),
+                );
+            }
+            if !(lr.is_finite() && lr > 0.0) {
+                return bad(format!("--lr-backbone must be above 0, got {lr}"));
+            }
         }
         if self.fetch_concurrency == 0 {
             return bad("fetch concurrency must be at least 1".into());

@@ -371,6 +371,13 @@ fn train_bad_input_is_a_clear_error() {
     });
     assert!(e.contains("no labelled images found"), "{e}");
 
+    // --lr-backbone is for fine-tuning from a model.
+    let e = train_error(&TrainConfig {
+        lr_backbone: Some(0.001),
+        ..small(dir.join("o0"))
+    });
+    assert!(e.contains("--lr-backbone") && e.contains("--from"), "{e}");
+
     // One class only.
     let one = dir.join("one/trouser");
     std::fs::create_dir_all(&one).unwrap();

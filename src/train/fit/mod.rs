@@ -50,6 +50,7 @@ mod tests {
             buffers: BTreeMap::new(),
             momentum: 0.9,
             weight_decay: 0.5,
+            lr_scale: Vec::new(),
         };
         for _ in 0..2 {
             sgd.zero_grad();
@@ -58,5 +59,28 @@ mod tests {
         }
         let v = p.double_value(&[0]);
         assert!((v - (0.75 - 0.4625)).abs() < 1e-6, "{v}");
+    }
+
+    #[test]
+    fn a_parameter_scale_slows_only_that_parameter() {
+        // Two parameters with the same gradient (1) and plain SGD at lr 0.1; the
+        // first moves at a tenth of the rate.
+        let a = Tensor::from_slice(&[0f32]).set_requires_grad(true);
+        let b = Tensor::from_slice(&[0f32]).set_requires_grad(true);
+        let mut sgd = Sgd {
+            params: vec![
+                ("a".into(), a.shallow_clone()),
+                ("b".into(), b.shallow_clone()),
+            ],
+            buffers: BTreeMap::new(),
+            momentum: 0.0,
+            weight_decay: 0.0,
+            lr_scale: vec![0.1, 1.0],
+        };
+        sgd.zero_grad();
+        (&a + &b).sum(Kind::Float).backward();
+        sgd.step(0.1).unwrap();
+        assert!((a.double_value(&[0]) + 0.01).abs() < 1e-7);
+        assert!((b.double_value(&[0]) + 0.1).abs() < 1e-7);
     }
 }

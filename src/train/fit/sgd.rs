@@ -12,6 +12,9 @@ pub(super) struct Sgd {
     pub(super) buffers: BTreeMap<String, Tensor>,
     pub(super) momentum: f64,
     pub(super) weight_decay: f64,
+    /// Per-parameter factor on the learning rate, by position in `params` (missing:
+    /// 1): fine-tuning moves pretrained layers more slowly than the new head.
+    pub(super) lr_scale: Vec<f64>,
 }
 
 impl Sgd {
@@ -23,7 +26,8 @@ impl Sgd {
 
     pub(super) fn step(&mut self, lr: f64) -> Result<(), TrainError> {
         tch::no_grad(|| {
-            for (name, p) in self.params.iter_mut() {
+            for (i, (name, p)) in self.params.iter_mut().enumerate() {
+                let lr = lr * self.lr_scale.get(i).copied().unwrap_or(1.0);
                 let g = p.f_grad()?;
                 if !g.defined() {
                     continue;

@@ -72,11 +72,28 @@ pub(super) fn fit(
         (config.augment.lighting > 0.0 && !config.head_only)
             .then(|| ColourPca::from_samples(train)),
     )?;
+    let params = model.trainable();
+    // Fine-tuning with --lr-backbone: every pretrained layer at that rate (as a
+    // fraction of --lr, so the schedule scales both), the new head at --lr.
+    let lr_scale = match config.lr_backbone {
+        Some(backbone) => params
+            .iter()
+            .map(|(name, _)| {
+                if name.starts_with(HEAD) {
+                    1.0
+                } else {
+                    backbone / config.lr
+                }
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     let mut sgd = Sgd {
-        params: model.trainable(),
+        params,
         buffers: BTreeMap::new(),
         momentum: config.momentum,
         weight_decay: config.weight_decay,
+        lr_scale,
     };
 
     let ckpt_dir = config.out.join(CHECKPOINT_DIR);
