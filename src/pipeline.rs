@@ -946,6 +946,22 @@ struct PrepareJob {
 }
 
 impl PrepareJob {
+    /// The error row of an object over `--max-bytes` (its size from the listing, or
+    /// from the response when a manifest's object was fetched).
+    fn too_large(&self, object: ObjectRef, fetched_from: Option<Instant>) -> Prepared {
+        let error = DecodeError::TooLarge {
+            size: object.size,
+            limit: self.max_bytes,
+        }
+        .to_string();
+        Prepared::Failed {
+            object,
+            error,
+            store_fault: None,
+            fetched_from,
+        }
+    }
+
     async fn run(self, input: &Location, mut object: ObjectRef) -> Result<Prepared> {
         if let source::Origin::Invalid(why) = &object.origin {
             let error = format!("cannot fetch this manifest row: {why}");
@@ -957,17 +973,7 @@ impl PrepareJob {
             });
         }
         if object.size > self.max_bytes {
-            let error = DecodeError::TooLarge {
-                size: object.size,
-                limit: self.max_bytes,
-            }
-            .to_string();
-            return Ok(Prepared::Failed {
-                object,
-                error,
-                store_fault: None,
-                fetched_from: None,
-            });
+            return Ok(self.too_large(object, None));
         }
         let fetched_from = Instant::now();
         let fetched = source::fetch(input, &object, self.max_bytes).await;
@@ -979,17 +985,7 @@ impl PrepareJob {
             }
             Err(source::FetchError::TooLarge { size }) => {
                 object.size = size;
-                let error = DecodeError::TooLarge {
-                    size,
-                    limit: self.max_bytes,
-                }
-                .to_string();
-                return Ok(Prepared::Failed {
-                    object,
-                    error,
-                    store_fault: None,
-                    fetched_from: Some(fetched_from),
-                });
+                return Ok(self.too_large(object, Some(fetched_from)));
             }
             Err(source::FetchError::Store(e)) => {
                 let error = redact(&DecodeError::Fetch(e.to_string()).to_string()).into_owned();

@@ -151,20 +151,7 @@ impl Filter {
                 return Verdict::Extension;
             }
         }
-        if let Some(inc) = &self.include {
-            if !inc.is_match(key) {
-                return Verdict::Include;
-            }
-        }
-        if let Some(exc) = &self.exclude {
-            if exc.is_match(key) {
-                return Verdict::Exclude;
-            }
-        }
-        if !self.shard.owns(key) {
-            return Verdict::OtherShard;
-        }
-        Verdict::Selected
+        self.manifest_verdict(key)
     }
 
     /// Which filter, if any, removes a manifest's `uri`: the rows name exactly what
