@@ -38,26 +38,31 @@ fn state_dict_of(model: &Path) -> NamedTensors {
     named
 }
 
+/// `labelflow model init` at width 0.25 with `classes` outputs and `input` pixels.
+fn quarter_width_alexnet(dir: &Path, classes: usize, input: usize) -> std::path::PathBuf {
+    let path = dir.join("original.onnx");
+    let o = labelflow()
+        .args(["model", "init", "--width", "0.25", "--out"])
+        .arg(&path)
+        .args([
+            "--classes",
+            &classes.to_string(),
+            "--input-size",
+            &input.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    path
+}
+
 #[test]
 fn every_format_imports_to_the_same_model() {
     let Some(py) = require_python("the standard library") else {
         return;
     };
     let dir = scratch("import-formats");
-    let original = dir.join("original.onnx");
-    let o = run_cli(&[
-        "model",
-        "init",
-        "--out",
-        original.to_str().unwrap(),
-        "--classes",
-        "10",
-        "--width",
-        "0.25",
-        "--input-size",
-        "96",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let original = quarter_width_alexnet(&dir, 10, 96);
     let safetensors = dir.join("weights.safetensors");
     write_safetensors(&safetensors, &state_dict_of(&original)).unwrap();
     let mut sources = vec![safetensors.clone(), original.clone()];
@@ -96,20 +101,7 @@ fn every_format_imports_to_the_same_model() {
 #[test]
 fn a_thousand_class_network_gets_imagenet_names_unless_told_otherwise() {
     let dir = scratch("import-imagenet");
-    let original = dir.join("original.onnx");
-    let o = run_cli(&[
-        "model",
-        "init",
-        "--out",
-        original.to_str().unwrap(),
-        "--classes",
-        "1000",
-        "--width",
-        "0.25",
-        "--input-size",
-        "64",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let original = quarter_width_alexnet(&dir, 1000, 64);
     let weights = dir.join("w.safetensors");
     write_safetensors(&weights, &state_dict_of(&original)).unwrap();
     let out = dir.join("imagenet.onnx");

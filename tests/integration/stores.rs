@@ -58,6 +58,19 @@ enum Seeder {
     GcsUpload(String, String),
 }
 
+/// Small batches, one decode thread, few fetches and small parts: a run takes many
+/// steps, so a stop after its first batch leaves work for the resumed run.
+const SMALL_STEPS: [&str; 8] = [
+    "--batch-size",
+    "2",
+    "--decode-threads",
+    "1",
+    "--fetch-concurrency",
+    "2",
+    "--rows-per-part",
+    "4",
+];
+
 /// One run of the job: input and output relative to the backend's folder.
 struct Job<'a> {
     input: &'a str,
@@ -164,18 +177,11 @@ impl Backend {
                         small_model().to_str().unwrap(),
                         "--run-id",
                         job.run_id,
-                        "--batch-size",
-                        "2",
-                        "--decode-threads",
-                        "1",
-                        "--fetch-concurrency",
-                        "2",
-                        "--rows-per-part",
-                        "4",
                         "--retries",
                         "2",
                         "--json",
                     ]);
+                c.args(SMALL_STEPS);
                 if let Some(glob) = job.include {
                     c.args(["--include", glob]);
                 }
@@ -1125,15 +1131,7 @@ fn a_stopped_manifest_run_resumes() {
             "--run-id",
             "m",
         ])
-        .args([
-            "--batch-size",
-            "2",
-            "--decode-threads",
-            "1",
-            "--fetch-concurrency",
-            "2",
-        ])
-        .args(["--rows-per-part", "4"]);
+        .args(SMALL_STEPS);
     };
     let mut c = labelflow();
     c.env("LABELFLOW_LOG", "labelflow=debug");
