@@ -76,13 +76,22 @@ pub struct Host {
     pub web: bool,
 }
 
+/// How many stores a manifest run keeps open at once. A list of web links can name
+/// hundreds of thousands of hosts, and each store holds its own HTTP client; beyond
+/// this many, the least recently used store is dropped (requests in flight keep
+/// theirs until they finish) and built again if a later row needs it.
+pub const MAX_OPEN_HOSTS: usize = 1024;
+
 /// The stores a manifest's rows point into, each built on first use.
 pub struct Hosts {
     /// The manifest's own location; rows in its store share it.
     manifest: Location,
     retry: RetryPolicy,
     per_host: usize,
-    known: Mutex<HashMap<String, Arc<Host>>>,
+    max_open: usize,
+    /// Each store, with when it was last asked for (a counter).
+    known: Mutex<HashMap<String, (Arc<Host>, u64)>>,
+    uses: std::sync::atomic::AtomicU64,
 }
 
 impl Hosts {
@@ -91,8 +100,16 @@ impl Hosts {
             manifest,
             retry,
             per_host: per_host.max(1),
+            max_open: MAX_OPEN_HOSTS,
             known: Mutex::new(HashMap::new()),
+            uses: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// The same, keeping at most `max_open` stores open (at least 1).
+    pub fn with_max_open(mut self, max_open: usize) -> Self {
+        self.max_open = max_open.max(1);
+        self
     }
 
     /// How many stores have been built so far.
@@ -112,7 +129,9 @@ impl Hosts {
             .known
             .lock()
             .map_err(|_| "the store table is poisoned".to_string())?;
-        if let Some(host) = known.get(&root) {
+        let now = self.uses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some((host, used)) = known.get_mut(&root) {
+            *used = now;
             return Ok((host.clone(), path));
         }
         let web = scheme == ObjectStoreScheme::Http;
@@ -138,7 +157,16 @@ impl Hosts {
             slots: tokio::sync::Semaphore::new(self.per_host),
             web,
         });
-        known.insert(root, host.clone());
+        if known.len() >= self.max_open {
+            let oldest = known
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                known.remove(&k);
+            }
+        }
+        known.insert(root, (host.clone(), now));
         Ok((host, path))
     }
 }
@@ -374,5 +402,21 @@ mod tests {
         assert_eq!(p.as_ref(), "x/y.jpg");
         assert_eq!(hosts.len(), 2);
         assert_eq!(b.slots.available_permits(), 4);
+    }
+
+    #[test]
+    fn open_stores_are_bounded_least_recently_used_first() {
+        let hosts = Hosts::new(Location::memory(), RetryPolicy::default(), 2).with_max_open(2);
+        let (a, _) = hosts.resolve("http://127.0.0.1:1/a.jpg").unwrap();
+        hosts.resolve("http://127.0.0.1:2/b.jpg").unwrap();
+        // Using :1 again makes :2 the least recently used.
+        let (again, _) = hosts.resolve("http://127.0.0.1:1/c.jpg").unwrap();
+        assert!(Arc::ptr_eq(&a, &again));
+        hosts.resolve("http://127.0.0.1:3/d.jpg").unwrap();
+        assert_eq!(hosts.len(), 2);
+        // :1 stayed open; :2 was dropped and is built anew.
+        let (still, _) = hosts.resolve("http://127.0.0.1:1/e.jpg").unwrap();
+        assert!(Arc::ptr_eq(&a, &still));
+        assert_eq!(hosts.len(), 2);
     }
 }
