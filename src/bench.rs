@@ -152,8 +152,18 @@ fn reset_peak_rss() {
 
 /// Peak resident set size since the last reset, in MiB (Linux `VmHWM`).
 pub fn peak_rss_mib() -> Option<f64> {
+    proc_status_mib("VmHWM:")
+}
+
+/// Resident set size now, in MiB (Linux `VmRSS`).
+pub fn rss_mib() -> Option<f64> {
+    proc_status_mib("VmRSS:")
+}
+
+/// A `kB` line of `/proc/self/status`, in MiB.
+fn proc_status_mib(key: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
 }
@@ -607,14 +617,6 @@ impl ListingReport {
         out.push('\n');
         out
     }
-}
-
-/// Resident set size now, in MiB (Linux `VmRSS`).
-pub fn rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
 }
 
 /// List every key under `input` the way a run does (streamed, page by page, every

@@ -176,9 +176,22 @@ enum Prepared {
         /// Set when the fetch failed for a reason that is the store's, not the
         /// object's (see [`crate::store::is_object_error`]).
         store_fault: Option<object_store::Error>,
-        /// When its fetch was sent; `None` when it was never fetched (too large).
+        /// When its fetch was sent; `None` when it was never fetched (too large by
+        /// its listed size, or a manifest row that names nothing fetchable).
         fetched_from: Option<Instant>,
     },
+}
+
+impl Prepared {
+    /// A failure that is the object's own, not the store's: it becomes an error row.
+    fn object_error(object: ObjectRef, error: String, fetched_from: Option<Instant>) -> Self {
+        Prepared::Failed {
+            object,
+            error,
+            store_fault: None,
+            fetched_from,
+        }
+    }
 }
 
 /// What the producer hands the consumer.
@@ -954,23 +967,13 @@ impl PrepareJob {
             limit: self.max_bytes,
         }
         .to_string();
-        Prepared::Failed {
-            object,
-            error,
-            store_fault: None,
-            fetched_from,
-        }
+        Prepared::object_error(object, error, fetched_from)
     }
 
     async fn run(self, input: &Location, mut object: ObjectRef) -> Result<Prepared> {
         if let source::Origin::Invalid(why) = &object.origin {
             let error = format!("cannot fetch this manifest row: {why}");
-            return Ok(Prepared::Failed {
-                object,
-                error,
-                store_fault: None,
-                fetched_from: None,
-            });
+            return Ok(Prepared::object_error(object, error, None));
         }
         if object.size > self.max_bytes {
             return Ok(self.too_large(object, None));
@@ -1039,12 +1042,7 @@ impl PrepareJob {
                 tensor,
                 fetched_from,
             },
-            Err(error) => Prepared::Failed {
-                object,
-                error,
-                store_fault: None,
-                fetched_from: Some(fetched_from),
-            },
+            Err(error) => Prepared::object_error(object, error, Some(fetched_from)),
         })
     }
 }

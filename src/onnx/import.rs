@@ -176,6 +176,50 @@ fn normalise_names(tensors: &mut NamedTensors) {
     }
 }
 
+/// A floating-point element type stored little-endian in weight files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FloatKind {
+    F32,
+    F64,
+    F16,
+    Bf16,
+}
+
+impl FloatKind {
+    /// Bytes per element.
+    pub(crate) fn width(self) -> usize {
+        match self {
+            Self::F32 => 4,
+            Self::F64 => 8,
+            Self::F16 | Self::Bf16 => 2,
+        }
+    }
+
+    /// The elements of `raw` (a whole number of them) as f32.
+    pub(crate) fn decode(self, raw: &[u8]) -> Vec<f32> {
+        match self {
+            Self::F32 => raw
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Self::F64 => raw
+                .chunks_exact(8)
+                .map(|c| {
+                    f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
+                })
+                .collect(),
+            Self::Bf16 => raw
+                .chunks_exact(2)
+                .map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16))
+                .collect(),
+            Self::F16 => raw
+                .chunks_exact(2)
+                .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+                .collect(),
+        }
+    }
+}
+
 /// Read every floating-point tensor of a safetensors file (F32, F16, BF16, F64; other
 /// element types are skipped) as f32.
 pub fn read_safetensors(path: &Path) -> Result<NamedTensors, OnnxError> {
@@ -209,10 +253,11 @@ fn parse_safetensors(bytes: &[u8]) -> Result<NamedTensors, String> {
             continue;
         }
         let dtype = entry["dtype"].as_str().unwrap_or_default();
-        let width = match dtype {
-            "F32" => 4,
-            "F16" | "BF16" => 2,
-            "F64" => 8,
+        let kind = match dtype {
+            "F32" => FloatKind::F32,
+            "F16" => FloatKind::F16,
+            "BF16" => FloatKind::Bf16,
+            "F64" => FloatKind::F64,
             _ => continue,
         };
         let shape: Vec<usize> = entry["shape"]
@@ -237,40 +282,20 @@ fn parse_safetensors(bytes: &[u8]) -> Result<NamedTensors, String> {
             .get(begin..end)
             .ok_or_else(|| format!("{name}: data_offsets {begin}..{end} outside the data"))?;
         let count: usize = shape.iter().product();
-        if raw.len() != count * width {
+        if raw.len() != count * kind.width() {
             return Err(format!(
                 "{name}: {} bytes for shape {shape:?} of {dtype}",
                 raw.len()
             ));
         }
-        let values: Vec<f32> = match dtype {
-            "F32" => raw
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            "F64" => raw
-                .chunks_exact(8)
-                .map(|c| {
-                    f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
-                })
-                .collect(),
-            "BF16" => raw
-                .chunks_exact(2)
-                .map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16))
-                .collect(),
-            _ => raw
-                .chunks_exact(2)
-                .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
-                .collect(),
-        };
-        let tensor = F32Tensor::new(shape, values).map_err(|e| format!("{name}: {e}"))?;
+        let tensor = F32Tensor::new(shape, kind.decode(raw)).map_err(|e| format!("{name}: {e}"))?;
         out.insert(name, tensor);
     }
     Ok(out)
 }
 
 /// IEEE 754 half precision to single precision.
-pub(crate) fn f16_to_f32(h: u16) -> f32 {
+fn f16_to_f32(h: u16) -> f32 {
     let sign = u32::from(h >> 15) << 31;
     let exp = u32::from((h >> 10) & 0x1f);
     let frac = u32::from(h & 0x3ff);

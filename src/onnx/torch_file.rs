@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 
+use super::import::FloatKind;
 use super::writer::F32Tensor;
 
 /// A decoded pickle value (the subset a `state_dict` uses).
@@ -45,21 +46,18 @@ struct TensorRef {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Dtype {
-    F32,
-    F16,
-    Bf16,
-    F64,
-    /// Not floating point: read past, not returned.
+    Float(FloatKind),
+    /// Not floating point (its element width): read past, not returned.
     Other(usize),
 }
 
 impl Dtype {
     fn of_storage(name: &str) -> Self {
         match name.rsplit('.').next().unwrap_or_default() {
-            "FloatStorage" => Self::F32,
-            "HalfStorage" => Self::F16,
-            "BFloat16Storage" => Self::Bf16,
-            "DoubleStorage" => Self::F64,
+            "FloatStorage" => Self::Float(FloatKind::F32),
+            "HalfStorage" => Self::Float(FloatKind::F16),
+            "BFloat16Storage" => Self::Float(FloatKind::Bf16),
+            "DoubleStorage" => Self::Float(FloatKind::F64),
             "LongStorage" => Self::Other(8),
             "IntStorage" => Self::Other(4),
             "ShortStorage" => Self::Other(2),
@@ -69,9 +67,7 @@ impl Dtype {
 
     fn width(self) -> usize {
         match self {
-            Self::F32 => 4,
-            Self::F16 | Self::Bf16 => 2,
-            Self::F64 => 8,
+            Self::Float(kind) => kind.width(),
             Self::Other(w) => w,
         }
     }
@@ -240,23 +236,8 @@ fn tensor(name: &str, t: &TensorRef, data: &[u8]) -> Result<F32Tensor, String> {
     let raw = data
         .get(t.offset * w..(t.offset + count) * w)
         .ok_or_else(|| format!("{name}: shape {:?} runs past its storage", t.shape))?;
-    let values: Vec<f32> = match t.dtype {
-        Dtype::F32 => raw
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Dtype::F64 => raw
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
-            .collect(),
-        Dtype::Bf16 => raw
-            .chunks_exact(2)
-            .map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16))
-            .collect(),
-        Dtype::F16 => raw
-            .chunks_exact(2)
-            .map(|c| super::import::f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
-            .collect(),
+    let values = match t.dtype {
+        Dtype::Float(kind) => kind.decode(raw),
         Dtype::Other(_) => return Err(format!("{name}: not a floating-point tensor")),
     };
     F32Tensor::new(t.shape.clone(), values).map_err(|e| format!("{name}: {e}"))

@@ -295,15 +295,14 @@ async fn register_located(
 ) -> std::result::Result<(), String> {
     let table_url = location_url(location, folder).map_err(|e| e.to_string())?;
     ctx.register_object_store(&table_url, location.store.clone());
-    // The file's own extension: DataFusion lists a single file by its suffix.
-    let file_ext = if folder {
-        format!(".{ext}")
-    } else {
-        let name = location.prefix.filename().unwrap_or_default();
-        name.rsplit_once('.')
-            .map(|(_, e)| format!(".{e}"))
-            .unwrap_or_default()
-    };
+    // The file's own extension, in its own case: DataFusion lists a single file by its
+    // suffix. (A folder is read as Parquet, which does not use it.)
+    let file_ext = location
+        .prefix
+        .filename()
+        .and_then(|name| name.rsplit_once('.'))
+        .map(|(_, e)| format!(".{e}"))
+        .unwrap_or_default();
     let u = table_url.as_str();
     let result = match ext {
         "csv" => {
