@@ -40,7 +40,7 @@ mod available {
     use labelflow::runtime::Device;
     use labelflow::train::augment::AugmentConfig;
     use labelflow::train::metrics::EpochMetrics;
-    use labelflow::train::{self, TrainConfig, TrainProgress};
+    use labelflow::train::{self, Recipe, TrainConfig, TrainProgress};
 
     #[derive(Debug, Args)]
     pub struct TrainArgs {
@@ -74,6 +74,21 @@ mod available {
         /// Continue from OUT/checkpoints/last.* (same flags as the interrupted run).
         #[arg(long)]
         pub resume: bool,
+        /// How to optimise: modern (default: AdamW, warm-up then cosine decay, label
+        /// smoothing 0.1, batch normalisation in a new model) or paper (SGD with
+        /// momentum, lr ÷10 on plateaus, the 2012 recipe).
+        #[arg(long, default_value = "modern")]
+        pub recipe: Recipe,
+        /// Batch normalisation after every convolution of a new model, folded into the
+        /// convolutions on export (default: on with --recipe modern, off with paper).
+        #[arg(long, value_name = "true|false")]
+        pub batch_norm: Option<bool>,
+        /// Label smoothing of the training loss (default: 0.1 modern, 0 paper).
+        #[arg(long, value_name = "EPS")]
+        pub label_smoothing: Option<f64>,
+        /// Dropout before the first two fully connected layers (default 0.5).
+        #[arg(long, value_name = "P")]
+        pub dropout: Option<f64>,
         /// torchvision (default) or paper (2012 layout: LRN, grouped convolutions).
         #[arg(long, default_value = "torchvision")]
         pub variant: Variant,
@@ -87,14 +102,17 @@ mod available {
         pub epochs: usize,
         #[arg(long, default_value_t = 128)]
         pub batch_size: usize,
-        /// Initial learning rate.
-        #[arg(long, default_value_t = 0.01)]
-        pub lr: f64,
+        /// Peak learning rate (default: 2e-3 modern, 0.01 paper).
+        #[arg(long)]
+        pub lr: Option<f64>,
+        /// SGD momentum (--recipe paper).
         #[arg(long, default_value_t = 0.9)]
         pub momentum: f64,
-        #[arg(long, default_value_t = 5e-4)]
-        pub weight_decay: f64,
-        /// Epochs without a better validation loss before the learning rate is divided.
+        /// Weight decay (default: 0.05 modern, decoupled and not on biases; 5e-4 paper).
+        #[arg(long)]
+        pub weight_decay: Option<f64>,
+        /// --recipe paper: epochs without a better validation loss before the learning
+        /// rate is divided.
         #[arg(long, default_value_t = 2)]
         pub lr_patience: usize,
         /// What the learning rate is divided by.
@@ -132,7 +150,12 @@ mod available {
 
     impl TrainArgs {
         pub fn config(&self) -> TrainConfig {
+            let d = self.recipe.defaults();
             TrainConfig {
+                recipe: self.recipe,
+                batch_norm: self.batch_norm.unwrap_or(d.batch_norm),
+                label_smoothing: self.label_smoothing.unwrap_or(d.label_smoothing),
+                dropout: self.dropout.unwrap_or(d.dropout),
                 data: self.data.clone(),
                 val: self.val.clone(),
                 test: self.test.clone(),
@@ -145,9 +168,9 @@ mod available {
                 input_size: self.input_size,
                 epochs: self.epochs,
                 batch_size: self.batch_size,
-                lr: self.lr,
+                lr: self.lr.unwrap_or(d.lr),
                 momentum: self.momentum,
-                weight_decay: self.weight_decay,
+                weight_decay: self.weight_decay.unwrap_or(d.weight_decay),
                 lr_patience: self.lr_patience,
                 lr_factor: self.lr_factor,
                 warmup_epochs: self.warmup_epochs,

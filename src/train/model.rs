@@ -6,6 +6,11 @@
 //! 3×3/2 max pools, adaptive average pool to 6×6, dropout 0.5 before the first two
 //! fully connected layers. The paper layout adds local response normalisation after
 //! the first two convolutions and groups convolutions 2, 4 and 5 in two.
+//!
+//! A fresh model can train with batch normalisation after every convolution
+//! ([`AlexNet::add_batch_norm`]); its parameters are named `bn.<conv index>.*` and
+//! [`AlexNet::weights`] folds them into the convolutions, so what is exported (and
+//! what the batch job, `--from` and the parity tests see) is a plain AlexNet.
 
 use std::collections::BTreeMap;
 
@@ -17,6 +22,15 @@ use crate::onnx::{AlexNetSpec, AlexNetWeights, F32Tensor};
 
 /// Dropout probability of the classifier (the paper's 0.5).
 pub const DROPOUT: f64 = 0.5;
+
+/// Batch normalisation's ε and running-average momentum (PyTorch's defaults).
+pub const BN_EPS: f64 = 1e-5;
+pub const BN_MOMENTUM: f64 = 0.1;
+
+/// Name of a batch-normalisation tensor after convolution `features.<index>`.
+fn bn_name(index: usize, what: &str) -> String {
+    format!("bn.{index}.{what}")
+}
 
 /// The last layer, the one head-only fine-tuning replaces.
 pub const HEAD: &str = "classifier.6";
@@ -53,8 +67,11 @@ pub struct AlexNet {
     pub spec: AlexNetSpec,
     device: tch::Device,
     layers: Vec<FeatureLayer>,
-    /// Parameters by `state_dict` name.
+    /// Parameters by `state_dict` name, with `bn.*` when batch normalisation is on.
     params: BTreeMap<String, Tensor>,
+    batch_norm: bool,
+    /// Dropout probability before the first two fully connected layers.
+    pub dropout: f64,
 }
 
 impl AlexNet {
@@ -82,7 +99,35 @@ impl AlexNet {
             spec,
             device,
             params,
+            batch_norm: false,
+            dropout: DROPOUT,
         })
+    }
+
+    /// Adds batch normalisation after every convolution: γ = 1, β = 0, running mean
+    /// 0 and variance 1 (the running statistics take no gradient).
+    pub fn add_batch_norm(&mut self) -> Result<(), TrainError> {
+        for layer in &self.layers {
+            if let FeatureLayer::Conv { index, .. } = *layer {
+                let c = self.param(&format!("features.{index}.weight"))?.size()[0];
+                let opts = (Kind::Float, self.device);
+                for (what, value, grad) in [
+                    ("weight", 1.0, true),
+                    ("bias", 0.0, true),
+                    ("running_mean", 0.0, false),
+                    ("running_var", 1.0, false),
+                ] {
+                    let t = Tensor::f_full([c], value, opts)?.f_set_requires_grad(grad)?;
+                    self.params.insert(bn_name(index, what), t);
+                }
+            }
+        }
+        self.batch_norm = true;
+        Ok(())
+    }
+
+    pub fn has_batch_norm(&self) -> bool {
+        self.batch_norm
     }
 
     pub fn device(&self) -> tch::Device {
@@ -160,14 +205,28 @@ impl AlexNet {
                     groups,
                 } => {
                     let (stride, pad) = (stride as i64, pad as i64);
-                    x.f_conv2d(
+                    let y = x.f_conv2d(
                         self.param(&format!("features.{index}.weight"))?,
                         Some(self.param(&format!("features.{index}.bias"))?),
                         [stride, stride],
                         [pad, pad],
                         [1, 1],
                         groups as i64,
-                    )?
+                    )?;
+                    if self.batch_norm {
+                        y.f_batch_norm(
+                            Some(self.param(&bn_name(index, "weight"))?),
+                            Some(self.param(&bn_name(index, "bias"))?),
+                            Some(self.param(&bn_name(index, "running_mean"))?),
+                            Some(self.param(&bn_name(index, "running_var"))?),
+                            train,
+                            BN_MOMENTUM,
+                            BN_EPS,
+                            true,
+                        )?
+                    } else {
+                        y
+                    }
                 }
                 FeatureLayer::Relu => x.f_relu()?,
                 FeatureLayer::Lrn => local_response_norm(&x)?,
@@ -175,14 +234,14 @@ impl AlexNet {
             };
         }
         let x = x.f_adaptive_avg_pool2d([6, 6])?.f_flatten(1, -1)?;
-        let x = x.f_dropout(DROPOUT, train)?;
+        let x = x.f_dropout(self.dropout, train)?;
         let x = x
             .f_linear(
                 self.param("classifier.1.weight")?,
                 Some(self.param("classifier.1.bias")?),
             )?
             .f_relu()?
-            .f_dropout(DROPOUT, train)?;
+            .f_dropout(self.dropout, train)?;
         Ok(x.f_linear(
             self.param("classifier.4.weight")?,
             Some(self.param("classifier.4.bias")?),
@@ -203,11 +262,41 @@ impl AlexNet {
         self.head(&self.features(x, train)?)
     }
 
-    /// The current weights as the crate's ONNX weight type (copied to the CPU).
+    /// The current weights as the crate's ONNX weight type (copied to the CPU), with
+    /// batch normalisation folded into the convolutions: W' = W·s and
+    /// b' = (b − μ)·s + β per output channel, s = γ / √(σ² + ε) — the same function in
+    /// evaluation mode.
     pub fn weights(&self) -> Result<AlexNetWeights, TrainError> {
         let mut out = BTreeMap::new();
         for (name, t) in &self.params {
-            out.insert(name.clone(), to_f32_tensor(t)?);
+            if !name.starts_with("bn.") {
+                out.insert(name.clone(), to_f32_tensor(t)?);
+            }
+        }
+        if self.batch_norm {
+            tch::no_grad(|| -> Result<(), TrainError> {
+                for layer in &self.layers {
+                    let FeatureLayer::Conv { index, .. } = *layer else {
+                        continue;
+                    };
+                    let scale = self.param(&bn_name(index, "weight"))?.f_div(
+                        &self
+                            .param(&bn_name(index, "running_var"))?
+                            .f_add_scalar(BN_EPS)?
+                            .f_sqrt()?,
+                    )?;
+                    let w = self.param(&format!("features.{index}.weight"))?;
+                    let b = self.param(&format!("features.{index}.bias"))?;
+                    let w = w.f_mul(&scale.f_reshape([-1, 1, 1, 1])?)?;
+                    let b = b
+                        .f_sub(self.param(&bn_name(index, "running_mean"))?)?
+                        .f_mul(&scale)?
+                        .f_add(self.param(&bn_name(index, "bias"))?)?;
+                    out.insert(format!("features.{index}.weight"), to_f32_tensor(&w)?);
+                    out.insert(format!("features.{index}.bias"), to_f32_tensor(&b)?);
+                }
+                Ok(())
+            })?;
         }
         Ok(AlexNetWeights::new(out))
     }
@@ -269,4 +358,59 @@ fn local_response_norm(x: &Tensor) -> Result<Tensor, TrainError> {
         .f_add_scalar(K)?
         .f_pow_tensor_scalar(BETA)?;
     Ok(x.f_div(&div)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::onnx::Variant;
+
+    /// Evaluation-mode logits of a model trained with batch normalisation equal those
+    /// of a plain AlexNet built from its folded weights (what is exported).
+    #[test]
+    fn folded_batch_norm_is_the_same_function_in_evaluation_mode() {
+        tch::manual_seed(7);
+        let spec = AlexNetSpec {
+            variant: Variant::Torchvision,
+            num_classes: 5,
+            width: 0.125,
+            input_size: 63,
+            seed: 3,
+        };
+        let mut m = AlexNet::new(
+            spec.clone(),
+            &initial_weights(&spec).unwrap(),
+            tch::Device::Cpu,
+        )
+        .unwrap();
+        m.add_batch_norm().unwrap();
+        // Non-trivial γ, β and running statistics: perturb γ and β, then a few
+        // training-mode passes move the running mean and variance.
+        tch::no_grad(|| {
+            for (name, p) in m.params.iter_mut() {
+                if name.starts_with("bn.") && (name.ends_with(".weight") || name.ends_with(".bias"))
+                {
+                    let noise = p.rand_like() - 0.5;
+                    let _ = p.g_add_(&noise);
+                }
+            }
+        });
+        for _ in 0..3 {
+            let x = Tensor::randn([4, 3, 63, 63], (Kind::Float, tch::Device::Cpu));
+            let _ = m.forward(&x, true).unwrap();
+        }
+        let x = Tensor::randn([3, 3, 63, 63], (Kind::Float, tch::Device::Cpu));
+        let with_bn = tch::no_grad(|| m.forward(&x, false)).unwrap();
+        let folded = m.weights().unwrap();
+        assert!(folded.iter().all(|(n, _)| !n.starts_with("bn.")));
+        let plain = AlexNet::new(spec, &folded, tch::Device::Cpu).unwrap();
+        let without = tch::no_grad(|| plain.forward(&x, false)).unwrap();
+        let diff = (&with_bn - &without).abs().max().double_value(&[]);
+        let scale = with_bn.abs().max().double_value(&[]);
+        assert!(scale > 0.0);
+        assert!(
+            diff <= 1e-4 * scale.max(1.0),
+            "max |Δ| {diff} (largest |logit| {scale})"
+        );
+    }
 }

@@ -15,7 +15,7 @@ use labelflow::onnx::{Dim, GraphBuilder, Variant};
 use labelflow::runtime;
 use labelflow::train::augment::{eval_spec, AugmentConfig};
 use labelflow::train::model::AlexNet;
-use labelflow::train::{self, NoTrainProgress, TrainConfig, TrainReport};
+use labelflow::train::{self, NoTrainProgress, Recipe, TrainConfig, TrainReport};
 use tch::Tensor;
 
 use super::common::{data, ort_lib, scratch};
@@ -35,7 +35,6 @@ fn small(out: PathBuf) -> TrainConfig {
         input_size: 64,
         epochs: 30,
         batch_size: 16,
-        lr: 0.01,
         threads: Some(2),
         fetch_concurrency: 8,
         ..TrainConfig::default()
@@ -314,13 +313,31 @@ fn head_only_changes_nothing_but_the_last_layer(base: &TrainReport) {
 
 #[test]
 fn train_resume_reaches_the_same_weights() {
+    // The default recipe: AdamW moments, its step count and batch normalisation's
+    // running statistics all travel through the checkpoint.
+    resumes_bit_identically(Recipe::Modern, "modern");
+}
+
+#[test]
+fn train_resume_reaches_the_same_weights_with_the_paper_recipe() {
+    // SGD momentum buffers and the plateau rule's state.
+    resumes_bit_identically(Recipe::Paper, "paper");
+}
+
+fn resumes_bit_identically(recipe: Recipe, tag: &str) {
+    let d = recipe.defaults();
     let quick = |out: PathBuf| TrainConfig {
         epochs: 3,
         augment: AugmentConfig::default(),
+        recipe,
+        lr: d.lr,
+        weight_decay: d.weight_decay,
+        label_smoothing: d.label_smoothing,
+        batch_norm: d.batch_norm,
         ..small(out)
     };
-    let whole = run(&quick(scratch("train-resume-whole"))).unwrap();
-    let dir = scratch("train-resume-split");
+    let whole = run(&quick(scratch(&format!("train-resume-whole-{tag}")))).unwrap();
+    let dir = scratch(&format!("train-resume-split-{tag}"));
     let first = run(&TrainConfig {
         stop_after: Some(1),
         ..quick(dir.clone())
@@ -534,12 +551,18 @@ fn full_fine_tune_trains_every_layer(base: &TrainReport) {
 }
 
 /// The 2012 layout (`--variant paper`: LRN, convolutions 2, 4 and 5 in two groups)
-/// trains, and its export (ONNX `LRN` and grouped `Conv`) gives libtorch's logits in
-/// ONNX Runtime.
+/// with the 2012 recipe (`--recipe paper`: SGD, no batch normalisation) trains, and
+/// its export (ONNX `LRN` and grouped `Conv`) gives libtorch's logits in ONNX Runtime.
 #[test]
 fn train_paper_variant_exports_the_same_function() {
+    let d = Recipe::Paper.defaults();
     let report = run(&TrainConfig {
         variant: Variant::Paper,
+        recipe: Recipe::Paper,
+        lr: d.lr,
+        weight_decay: d.weight_decay,
+        label_smoothing: d.label_smoothing,
+        batch_norm: d.batch_norm,
         epochs: 2,
         ..small(scratch("train-paper"))
     })
@@ -548,5 +571,6 @@ fn train_paper_variant_exports_the_same_function() {
     assert_eq!(model.spec.variant, Variant::Paper);
     assert_eq!(report.card.architecture, Variant::Paper.architecture());
     assert!(report.metrics.iter().all(|m| m.train_loss.is_finite()));
+    assert!(report.card.optimizer.starts_with("recipe paper: SGD"));
     same_logits_on_random_input(&report.model, 4);
 }

@@ -1,4 +1,4 @@
-//! Checkpoints: weights, momentum buffers and run state each epoch, read back by `--resume`.
+//! Checkpoints: weights, optimiser state and run state each epoch, read back by `--resume`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use super::sgd::Sgd;
+use super::optim::{Optimizer, EXP_AVG, EXP_AVG_SQ, MOMENTUM};
 use crate::train::metrics::EpochMetrics;
 use crate::train::model::AlexNet;
 use crate::train::TrainError;
@@ -27,16 +27,27 @@ pub(super) struct RunState {
     pub(super) input_size: usize,
     pub(super) head_only: bool,
     pub(super) seed: u64,
+    /// The recipe's name (checkpoints from before recipes existed are the paper's).
+    #[serde(default = "paper")]
+    pub(super) recipe: String,
+    #[serde(default)]
+    pub(super) batch_norm: bool,
+    /// Optimiser updates made so far.
+    #[serde(default)]
+    pub(super) steps: u64,
+}
+
+fn paper() -> String {
+    "paper".to_owned()
 }
 
 const CKPT_WEIGHTS: &str = "last.safetensors";
 const CKPT_STATE: &str = "last.json";
-const MOMENTUM_PREFIX: &str = "momentum/";
 
 pub(super) fn save_checkpoint(
     dir: &Path,
     model: &AlexNet,
-    sgd: &Sgd,
+    opt: &Optimizer,
     state: &RunState,
 ) -> Result<()> {
     let ck = |reason: String| TrainError::Checkpoint {
@@ -45,8 +56,8 @@ pub(super) fn save_checkpoint(
     };
     std::fs::create_dir_all(dir).map_err(|e| ck(e.to_string()))?;
     let mut named: Vec<(String, Tensor)> = model.parameters();
-    for (name, b) in &sgd.buffers {
-        named.push((format!("{MOMENTUM_PREFIX}{name}"), b.shallow_clone()));
+    for (key, t) in &opt.state {
+        named.push((key.clone(), t.shallow_clone()));
     }
     let cpu: Vec<(String, Tensor)> = named
         .into_iter()
@@ -69,7 +80,7 @@ pub(super) fn save_checkpoint(
 pub(super) fn load_checkpoint(
     dir: &Path,
     model: &mut AlexNet,
-    sgd: &mut Sgd,
+    opt: &mut Optimizer,
     expect: &RunState,
 ) -> Result<RunState> {
     let ck = |reason: String| TrainError::Checkpoint {
@@ -90,11 +101,13 @@ pub(super) fn load_checkpoint(
         || state.input_size != expect.input_size
         || state.width != expect.width
         || state.head_only != expect.head_only
+        || state.recipe != expect.recipe
+        || state.batch_norm != expect.batch_norm
     {
         return Err(ck(format!(
-            "the checkpoint was made for {} (width {}, input {}, classes {:?}, head-only {}); this run is {} (width {}, input {}, classes {:?}, head-only {})",
-            state.architecture, state.width, state.input_size, state.classes, state.head_only,
-            expect.architecture, expect.width, expect.input_size, expect.classes, expect.head_only
+            "the checkpoint was made for {} (width {}, input {}, classes {:?}, head-only {}, recipe {}, batch norm {}); this run is {} (width {}, input {}, classes {:?}, head-only {}, recipe {}, batch norm {}): resume with the flags of the interrupted run",
+            state.architecture, state.width, state.input_size, state.classes, state.head_only, state.recipe, state.batch_norm,
+            expect.architecture, expect.width, expect.input_size, expect.classes, expect.head_only, expect.recipe, expect.batch_norm
         ))
         .into());
     }
@@ -103,12 +116,16 @@ pub(super) fn load_checkpoint(
         .into_iter()
         .collect();
     model.load(&saved)?;
-    sgd.buffers.clear();
-    for (name, _) in &sgd.params {
-        if let Some(b) = saved.get(&format!("{MOMENTUM_PREFIX}{name}")) {
-            sgd.buffers
-                .insert(name.clone(), b.f_to_device(model.device())?);
+    opt.state.clear();
+    let names: Vec<String> = opt.params.iter().map(|(n, _)| n.clone()).collect();
+    for name in names {
+        for prefix in [MOMENTUM, EXP_AVG, EXP_AVG_SQ] {
+            let key = format!("{prefix}{name}");
+            if let Some(t) = saved.get(&key) {
+                opt.state.insert(key, t.f_to_device(model.device())?);
+            }
         }
     }
+    opt.steps = state.steps;
     Ok(state)
 }

@@ -12,6 +12,7 @@ use crate::train::augment::eval_spec;
 use crate::train::data;
 use crate::train::export::{self, ModelCard};
 use crate::train::metrics::EpochMetrics;
+use crate::train::Recipe;
 use crate::train::{TrainConfig, TrainError};
 use crate::{Error, Result};
 
@@ -199,10 +200,17 @@ pub async fn train(config: &TrainConfig, progress: Arc<dyn TrainProgress>) -> Re
         skipped_images: skipped,
         epochs: fitted.metrics.last().map_or(0, |m| m.epoch),
         batch_size: config.batch_size,
-        optimizer: format!(
-            "SGD lr {} momentum {} weight decay {}, linear warm-up over {} epochs, lr ÷{} after {} epochs without a better validation loss",
-            config.lr, config.momentum, config.weight_decay, config.warmup_epochs, config.lr_factor, config.lr_patience
-        ),
+        optimizer: match config.recipe {
+            Recipe::Paper => format!(
+                "recipe paper: SGD lr {} momentum {} weight decay {}, linear warm-up over {} epochs, lr ÷{} after {} epochs without a better validation loss",
+                config.lr, config.momentum, config.weight_decay, config.warmup_epochs, config.lr_factor, config.lr_patience
+            ),
+            Recipe::Modern => format!(
+                "recipe modern: AdamW lr {} weight decay {} (not on biases or normalisation), linear warm-up over {} epochs then cosine decay to 0, label smoothing {}, batch normalisation {}",
+                config.lr, config.weight_decay, config.warmup_epochs, config.label_smoothing,
+                if config.batch_norm && config.from.is_none() { "after every convolution, folded into them on export" } else { "off" }
+            ),
+        },
         seed: config.seed,
         device: config.device.to_string(),
         train_seconds: started.elapsed().as_secs_f64(),

@@ -1,20 +1,22 @@
-//! The loop: epochs of SGD, evaluation, the learning-rate schedule, head-only features.
+//! The loop: epochs of the recipe's optimiser, evaluation, the learning-rate schedule,
+//! head-only features.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use tch::{Kind, Tensor};
 
+use super::batches::{run_epoch, BatchMaker};
 use super::checkpoint::{load_checkpoint, save_checkpoint, RunState};
 use super::job::TrainProgress;
-use super::sgd::Sgd;
+use super::optim::{Optimizer, Rule};
 use crate::onnx::{AlexNetSpec, AlexNetWeights};
-use crate::train::augment::{Augmenter, ColourPca, Rng};
+use crate::train::augment::{ColourPca, Rng};
 use crate::train::data::{self, Sample};
 use crate::train::export::{CHECKPOINT_DIR, METRICS_FILE};
 use crate::train::metrics::{self, EpochMetrics, Tally};
 use crate::train::model::{AlexNet, HEAD};
-use crate::train::{torch_device, TrainConfig, TrainError};
+use crate::train::{torch_device, Recipe, TrainConfig, TrainError};
 use crate::Result;
 
 pub(super) struct Fitted {
@@ -40,6 +42,10 @@ pub(super) fn fit(
         tch::set_num_threads(i32::try_from(n).unwrap_or(i32::MAX));
     }
     let device = torch_device(config.device)?;
+    if device.is_cuda() {
+        // Fixed input shapes: let cuDNN time its convolution algorithms once.
+        tch::Cuda::cudnn_set_benchmark(true);
+    }
     let n_classes = classes.len();
 
     // The network.
@@ -63,14 +69,21 @@ pub(super) fn fit(
                 seed: config.seed,
             };
             let w = crate::train::model::initial_weights(&spec)?;
-            AlexNet::new(spec, &w, device)?
+            let mut m = AlexNet::new(spec, &w, device)?;
+            if config.batch_norm {
+                m.add_batch_norm()?;
+            }
+            m
         }
     };
-    let mut aug = Augmenter::new(
+    model.dropout = config.dropout;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut maker = BatchMaker::new(
         model.spec.input_size,
         config.augment,
         (config.augment.lighting > 0.0 && !config.head_only)
             .then(|| ColourPca::from_samples(train)),
+        workers,
     )?;
     let params = model.trainable();
     // Fine-tuning with --lr-backbone: every pretrained layer at that rate (as a
@@ -88,13 +101,18 @@ pub(super) fn fit(
             .collect(),
         None => Vec::new(),
     };
-    let mut sgd = Sgd {
-        params,
-        buffers: BTreeMap::new(),
-        momentum: config.momentum,
-        weight_decay: config.weight_decay,
-        lr_scale,
+    let rule = match config.recipe {
+        Recipe::Paper => Rule::Sgd {
+            momentum: config.momentum,
+        },
+        Recipe::Modern => Rule::AdamW {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        },
     };
+    let mut opt = Optimizer::new(params, rule, config.weight_decay);
+    opt.lr_scale = lr_scale;
 
     let ckpt_dir = config.out.join(CHECKPOINT_DIR);
     let mut state = RunState {
@@ -109,10 +127,13 @@ pub(super) fn fit(
         input_size: model.spec.input_size,
         head_only: config.head_only,
         seed: config.seed,
+        recipe: config.recipe.name().to_owned(),
+        batch_norm: model.has_batch_norm(),
+        steps: 0,
     };
     let mut resumed_after = None;
     if config.resume {
-        let loaded = load_checkpoint(&ckpt_dir, &mut model, &mut sgd, &state)?;
+        let loaded = load_checkpoint(&ckpt_dir, &mut model, &mut opt, &state)?;
         resumed_after = Some(loaded.epoch);
         state = loaded;
         tracing::info!(epoch = state.epoch, "resuming from the last checkpoint");
@@ -122,8 +143,8 @@ pub(super) fn fit(
     let cached = if config.head_only {
         progress.phase("features");
         Some((
-            features_of(&model, &mut aug, train)?,
-            features_of(&model, &mut aug, val)?,
+            features_of(&model, &mut maker, train)?,
+            features_of(&model, &mut maker, val)?,
         ))
     } else {
         None
@@ -133,6 +154,11 @@ pub(super) fn fit(
 
     let epochs = u32::try_from(config.epochs).unwrap_or(u32::MAX);
     let batches = train.len().div_ceil(config.batch_size) as u64;
+    let schedule = Schedule {
+        recipe: config.recipe,
+        warmup_steps: (config.warmup_epochs * batches as f64).ceil(),
+        total_steps: (u64::from(epochs) * batches) as f64,
+    };
     let mut run_now = 0usize;
     while state.epoch < epochs {
         if config.stop_after.is_some_and(|n| run_now >= n) {
@@ -145,47 +171,38 @@ pub(super) fn fit(
         tch::manual_seed((rng.next_u64() >> 1) as i64);
         let mut order: Vec<usize> = (0..train.len()).collect();
         rng.shuffle(&mut order);
+        let epoch_seed = rng.next_u64();
         let mut tally = Tally::default();
-        let mut buf = vec![0f32; 0];
-        let warmup_steps = (config.warmup_epochs * batches as f64).ceil();
-        for (b, chunk) in order.chunks(config.batch_size).enumerate() {
-            let step = (u64::from(epoch - 1) * batches + b as u64) as f64;
-            let lr = if step < warmup_steps {
-                state.lr * (step + 1.0) / warmup_steps
-            } else {
-                state.lr
-            };
+        let mut last_lr = state.lr;
+        let mut step = |b: usize, chunk: &[usize], images: Option<&[f32]>| -> Result<()> {
+            let global = (u64::from(epoch - 1) * batches + b as u64) as f64;
+            let lr = schedule.lr(state.lr, global);
+            last_lr = lr;
             let targets =
                 Tensor::f_from_slice(&chunk.iter().map(|&i| train_labels[i]).collect::<Vec<_>>())?
                     .f_to_device(device)?;
-            let logits = match &cached {
-                Some((feats, _)) => {
+            let logits = match (&cached, images) {
+                (Some((feats, _)), _) => {
                     let idx =
                         Tensor::f_from_slice(&chunk.iter().map(|&i| i as i64).collect::<Vec<_>>())?
                             .f_to_device(device)?;
                     model.head(&feats.f_index_select(0, &idx)?)?
                 }
-                None => {
-                    let len = aug.image_len();
-                    buf.resize(chunk.len() * len, 0.0);
-                    for (k, &i) in chunk.iter().enumerate() {
-                        aug.train_into(
-                            &train[i].image,
-                            &mut rng,
-                            &mut buf[k * len..(k + 1) * len],
-                        )?;
-                    }
+                (None, Some(buf)) => {
                     let s = model.spec.input_size as i64;
-                    let x = Tensor::f_from_slice(&buf)?
+                    let x = Tensor::f_from_slice(buf)?
                         .f_reshape([chunk.len() as i64, 3, s, s])?
                         .f_to_device(device)?;
                     model.forward(&x, true)?
                 }
+                (None, None) => {
+                    unreachable!("images are made for every batch without cached features")
+                }
             };
-            let loss = cross_entropy(&logits, &targets)?;
-            sgd.zero_grad();
+            let loss = smoothed_cross_entropy(&logits, &targets, config.label_smoothing)?;
+            opt.zero_grad();
             loss.f_backward()?;
-            sgd.step(lr)?;
+            opt.step(lr)?;
             let loss_v = loss.f_double_value(&[])?;
             if !loss_v.is_finite() {
                 return Err(TrainError::Options(format!(
@@ -195,46 +212,66 @@ pub(super) fn fit(
             }
             tally.add(&logits.f_detach()?, &targets, loss_v)?;
             progress.batch(loss_v);
+            Ok(())
+        };
+        if cached.is_some() {
+            for (b, chunk) in order.chunks(config.batch_size).enumerate() {
+                step(b, chunk, None)?;
+            }
+        } else {
+            run_epoch(
+                &mut maker,
+                train,
+                &order,
+                config.batch_size,
+                epoch_seed,
+                |b, chunk, images| step(b, chunk, Some(images)),
+            )?;
         }
         let train_secs = t0.elapsed().as_secs_f64();
         let val_tally = match &cached {
             Some((_, vfeats)) => evaluate_features(&model, vfeats, &val_labels, config.batch_size)?,
-            None => evaluate(&model, &mut aug, val, config.batch_size)?,
+            None => evaluate_with(&model, &mut maker, val, config.batch_size)?,
         };
         let m = EpochMetrics::new(
             epoch,
-            state.lr,
+            last_lr,
             &tally,
             &val_tally,
             train_secs,
             t0.elapsed().as_secs_f64(),
         );
-        // ReduceLROnPlateau (mode min, relative threshold 1e-4).
-        if m.val_loss < state.best_val_loss * (1.0 - 1e-4) {
-            state.best_val_loss = m.val_loss;
-            state.bad_epochs = 0;
-        } else {
-            state.bad_epochs += 1;
-            if state.bad_epochs > config.lr_patience {
-                state.lr /= config.lr_factor;
+        if config.recipe == Recipe::Paper {
+            // ReduceLROnPlateau (mode min, relative threshold 1e-4).
+            if m.val_loss < state.best_val_loss * (1.0 - 1e-4) {
+                state.best_val_loss = m.val_loss;
                 state.bad_epochs = 0;
-                tracing::info!(
-                    lr = state.lr,
-                    epoch,
-                    "validation loss stopped improving; learning rate lowered"
-                );
+            } else {
+                state.bad_epochs += 1;
+                if state.bad_epochs > config.lr_patience {
+                    state.lr /= config.lr_factor;
+                    state.bad_epochs = 0;
+                    tracing::info!(
+                        lr = state.lr,
+                        epoch,
+                        "validation loss stopped improving; learning rate lowered"
+                    );
+                }
             }
+        } else {
+            state.best_val_loss = state.best_val_loss.min(m.val_loss);
         }
         progress.epoch_end(&m);
         state.metrics.push(m);
         state.epoch = epoch;
+        state.steps = opt.steps;
         metrics::write_parquet(&config.out.join(METRICS_FILE), &state.metrics)?;
-        save_checkpoint(&ckpt_dir, &model, &sgd, &state)?;
+        save_checkpoint(&ckpt_dir, &model, &opt, &state)?;
         run_now += 1;
     }
 
     let test_tally = match test {
-        Some(t) if !t.is_empty() => Some(evaluate(&model, &mut aug, t, config.batch_size)?),
+        Some(t) if !t.is_empty() => Some(evaluate_with(&model, &mut maker, t, config.batch_size)?),
         _ => None,
     };
     Ok(Fitted {
@@ -248,17 +285,55 @@ pub(super) fn fit(
     })
 }
 
-/// Evaluation-mode logits of `samples` with the batch job's transform.
-pub fn evaluate(
+/// The learning rate of each optimiser step.
+struct Schedule {
+    recipe: Recipe,
+    warmup_steps: f64,
+    total_steps: f64,
+}
+
+impl Schedule {
+    /// Step `step` (from 0, over the whole run): a linear warm-up to `base` over
+    /// `warmup_steps`, then `base` (the paper's plateau rule lowers `base` between
+    /// epochs) or a cosine decay to zero at the last step (modern).
+    fn lr(&self, base: f64, step: f64) -> f64 {
+        if step < self.warmup_steps {
+            return base * (step + 1.0) / self.warmup_steps;
+        }
+        match self.recipe {
+            Recipe::Paper => base,
+            Recipe::Modern => {
+                let span = (self.total_steps - self.warmup_steps).max(1.0);
+                let t = ((step - self.warmup_steps) / span).clamp(0.0, 1.0);
+                base * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+        }
+    }
+}
+
+/// Evaluation-mode logits of `samples` with the batch job's transform, the images
+/// prepared on every core.
+pub fn evaluate(model: &AlexNet, samples: &[Sample], batch: usize) -> Result<Tally> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut maker = BatchMaker::new(
+        model.spec.input_size,
+        crate::train::augment::AugmentConfig::default(),
+        None,
+        workers,
+    )?;
+    evaluate_with(model, &mut maker, samples, batch)
+}
+
+fn evaluate_with(
     model: &AlexNet,
-    aug: &mut Augmenter,
+    maker: &mut BatchMaker,
     samples: &[Sample],
     batch: usize,
 ) -> Result<Tally> {
     let mut tally = Tally::default();
     let mut buf = Vec::new();
     for chunk in samples.chunks(batch) {
-        let x = eval_batch(model, aug, chunk, &mut buf)?;
+        let x = eval_batch(model, maker, chunk, &mut buf)?;
         let labels: Vec<i64> = chunk.iter().map(|x| x.label as i64).collect();
         let (logits, targets, loss) = tch::no_grad(|| -> Result<_, TrainError> {
             scored(
@@ -276,16 +351,14 @@ pub fn evaluate(
 /// model's device (`buf` is reused between calls).
 fn eval_batch(
     model: &AlexNet,
-    aug: &mut Augmenter,
+    maker: &mut BatchMaker,
     chunk: &[Sample],
     buf: &mut Vec<f32>,
 ) -> Result<Tensor> {
-    let len = aug.image_len();
+    let len = maker.image_len();
     let s = model.spec.input_size as i64;
     buf.resize(chunk.len() * len, 0.0);
-    for (k, sample) in chunk.iter().enumerate() {
-        aug.eval_into(&sample.image, &mut buf[k * len..(k + 1) * len])?;
-    }
+    maker.eval_batch(chunk, buf)?;
     Ok(Tensor::f_from_slice(buf)?
         .f_reshape([chunk.len() as i64, 3, s, s])?
         .f_to_device(model.device())?)
@@ -304,19 +377,35 @@ fn scored(
 
 /// Mean cross-entropy of `logits` `[N, classes]` against class indices `targets`.
 fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor, TrainError> {
-    Ok(logits.f_log_softmax(-1, Kind::Float)?.f_nll_loss(
-        targets,
-        None::<Tensor>,
-        tch::Reduction::Mean,
-        -100,
-    )?)
+    smoothed_cross_entropy(logits, targets, 0.0)
 }
 
-fn features_of(model: &AlexNet, aug: &mut Augmenter, samples: &[Sample]) -> Result<Tensor> {
+/// Cross-entropy against targets smoothed by `eps` (PyTorch's `label_smoothing`):
+/// (1 − ε)·NLL + ε·mean over classes of −log p.
+fn smoothed_cross_entropy(
+    logits: &Tensor,
+    targets: &Tensor,
+    eps: f64,
+) -> Result<Tensor, TrainError> {
+    let logp = logits.f_log_softmax(-1, Kind::Float)?;
+    let nll = logp.f_nll_loss(targets, None::<Tensor>, tch::Reduction::Mean, -100)?;
+    if eps == 0.0 {
+        return Ok(nll);
+    }
+    let uniform = logp
+        .f_mean_dim(-1, false, Kind::Float)?
+        .f_mean(Kind::Float)?
+        .f_neg()?;
+    Ok(nll
+        .f_mul_scalar(1.0 - eps)?
+        .f_add(&uniform.f_mul_scalar(eps)?)?)
+}
+
+fn features_of(model: &AlexNet, maker: &mut BatchMaker, samples: &[Sample]) -> Result<Tensor> {
     let mut parts = Vec::new();
     let mut buf = Vec::new();
     for chunk in samples.chunks(256) {
-        let x = eval_batch(model, aug, chunk, &mut buf)?;
+        let x = eval_batch(model, maker, chunk, &mut buf)?;
         parts.push(tch::no_grad(|| model.features(&x, false))?);
     }
     Ok(Tensor::f_cat(&parts, 0)?)
