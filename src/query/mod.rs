@@ -9,6 +9,8 @@
 //! - `latest`: per `uri`, the row from the newest run (run ids sort by time).
 //!
 //! [`register_table`] adds more tables (Parquet, CSV, JSON lines), e.g. human labels.
+//! Every context has the [`vector`] functions `cosine_similarity`, `l2_distance` and
+//! `hamming`.
 //! The named queries of `sql/` are built into the binary ([`NamedQuery`]); their
 //! parameters are bound as typed placeholders. Every result is a stream of record
 //! batches ([`sql`], [`named`], [`Statements`]); [`write_text`] and [`write_parquet`]
@@ -18,6 +20,7 @@
 mod named;
 mod parquet_file;
 mod text;
+pub mod vector;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -80,7 +83,11 @@ fn df_err(e: DataFusionError) -> Error {
 }
 
 fn new_context() -> SessionContext {
-    SessionContext::new_with_config(SessionConfig::new().with_information_schema(true))
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_information_schema(true));
+    for f in vector::functions() {
+        ctx.register_udf(f);
+    }
+    ctx
 }
 
 /// The URL DataFusion lists for a location, ending in `/` when `dir` is set.

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The training recipes side by side on a small labelled set: a 6 000-image
+# Fashion-MNIST subset (600 per class; 10 % of it held out for validation by the stable
+# hash), a quarter-width AlexNet at 64 px, 15 epochs, on this machine's CPU; each
+# model is scored once on the 10 000 test images.
+#
+# Usage: scripts/bench-recipes.sh [FASHION_SRC] [OUT]
+#
+#   FASHION_SRC  folder with Fashion-MNIST's IDX files (default
+#                /usr/share/datasets/fashion-mnist: apt install dataset-fashion-mnist)
+#   OUT          work folder (default target/bench-recipes); the table is OUT/table.md
+#
+# Environment:
+#   LABELFLOW_BIN  default target/release/labelflow
+#   PYTHON         Python with numpy and Pillow (default .venv/bin/python, else python3)
+#   EPOCHS         default 15
+#   RUNS           extra runs, one per line: "NAME|FLAGS" (e.g. "bs64|--batch-size 64 --lr 3e-3")
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+SRC="${1:-/usr/share/datasets/fashion-mnist}"
+OUT="${2:-target/bench-recipes}"
+BIN="${LABELFLOW_BIN:-target/release/labelflow}"
+PY="${PYTHON:-.venv/bin/python}"
+[ -x "$PY" ] || PY=python3
+EPOCHS="${EPOCHS:-15}"
+say() { echo "bench-recipes: $*" >&2; }
+
+[ -x "$BIN" ] || { say "error: $BIN is missing (cargo build --release --features train)"; exit 1; }
+mkdir -p "$OUT"
+if [ ! -d "$OUT/data/train" ]; then
+    "$PY" scripts/fashion_mnist_to_png.py "$OUT/data" --src "$SRC" --split train --per-class 600 >&2
+fi
+if [ ! -d "$OUT/data/test" ]; then
+    "$PY" scripts/fashion_mnist_to_png.py "$OUT/data" --src "$SRC" --split test >&2
+fi
+
+runs="paper|--recipe paper
+modern|--recipe modern
+${RUNS:-}"
+echo "| recipe | flags | test top-1 | val top-1 (last epoch) | train top-1 (last epoch) | wall |" >"$OUT/table.md"
+echo "|---|---|---|---|---|---|" >>"$OUT/table.md"
+while IFS='|' read -r name flags; do
+    [ -n "$name" ] || continue
+    say "$name: $flags"
+    rm -rf "$OUT/$name"
+    start=$(date +%s)
+    # shellcheck disable=SC2086
+    "$BIN" train --data "$OUT/data/train" --test "$OUT/data/test" --out "$OUT/$name" \
+        --width 0.25 --input-size 64 --epochs "$EPOCHS" --no-progress $flags 2>"$OUT/$name.log"
+    wall=$(( $(date +%s) - start ))
+    "$PY" - "$OUT/$name/card.json" "$name" "$flags" "$wall" >>"$OUT/table.md" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1])); m = c["final_metrics"]
+print(f"| {sys.argv[2]} | `{sys.argv[3]}` | {100*c['test_top1']:.2f} % | {100*m['val_top1']:.2f} % "
+      f"| {100*m['train_top1']:.2f} % | {float(sys.argv[4]):.0f} s |")
+PY
+done <<<"$runs"
+cat "$OUT/table.md"

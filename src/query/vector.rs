@@ -1,0 +1,282 @@
+//! SQL functions over embedding vectors and binary codes, registered in every query
+//! context:
+//!
+//! - `cosine_similarity(a, b)` → `DOUBLE`: a·b / (|a| |b|); NULL when either is NULL
+//!   or has zero length;
+//! - `l2_distance(a, b)` → `DOUBLE`: |a − b|;
+//! - `hamming(a, b)` → `INT`: the number of differing bits of two byte strings of the
+//!   same length (binary codes).
+//!
+//! Vectors may be `LIST`, `LARGE LIST` or `FIXED SIZE LIST` of half, single or double
+//! floats (or integers); both arguments must have the same number of elements in every
+//! row, else the query fails naming the function, the row and both lengths.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, Float64Array, Float64Builder, Int32Builder,
+};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Float64Type};
+use datafusion::common::{exec_err, plan_err, Result};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+
+/// Which function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Cosine,
+    L2,
+    Hamming,
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct VectorFn {
+    kind: Kind,
+    signature: Signature,
+}
+
+/// The three functions, ready for `SessionContext::register_udf`.
+pub fn functions() -> Vec<ScalarUDF> {
+    [Kind::Cosine, Kind::L2, Kind::Hamming]
+        .into_iter()
+        .map(|kind| {
+            ScalarUDF::new_from_impl(VectorFn {
+                kind,
+                signature: Signature::any(2, Volatility::Immutable),
+            })
+        })
+        .collect()
+}
+
+fn is_vector(t: &DataType) -> bool {
+    let numeric = |f: &Field| f.data_type().is_numeric();
+    match t {
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => numeric(f),
+        DataType::Null => true,
+        _ => false,
+    }
+}
+
+fn is_bytes(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Binary
+            | DataType::LargeBinary
+            | DataType::BinaryView
+            | DataType::FixedSizeBinary(_)
+            | DataType::Null
+    )
+}
+
+impl ScalarUDFImpl for VectorFn {
+    fn name(&self) -> &str {
+        match self.kind {
+            Kind::Cosine => "cosine_similarity",
+            Kind::L2 => "l2_distance",
+            Kind::Hamming => "hamming",
+        }
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        let ok = match self.kind {
+            Kind::Cosine | Kind::L2 => args.iter().all(is_vector),
+            Kind::Hamming => args.iter().all(is_bytes),
+        };
+        if !ok {
+            let want = match self.kind {
+                Kind::Hamming => "two binary codes (e.g. the `code` column)",
+                _ => "two lists of numbers (e.g. the `embedding` column)",
+            };
+            return plan_err!("{}() takes {want}, got {:?}", self.name(), args);
+        }
+        Ok(match self.kind {
+            Kind::Hamming => DataType::Int32,
+            _ => DataType::Float64,
+        })
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let out: ArrayRef = match self.kind {
+            Kind::Hamming => hamming(self.name(), &arrays[0], &arrays[1])?,
+            kind => vectors(self.name(), kind, &arrays[0], &arrays[1])?,
+        };
+        Ok(ColumnarValue::Array(out))
+    }
+}
+
+/// `a` as a list of doubles.
+fn as_f64_list(a: &ArrayRef) -> Result<ArrayRef> {
+    let target = DataType::List(Arc::new(Field::new_list_field(DataType::Float64, true)));
+    Ok(cast(a, &target)?)
+}
+
+fn vectors(name: &str, kind: Kind, a: &ArrayRef, b: &ArrayRef) -> Result<ArrayRef> {
+    let (a, b) = (as_f64_list(a)?, as_f64_list(b)?);
+    let (a, b) = (a.as_list::<i32>(), b.as_list::<i32>());
+    let mut out = Float64Builder::with_capacity(a.len());
+    for row in 0..a.len() {
+        if a.is_null(row) || b.is_null(row) {
+            out.append_null();
+            continue;
+        }
+        let (x, y) = (a.value(row), b.value(row));
+        let (x, y): (&Float64Array, &Float64Array) = (
+            x.as_primitive::<Float64Type>(),
+            y.as_primitive::<Float64Type>(),
+        );
+        if x.len() != y.len() {
+            return exec_err!(
+                "{name}(): row {row} has vectors of {} and {} elements; both must have the same length",
+                x.len(),
+                y.len()
+            );
+        }
+        if x.null_count() > 0 || y.null_count() > 0 {
+            out.append_null();
+            continue;
+        }
+        let (x, y) = (x.values(), y.values());
+        let v = match kind {
+            Kind::Cosine => {
+                let (mut dot, mut nx, mut ny) = (0.0, 0.0, 0.0);
+                for (p, q) in x.iter().zip(y.iter()) {
+                    dot += p * q;
+                    nx += p * p;
+                    ny += q * q;
+                }
+                if nx == 0.0 || ny == 0.0 {
+                    out.append_null();
+                    continue;
+                }
+                dot / (nx.sqrt() * ny.sqrt())
+            }
+            _ => x
+                .iter()
+                .zip(y.iter())
+                .map(|(p, q)| (p - q) * (p - q))
+                .sum::<f64>()
+                .sqrt(),
+        };
+        out.append_value(v);
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+fn hamming(name: &str, a: &ArrayRef, b: &ArrayRef) -> Result<ArrayRef> {
+    let (a, b) = (cast(a, &DataType::Binary)?, cast(b, &DataType::Binary)?);
+    let a: &BinaryArray = a.as_binary::<i32>();
+    let b: &BinaryArray = b.as_binary::<i32>();
+    let mut out = Int32Builder::with_capacity(a.len());
+    for row in 0..a.len() {
+        if a.is_null(row) || b.is_null(row) {
+            out.append_null();
+            continue;
+        }
+        let (x, y) = (a.value(row), b.value(row));
+        if x.len() != y.len() {
+            return exec_err!(
+                "{name}(): row {row} has codes of {} and {} bytes; both must have the same length",
+                x.len(),
+                y.len()
+            );
+        }
+        let bits: u32 = x.iter().zip(y).map(|(p, q)| (p ^ q).count_ones()).sum();
+        out.append_value(bits as i32);
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::prelude::SessionContext;
+
+    use super::*;
+
+    async fn one(sql: &str) -> std::result::Result<String, String> {
+        let ctx = SessionContext::new();
+        for f in functions() {
+            ctx.register_udf(f);
+        }
+        let batches = ctx
+            .sql(sql)
+            .await
+            .map_err(|e| e.to_string())?
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string())
+    }
+
+    fn cell(table: &str) -> String {
+        table
+            .lines()
+            .nth(3)
+            .unwrap()
+            .trim_matches(|c| c == '|' || c == ' ')
+            .to_owned()
+    }
+
+    #[tokio::test]
+    async fn the_three_functions_compute_what_their_names_say() {
+        let t = one("SELECT cosine_similarity([1.0, 0.0], [1.0, 1.0]) AS v")
+            .await
+            .unwrap();
+        let v: f64 = cell(&t).parse().unwrap();
+        assert!((v - std::f64::consts::FRAC_1_SQRT_2).abs() < 1e-12, "{t}");
+        let t = one("SELECT l2_distance([0.0, 3.0], [4.0, 0.0]) AS v")
+            .await
+            .unwrap();
+        assert_eq!(cell(&t), "5.0", "{t}");
+        // Half floats in fixed-size lists, as the embedding column stores them.
+        let t = one(
+            "SELECT cosine_similarity(arrow_cast([2.0, 0.0], 'FixedSizeList(2, Float16)'), \
+             arrow_cast([-3.0, 0.0], 'FixedSizeList(2, Float16)')) AS v",
+        )
+        .await
+        .unwrap();
+        assert_eq!(cell(&t), "-1.0", "{t}");
+        let t = one("SELECT hamming(X'0F00', X'FF01') AS v").await.unwrap();
+        assert_eq!(cell(&t), "5", "{t}");
+        let t = one(
+            "SELECT hamming(arrow_cast(X'FF', 'FixedSizeBinary(1)'), arrow_cast(X'00', 'FixedSizeBinary(1)')) AS v",
+        )
+        .await
+        .unwrap();
+        assert_eq!(cell(&t), "8", "{t}");
+        // NULL in, NULL out; a zero vector has no direction.
+        let t = one("SELECT cosine_similarity([0.0, 0.0], [1.0, 1.0]) AS v")
+            .await
+            .unwrap();
+        assert_eq!(cell(&t), "", "{t}");
+    }
+
+    #[tokio::test]
+    async fn mismatched_or_wrong_arguments_are_clear_errors() {
+        let e = one("SELECT l2_distance([1.0, 2.0], [1.0]) AS v")
+            .await
+            .unwrap_err();
+        assert!(
+            e.contains("l2_distance(): row 0 has vectors of 2 and 1 elements"),
+            "{e}"
+        );
+        let e = one("SELECT hamming(X'00', X'0000') AS v")
+            .await
+            .unwrap_err();
+        assert!(e.contains("codes of 1 and 2 bytes"), "{e}");
+        let e = one("SELECT cosine_similarity('a', 'b') AS v")
+            .await
+            .unwrap_err();
+        assert!(e.contains("takes two lists of numbers"), "{e}");
+        let e = one("SELECT hamming([1.0], [2.0]) AS v").await.unwrap_err();
+        assert!(e.contains("takes two binary codes"), "{e}");
+    }
+}
