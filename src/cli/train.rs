@@ -143,6 +143,10 @@ mod available {
         /// σ of PCA colour lighting noise (0 turns it off).
         #[arg(long, default_value_t = 0.1)]
         pub lighting: f32,
+        /// Probability of random erasing: one rectangle of 2–40 % of each training
+        /// crop set to the mean colour (0 turns it off).
+        #[arg(long, default_value_t = 0.0, value_name = "P")]
+        pub erase: f32,
         /// Print the final card as JSON on stdout.
         #[arg(long)]
         pub json: bool,
@@ -183,6 +187,7 @@ mod available {
                     random_crop: !self.no_random_crop,
                     flip: !self.no_flip,
                     lighting: self.lighting,
+                    erase: self.erase,
                 },
                 ..TrainConfig::default()
             }

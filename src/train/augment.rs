@@ -27,6 +27,10 @@ pub struct AugmentConfig {
     pub flip: bool,
     /// σ of the PCA lighting noise (the paper: 0.1); 0 turns it off.
     pub lighting: f32,
+    /// Probability of random erasing (Zhong et al., 2017): one rectangle of 2–40 % of
+    /// the crop, aspect ratio 0.3–3.3, set to the mean colour (0 after normalisation).
+    /// 0 turns it off.
+    pub erase: f32,
 }
 
 impl Default for AugmentConfig {
@@ -35,6 +39,7 @@ impl Default for AugmentConfig {
             random_crop: true,
             flip: true,
             lighting: 0.1,
+            erase: 0.0,
         }
     }
 }
@@ -218,6 +223,11 @@ impl Augmenter {
             }
             None => [0.0; 3],
         };
+        let erase = if self.config.erase > 0.0 && rng.unit() < f64::from(self.config.erase) {
+            erase_rect(s, rng)
+        } else {
+            None
+        };
         for c in 0..3 {
             for y in 0..s {
                 let src = &self.scratch[c * r * r + (oy + y) * r + ox..][..s];
@@ -233,8 +243,31 @@ impl Augmenter {
                 }
             }
         }
+        if let Some((x0, y0, w, h)) = erase {
+            for c in 0..3 {
+                for y in y0..y0 + h {
+                    out[c * s * s + y * s + x0..][..w].fill(0.0);
+                }
+            }
+        }
         Ok(())
     }
+}
+
+/// A random-erasing rectangle `(x, y, w, h)` inside an `s`×`s` crop: area 2–40 % of
+/// the crop, aspect ratio log-uniform in 0.3–3.3; `None` when ten draws do not fit.
+fn erase_rect(s: usize, rng: &mut Rng) -> Option<(usize, usize, usize, usize)> {
+    let area = (s * s) as f64;
+    for _ in 0..10 {
+        let target = area * (0.02 + 0.38 * rng.unit());
+        let ratio = ((0.3f64).ln() + rng.unit() * ((1.0 / 0.3f64).ln() - (0.3f64).ln())).exp();
+        let h = (target * ratio).sqrt().round() as usize;
+        let w = (target / ratio).sqrt().round() as usize;
+        if w >= 1 && h >= 1 && w < s && h < s {
+            return Some((rng.below(s - w + 1), rng.below(s - h + 1), w, h));
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -280,6 +313,7 @@ mod tests {
             random_crop: false,
             flip: false,
             lighting: 0.0,
+            erase: 0.0,
         };
         let mut a = Augmenter::new(64, cfg, None).unwrap();
         let img = gradient(28, 28);
@@ -301,6 +335,7 @@ mod tests {
             random_crop: true,
             flip: true,
             lighting: 0.0,
+            erase: 0.0,
         };
         let mut a = Augmenter::new(64, cfg, None).unwrap();
         let img = gradient(40, 30);
@@ -348,5 +383,48 @@ mod tests {
         sorted.sort();
         assert_eq!(sorted, (0..100).collect::<Vec<_>>());
         assert_ne!(v, sorted);
+    }
+
+    #[test]
+    fn erasing_blanks_one_rectangle_of_the_expected_size() {
+        let cfg = AugmentConfig {
+            random_crop: false,
+            flip: false,
+            lighting: 0.0,
+            erase: 1.0,
+        };
+        let mut a = Augmenter::new(64, cfg, None).unwrap();
+        let mut plain = Augmenter::new(64, AugmentConfig { erase: 0.0, ..cfg }, None).unwrap();
+        // A bright image: no pixel is 0 after normalisation except erased ones.
+        let img = RgbImage {
+            width: 32,
+            height: 32,
+            pixels: vec![250; 32 * 32 * 3],
+        };
+        let (s, n) = (64usize, 64 * 64);
+        let mut reference = vec![0f32; a.image_len()];
+        plain
+            .train_into(&img, &mut Rng::new(1), &mut reference)
+            .unwrap();
+        assert!(reference.iter().all(|&v| v != 0.0));
+        for seed in 0..20 {
+            let mut out = vec![0f32; a.image_len()];
+            a.train_into(&img, &mut Rng::new(seed), &mut out).unwrap();
+            let zero: Vec<usize> = (0..n).filter(|&i| out[i] == 0.0).collect();
+            let area = zero.len() as f64 / n as f64;
+            assert!((0.015..=0.41).contains(&area), "seed {seed}: erased {area}");
+            // One axis-aligned rectangle, the same in every channel.
+            let (xs, ys): (Vec<usize>, Vec<usize>) = zero.iter().map(|&i| (i % s, i / s)).unzip();
+            let w = xs.iter().max().unwrap() - xs.iter().min().unwrap() + 1;
+            let h = ys.iter().max().unwrap() - ys.iter().min().unwrap() + 1;
+            assert_eq!(w * h, zero.len(), "seed {seed}: not a rectangle");
+            for c in 1..3 {
+                assert!(zero.iter().all(|&i| out[c * n + i] == 0.0));
+            }
+            // Everything else is untouched.
+            for i in (0..n).filter(|i| out[*i] != 0.0) {
+                assert_eq!(out[i], reference[i]);
+            }
+        }
     }
 }
