@@ -154,9 +154,9 @@ mod available {
 
     impl TrainArgs {
         pub fn config(&self) -> TrainConfig {
-            let d = self.recipe.defaults();
+            // The recipe's numbers, then whatever the flags override.
+            let d = TrainConfig::default().with_recipe(self.recipe);
             TrainConfig {
-                recipe: self.recipe,
                 batch_norm: self.batch_norm.unwrap_or(d.batch_norm),
                 label_smoothing: self.label_smoothing.unwrap_or(d.label_smoothing),
                 dropout: self.dropout.unwrap_or(d.dropout),
@@ -189,7 +189,7 @@ mod available {
                     lighting: self.lighting,
                     erase: self.erase,
                 },
-                ..TrainConfig::default()
+                ..d
             }
         }
     }

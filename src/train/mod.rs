@@ -241,6 +241,21 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// This configuration with `recipe` and the recipe's learning rate, weight decay,
+    /// label smoothing, batch normalisation and dropout.
+    pub fn with_recipe(self, recipe: Recipe) -> Self {
+        let d = recipe.defaults();
+        TrainConfig {
+            recipe,
+            lr: d.lr,
+            weight_decay: d.weight_decay,
+            label_smoothing: d.label_smoothing,
+            batch_norm: d.batch_norm,
+            dropout: d.dropout,
+            ..self
+        }
+    }
+
     /// Checks the numbers; the message names the flag to fix.
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |m: String| Err(TrainError::Options(m));

@@ -119,13 +119,16 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Every row of every `.parquet` part under `dir`.
+/// Every row of every `.parquet` part under `dir`; none when `dir` was never created
+/// (a run that wrote nothing). Every caller asserts on what it gets back.
 pub fn read_parts(dir: &Path) -> Vec<RecordBatch> {
     let mut out = Vec::new();
-    if !dir.exists() {
-        return out;
-    }
-    for p in files_under(dir) {
+    let files = if dir.exists() {
+        files_under(dir)
+    } else {
+        Vec::new()
+    };
+    for p in files {
         if p.extension().is_some_and(|e| e == "parquet") {
             let f = std::fs::File::open(&p).unwrap();
             let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)

@@ -325,16 +325,10 @@ fn train_resume_reaches_the_same_weights_with_the_paper_recipe() {
 }
 
 fn resumes_bit_identically(recipe: Recipe, tag: &str) {
-    let d = recipe.defaults();
     let quick = |out: PathBuf| TrainConfig {
         epochs: 3,
         augment: AugmentConfig::default(),
-        recipe,
-        lr: d.lr,
-        weight_decay: d.weight_decay,
-        label_smoothing: d.label_smoothing,
-        batch_norm: d.batch_norm,
-        ..small(out)
+        ..small(out).with_recipe(recipe)
     };
     let whole = run(&quick(scratch(&format!("train-resume-whole-{tag}")))).unwrap();
     let dir = scratch(&format!("train-resume-split-{tag}"));
@@ -555,16 +549,10 @@ fn full_fine_tune_trains_every_layer(base: &TrainReport) {
 /// its export (ONNX `LRN` and grouped `Conv`) gives libtorch's logits in ONNX Runtime.
 #[test]
 fn train_paper_variant_exports_the_same_function() {
-    let d = Recipe::Paper.defaults();
     let report = run(&TrainConfig {
         variant: Variant::Paper,
-        recipe: Recipe::Paper,
-        lr: d.lr,
-        weight_decay: d.weight_decay,
-        label_smoothing: d.label_smoothing,
-        batch_norm: d.batch_norm,
         epochs: 2,
-        ..small(scratch("train-paper"))
+        ..small(scratch("train-paper")).with_recipe(Recipe::Paper)
     })
     .unwrap();
     let model = read_alexnet(&report.model).unwrap();

@@ -55,65 +55,49 @@ impl Optimizer {
         }
     }
 
-    /// The state tensor `prefix + name`, created as zeros like `like` when absent.
-    fn slot(&mut self, prefix: &str, name: &str, like: &Tensor) -> Result<Tensor, TrainError> {
-        let key = format!("{prefix}{name}");
-        if let Some(t) = self.state.get(&key) {
-            return Ok(t.shallow_clone());
-        }
-        let t = like.f_zeros_like()?;
-        self.state.insert(key, t.shallow_clone());
-        Ok(t)
-    }
-
     pub(super) fn step(&mut self, lr: f64) -> Result<(), TrainError> {
         self.steps += 1;
         let t = self.steps as f64;
-        let params: Vec<(String, Tensor)> = self
-            .params
-            .iter()
-            .map(|(n, p)| (n.clone(), p.shallow_clone()))
-            .collect();
+        let Optimizer {
+            params,
+            rule,
+            weight_decay,
+            lr_scale,
+            state,
+            ..
+        } = self;
+        let wd = *weight_decay;
         tch::no_grad(|| {
-            for (i, (name, mut p)) in params.into_iter().enumerate() {
-                let lr = lr * self.lr_scale.get(i).copied().unwrap_or(1.0);
+            for (i, (name, p)) in params.iter_mut().enumerate() {
+                let lr = lr * lr_scale.get(i).copied().unwrap_or(1.0);
                 let g = p.f_grad()?;
                 if !g.defined() {
                     continue;
                 }
-                match self.rule {
+                match *rule {
                     Rule::Sgd { momentum } => {
-                        let d = if self.weight_decay != 0.0 {
-                            g.f_add(&p.f_mul_scalar(self.weight_decay)?)?
+                        let d = if wd != 0.0 {
+                            g.f_add(&p.f_mul_scalar(wd)?)?
                         } else {
                             g.f_detach()?
                         };
+                        // The buffer starts at zero, so the first step leaves b = d.
                         let step = if momentum != 0.0 {
-                            let key = format!("{MOMENTUM}{name}");
-                            match self.state.get_mut(&key) {
-                                Some(b) => {
-                                    let _ = b.f_mul_scalar_(momentum)?;
-                                    let _ = b.f_add_(&d)?;
-                                    b.shallow_clone()
-                                }
-                                None => {
-                                    let mut b = d.f_zeros_like()?;
-                                    b.f_copy_(&d)?;
-                                    self.state.insert(key, b.shallow_clone());
-                                    b
-                                }
-                            }
+                            let mut b = slot(state, MOMENTUM, name, p)?;
+                            let _ = b.f_mul_scalar_(momentum)?;
+                            let _ = b.f_add_(&d)?;
+                            b
                         } else {
                             d
                         };
                         let _ = p.f_sub_(&step.f_mul_scalar(lr)?)?;
                     }
                     Rule::AdamW { beta1, beta2, eps } => {
-                        if self.weight_decay != 0.0 && p.dim() > 1 {
-                            let _ = p.f_mul_scalar_(1.0 - lr * self.weight_decay)?;
+                        if wd != 0.0 && p.dim() > 1 {
+                            let _ = p.f_mul_scalar_(1.0 - lr * wd)?;
                         }
-                        let mut m = self.slot(EXP_AVG, &name, &p)?;
-                        let mut v = self.slot(EXP_AVG_SQ, &name, &p)?;
+                        let mut m = slot(state, EXP_AVG, name, p)?;
+                        let mut v = slot(state, EXP_AVG_SQ, name, p)?;
                         let _ = m.f_mul_scalar_(beta1)?;
                         let _ = m.f_add_(&g.f_mul_scalar(1.0 - beta1)?)?;
                         let _ = v.f_mul_scalar_(beta2)?;
@@ -128,4 +112,21 @@ impl Optimizer {
             Ok(())
         })
     }
+}
+
+/// The state tensor `prefix + name` (shared with `state`), created as zeros like
+/// `like` when absent.
+fn slot(
+    state: &mut BTreeMap<String, Tensor>,
+    prefix: &str,
+    name: &str,
+    like: &Tensor,
+) -> Result<Tensor, TrainError> {
+    let t = match state.entry(format!("{prefix}{name}")) {
+        std::collections::btree_map::Entry::Occupied(e) => e.get().shallow_clone(),
+        std::collections::btree_map::Entry::Vacant(e) => {
+            e.insert(like.f_zeros_like()?).shallow_clone()
+        }
+    };
+    Ok(t)
 }
