@@ -34,6 +34,7 @@ async fn write(dir: &str, n: u64) -> anyhow::Result<()> {
         name: "alexnet".into(),
         sha256: "0".repeat(64),
         classes: Arc::new(vec!["a".into(), "b".into()]),
+        embedding: None,
     };
     let opts = SinkOptions {
         rows_per_part: 100_000,
@@ -60,6 +61,7 @@ async fn write(dir: &str, n: u64) -> anyhow::Result<()> {
             },
             width: Some(4000),
             height: Some(3000),
+            embedding: None,
             top: Vec::new(),
             error: None,
             labelled_at: chrono::Utc::now(),

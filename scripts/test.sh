@@ -113,6 +113,11 @@ else
   cmd=(cargo test --all-targets "${features[@]}" "$@")
 fi
 say "${cmd[*]}"
+# The tests' temporary files go to one folder for this run, removed when it ends, so a
+# killed or crashed test cannot leave models and checkpoints behind.
+tmp_root="$(mktemp -d "${TMPDIR:-/tmp}/labelflow-tests.XXXXXX")"
+trap 'rm -rf "$tmp_root"' EXIT
+export TMPDIR="$tmp_root"
 set +e
 "${servers[@]}" "${cmd[@]}"
 rc=$?

@@ -88,6 +88,14 @@ pub struct OutputConfig {
     /// Start a new run even when an unfinished run of the same job exists (by
     /// default that run is continued).
     pub new_run: Option<bool>,
+    /// Also write each image's feature vector (`embedding`, the penultimate layer,
+    /// L2-normalised, half floats) and its binary code (`code`).
+    pub embeddings: Option<bool>,
+    /// With `embeddings`: the model tensor to store (default: the input of the last
+    /// fully connected layer — AlexNet's fc7).
+    pub embedding_output: Option<String>,
+    /// With `embeddings`: bits of the `code` column, a multiple of 8 (default 256).
+    pub code_bits: Option<usize>,
 }
 
 /// Runtime knobs (command line only): concurrency and queue sizes.
@@ -151,6 +159,18 @@ impl Tuning {
     }
 }
 
+/// The default length of the `code` column in bits.
+pub const DEFAULT_CODE_BITS: usize = 256;
+
+/// `--embeddings`: which tensor becomes the `embedding` column, and the `code`'s size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EmbeddingPlan {
+    /// The model tensor (default: the input of the last fully connected layer).
+    pub output: Option<String>,
+    /// Bits of the binary code (a multiple of 8, 8–4096).
+    pub code_bits: usize,
+}
+
 /// A validated job.
 #[derive(Debug, Clone)]
 pub struct RunPlan {
@@ -172,6 +192,8 @@ pub struct RunPlan {
     /// An input under which nothing is selected is not an error.
     pub allow_empty: bool,
     pub sink: SinkOptions,
+    /// `--embeddings`: what else each row holds.
+    pub embeddings: Option<EmbeddingPlan>,
     pub tuning: Tuning,
     /// Retries and timeouts of every store request.
     pub retry: RetryPolicy,
@@ -293,6 +315,12 @@ impl RunPlanBuilder {
     /// `--new-run`.
     pub fn new_run(mut self) -> Self {
         self.output().new_run = Some(true);
+        self
+    }
+
+    /// `--embeddings` (the default feature tensor and code size).
+    pub fn embeddings(mut self) -> Self {
+        self.output().embeddings = Some(true);
         self
     }
 
@@ -434,6 +462,27 @@ impl JobConfig {
             zstd_level: o.zstd_level.unwrap_or(d.zstd_level),
         };
         sink.validate()?;
+        let embeddings = match (o.embeddings, o.embedding_output, o.code_bits) {
+            (Some(true), output, bits) => {
+                let code_bits = bits.unwrap_or(DEFAULT_CODE_BITS);
+                if code_bits == 0 || code_bits % 8 != 0 || code_bits > 4096 {
+                    return Err(Error::Config(format!(
+                        "--code-bits must be a multiple of 8 from 8 to 4096, got {code_bits}"
+                    )));
+                }
+                Some(EmbeddingPlan {
+                    output,
+                    code_bits,
+                })
+            }
+            (_, Some(_), _) | (_, _, Some(_)) => {
+                return Err(Error::Config(
+                    "--embedding-output and --code-bits only apply with --embeddings (or [output] embeddings = true)"
+                        .into(),
+                ))
+            }
+            _ => None,
+        };
         if tuning.fetch_concurrency == 0
             || tuning.per_host_concurrency == 0
             || tuning.decode_threads == 0
@@ -478,6 +527,7 @@ impl JobConfig {
             new_run: o.new_run.unwrap_or(false),
             allow_empty: i.allow_empty.unwrap_or(false),
             sink,
+            embeddings,
             retry: tuning.retry_policy(),
             max_store_failures: tuning.max_store_failures,
             stop_grace: std::time::Duration::from_secs(tuning.stop_grace_seconds),
@@ -520,6 +570,9 @@ fn merge_output(a: OutputConfig, b: OutputConfig) -> OutputConfig {
         flush_seconds: b.flush_seconds.or(a.flush_seconds),
         zstd_level: b.zstd_level.or(a.zstd_level),
         new_run: b.new_run.or(a.new_run),
+        embeddings: b.embeddings.or(a.embeddings),
+        embedding_output: b.embedding_output.or(a.embedding_output),
+        code_bits: b.code_bits.or(a.code_bits),
     }
 }
 

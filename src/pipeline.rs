@@ -23,6 +23,7 @@ use crate::manifest;
 use crate::preprocess::{PreprocessSpec, Preprocessor, Tta};
 use crate::redact::redact;
 use crate::runs::{self, RunStatus};
+use crate::schema;
 use crate::sink::{self, CommittedKeys, ModelStamp, PartWriter, Row};
 use crate::source::{self, Filter, ListingCounters, ObjectRef, Shard};
 use crate::stages::{Stage, StageClock, StageLoad, StageTimes, Timed, Workers};
@@ -247,6 +248,12 @@ fn job_fingerprint(plan: &RunPlan, input: &Location, model: &LoadedModel) -> Str
         "tta": plan.tta,
         "top_k": plan.top_k,
     });
+    // Only when asked for, so the fingerprints of runs without embeddings stay as
+    // they were (an unfinished run from before still resumes).
+    let mut job = job;
+    if let (Some(e), Some(map)) = (&plan.embeddings, job.as_object_mut()) {
+        map.insert("embeddings".into(), serde_json::json!(e));
+    }
     let digest = crate::stable::uri_digest(&job.to_string());
     format!("{digest:032x}")
 }
@@ -643,6 +650,7 @@ async fn drive(d: Drive<'_>) -> Outcome {
                             top: Vec::new(),
                             error: Some(error),
                             labelled_at: chrono::Utc::now(),
+                            embedding: None,
                         };
                         match store_fault {
                             Some(fault) => {
@@ -707,10 +715,18 @@ async fn drive(d: Drive<'_>) -> Outcome {
         .handle()
         .timed(stats.stages.counter(Stage::Inference));
     let classes = Arc::new(model.info.classes.clone());
+    let embedder = match (&model.info.embedding, &plan.embeddings) {
+        (Some(output), Some(e)) => Some(Arc::new(infer::Embedder::new(output.dim, e.code_bits))),
+        _ => None,
+    };
     let stamp = ModelStamp {
         name: model.info.name.clone(),
         sha256: model.info.sha256.clone(),
         classes: classes.clone(),
+        embedding: embedder.as_ref().map(|e| schema::EmbeddingColumns {
+            dim: e.dim(),
+            code_bytes: e.code_bytes(),
+        }),
     };
     let writer = match PartWriter::new(
         output.clone(),
@@ -733,6 +749,7 @@ async fn drive(d: Drive<'_>) -> Outcome {
         n_classes: model.info.num_classes(),
         views: shape.views,
         top_k: plan.top_k,
+        embedder,
     };
     let consumer = consume(Consumer {
         rx,
@@ -769,13 +786,14 @@ async fn drive(d: Drive<'_>) -> Outcome {
     }
 }
 
-/// How raw model outputs become a row's classes.
-#[derive(Clone, Copy)]
+/// How raw model outputs become a row's classes (and embedding).
+#[derive(Clone)]
 struct Scoring {
     output_kind: infer::OutputKind,
     n_classes: usize,
     views: usize,
     top_k: usize,
+    embedder: Option<Arc<infer::Embedder>>,
 }
 
 struct Consumer {
@@ -812,8 +830,8 @@ async fn consume(
                 match work {
                     Work::Failed(row) => Ok::<_, Error>(Ok(vec![row])),
                     Work::Batch(Batch { input, items }) => {
-                        let scores = handle.run(input).await?;
-                        Ok(Err((items, scores)))
+                        let outputs = handle.run(input).await?;
+                        Ok(Err((items, outputs)))
                     }
                 }
             }
@@ -850,8 +868,8 @@ async fn consume(
                                 writer.push(&row).await?;
                             }
                         }
-                        Err((items, scores)) => {
-                            write_scored(&mut writer, &stats, scoring, items, scores).await?;
+                        Err((items, outputs)) => {
+                            write_scored(&mut writer, &stats, &scoring, items, outputs).await?;
                         }
                     }
                     stats.stages.add(Stage::Writing, t.elapsed());
@@ -876,12 +894,31 @@ async fn consume(
 async fn write_scored(
     writer: &mut PartWriter,
     stats: &Stats,
-    scoring: Scoring,
+    scoring: &Scoring,
     items: Vec<(ObjectRef, u32, u32)>,
-    mut scores: Vec<f32>,
+    outputs: infer::Outputs,
 ) -> Result<()> {
     let now = chrono::Utc::now();
+    let infer::Outputs {
+        mut scores,
+        embedding,
+    } = outputs;
     let per_image = scoring.n_classes * scoring.views;
+    let features = match (&scoring.embedder, &embedding) {
+        (Some(e), Some(raw)) => {
+            let per = e.dim() * scoring.views;
+            if raw.len() < items.len() * per {
+                return Err(Error::Inference(format!(
+                    "the embedding output returned {} values for {} images of {} features",
+                    raw.len(),
+                    items.len(),
+                    e.dim()
+                )));
+            }
+            Some((e, raw, per))
+        }
+        _ => None,
+    };
     if scores.len() < items.len() * per_image {
         return Err(Error::Inference(format!(
             "the model returned {} values for {} images of {} classes",
@@ -905,6 +942,7 @@ async fn write_scored(
             top,
             error: None,
             labelled_at: now,
+            embedding: features.map(|(e, raw, per)| e.embed(&raw[i * per..(i + 1) * per])),
         };
         writer.push(&row).await?;
         stats.labelled.fetch_add(1, Relaxed);

@@ -25,6 +25,10 @@ pub const MODEL: &str = "model";
 pub const MODEL_SHA256: &str = "model_sha256";
 pub const LABELLED_AT: &str = "labelled_at";
 pub const ERROR: &str = "error";
+/// With `--embeddings`: the L2-normalised feature vector (`FixedSizeList<Float16, D>`).
+pub const EMBEDDING: &str = "embedding";
+/// With `--embeddings`: the binary code of the embedding (`FixedSizeBinary(bits/8)`).
+pub const CODE: &str = "code";
 /// The partition column taken from the `run_id=<id>/` folder.
 pub const RUN_ID: &str = "run_id";
 
@@ -46,7 +50,60 @@ fn timestamp() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 
-/// The schema of every Parquet part file written by `labelflow run`.
+/// The sizes of the optional embedding columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmbeddingColumns {
+    /// Elements of `embedding`.
+    pub dim: usize,
+    /// Bytes of `code`.
+    pub code_bytes: usize,
+}
+
+impl EmbeddingColumns {
+    /// The two fields, nullable (failed images have none).
+    pub fn fields(&self) -> [Field; 2] {
+        [
+            Field::new(
+                EMBEDDING,
+                DataType::FixedSizeList(
+                    Arc::new(Field::new("item", DataType::Float16, false)),
+                    self.dim as i32,
+                ),
+                true,
+            ),
+            Field::new(CODE, DataType::FixedSizeBinary(self.code_bytes as i32), true),
+        ]
+    }
+
+    /// The sizes of a schema's embedding columns, when it has both.
+    pub fn of(schema: &Schema) -> Option<Self> {
+        let dim = match schema.field_with_name(EMBEDDING).ok()?.data_type() {
+            DataType::FixedSizeList(_, n) => usize::try_from(*n).ok()?,
+            _ => return None,
+        };
+        let code_bytes = match schema.field_with_name(CODE).ok()?.data_type() {
+            DataType::FixedSizeBinary(n) => usize::try_from(*n).ok()?,
+            _ => return None,
+        };
+        Some(Self { dim, code_bytes })
+    }
+}
+
+/// [`predictions`] with the embedding columns last, when a run writes them.
+pub fn predictions_with(embedding: Option<EmbeddingColumns>) -> SchemaRef {
+    let base = predictions();
+    match embedding {
+        None => base,
+        Some(e) => {
+            let mut fields: Vec<Field> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
+            fields.extend(e.fields());
+            Arc::new(Schema::new(fields))
+        }
+    }
+}
+
+/// The schema of every Parquet part file written by `labelflow run` without
+/// `--embeddings`; with it, [`predictions_with`].
 pub fn predictions() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new(URI, DataType::Utf8, false),

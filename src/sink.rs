@@ -19,11 +19,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::{
-    ArrayRef, Float32Builder, Int32Builder, Int64Builder, ListBuilder, StringBuilder,
-    StructBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, FixedSizeBinaryBuilder, FixedSizeListBuilder, Float16Builder, Float32Builder,
+    Int32Builder, Int64Builder, ListBuilder, StringBuilder, StructBuilder,
+    TimestampMicrosecondBuilder,
 };
 use arrow::record_batch::RecordBatch;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
@@ -35,7 +36,7 @@ use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::properties::WriterProperties;
 
 use crate::error::{Error, Result};
-use crate::infer::Scored;
+use crate::infer::{Embedded, Scored};
 use crate::schema;
 use crate::source::{ObjectRef, Shard};
 use crate::store::Location;
@@ -94,6 +95,8 @@ pub struct Row {
     pub top: Vec<Scored>,
     pub error: Option<String>,
     pub labelled_at: chrono::DateTime<chrono::Utc>,
+    /// With `--embeddings`: the image's vector and code; `None` for failed objects.
+    pub embedding: Option<Embedded>,
 }
 
 /// Identity of the model that produced the rows.
@@ -102,6 +105,8 @@ pub struct ModelStamp {
     pub name: String,
     pub sha256: String,
     pub classes: Arc<Vec<String>>,
+    /// With `--embeddings`: the sizes of the `embedding` and `code` columns.
+    pub embedding: Option<schema::EmbeddingColumns>,
 }
 
 /// Where a run's parts go.
@@ -205,6 +210,36 @@ impl CommittedKeys {
     }
 }
 
+/// The sizes of the embedding columns of the newest run (of `runs_newest_first`)
+/// that wrote them: one listing page and one footer read per run looked at.
+pub async fn embedding_columns(
+    output: &Location,
+    runs_newest_first: &[String],
+) -> Result<Option<schema::EmbeddingColumns>> {
+    for run_id in runs_newest_first {
+        let dir = run_dir(output, run_id);
+        let first = output
+            .store
+            .list(Some(&dir))
+            .try_filter(|m| futures::future::ready(m.location.as_ref().ends_with(".parquet")))
+            .boxed()
+            .try_next()
+            .await
+            .map_err(|e| crate::store::store_error(output, e))?;
+        let Some(meta) = first else { continue };
+        let reader = PartReader {
+            store: output.store.clone(),
+            path: meta.location.clone(),
+            size: meta.size,
+        };
+        let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+        if let Some(columns) = schema::EmbeddingColumns::of(builder.schema()) {
+            return Ok(Some(columns));
+        }
+    }
+    Ok(None)
+}
+
 /// Ranged reads of one committed part, for the async Parquet reader: only the footer
 /// and the projected columns' pages are fetched.
 struct PartReader {
@@ -301,11 +336,65 @@ struct RowBuffer {
     model_sha: StringBuilder,
     labelled_at: TimestampMicrosecondBuilder,
     error: StringBuilder,
+    embedding: Option<EmbeddingBuilders>,
+    schema: arrow::datatypes::SchemaRef,
     len: usize,
 }
 
+struct EmbeddingBuilders {
+    columns: schema::EmbeddingColumns,
+    vector: FixedSizeListBuilder<Float16Builder>,
+    code: FixedSizeBinaryBuilder,
+}
+
+impl EmbeddingBuilders {
+    fn new(columns: schema::EmbeddingColumns) -> Self {
+        let [vector_field, _] = columns.fields();
+        let item = match vector_field.data_type() {
+            arrow::datatypes::DataType::FixedSizeList(item, _) => item.clone(),
+            _ => Arc::new(arrow::datatypes::Field::new(
+                "item",
+                arrow::datatypes::DataType::Float16,
+                false,
+            )),
+        };
+        Self {
+            columns,
+            vector: FixedSizeListBuilder::new(Float16Builder::new(), columns.dim as i32)
+                .with_field(item),
+            code: FixedSizeBinaryBuilder::new(columns.code_bytes as i32),
+        }
+    }
+
+    fn push(&mut self, row: Option<&Embedded>) -> Result<()> {
+        let dim = self.columns.dim;
+        match row {
+            Some(e) if e.vector.len() == dim && e.code.len() == self.columns.code_bytes => {
+                self.vector.values().append_slice(&e.vector);
+                self.vector.append(true);
+                self.code.append_value(&e.code)?;
+            }
+            Some(e) => {
+                return Err(Error::Encode(format!(
+                    "an embedding of {} values and a code of {} bytes do not fit columns of {dim} and {}",
+                    e.vector.len(),
+                    e.code.len(),
+                    self.columns.code_bytes
+                )))
+            }
+            None => {
+                // A null entry of a fixed-size list still holds `dim` (ignored) values.
+                self.vector.values().append_nulls(dim);
+                self.vector.append(false);
+                self.code.append_null();
+            }
+        }
+        Ok(())
+    }
+}
+
 impl RowBuffer {
-    fn new() -> Self {
+    fn new(embedding: Option<schema::EmbeddingColumns>) -> Self {
         let ts = || TimestampMicrosecondBuilder::new().with_timezone("UTC");
         let entry = StructBuilder::from_fields(schema::top_k_fields(), 8);
         Self {
@@ -325,6 +414,8 @@ impl RowBuffer {
             model_sha: StringBuilder::new(),
             labelled_at: ts(),
             error: StringBuilder::new(),
+            embedding: embedding.map(EmbeddingBuilders::new),
+            schema: schema::predictions_with(embedding),
             len: 0,
         }
     }
@@ -371,12 +462,15 @@ impl RowBuffer {
         self.labelled_at
             .append_value(row.labelled_at.timestamp_micros());
         self.error.append_option(row.error.as_deref());
+        if let Some(e) = self.embedding.as_mut() {
+            e.push(row.embedding.as_ref())?;
+        }
         self.len += 1;
         Ok(())
     }
 
     fn finish(&mut self) -> Result<RecordBatch> {
-        let columns: Vec<ArrayRef> = vec![
+        let mut columns: Vec<ArrayRef> = vec![
             Arc::new(self.uri.finish()),
             Arc::new(self.key.finish()),
             Arc::new(self.etag.finish()),
@@ -394,8 +488,12 @@ impl RowBuffer {
             Arc::new(self.labelled_at.finish()),
             Arc::new(self.error.finish()),
         ];
+        if let Some(e) = self.embedding.as_mut() {
+            columns.push(Arc::new(e.vector.finish()));
+            columns.push(Arc::new(e.code.finish()));
+        }
         self.len = 0;
-        Ok(RecordBatch::try_new(schema::predictions(), columns)?)
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
 }
 
@@ -453,8 +551,8 @@ impl PartWriter {
             run_id: run_id.to_string(),
             name_prefix,
             opts,
+            buffer: RowBuffer::new(model.embedding),
             model,
-            buffer: RowBuffer::new(),
             part: None,
             pending_since: None,
             seq: 0,
@@ -524,7 +622,7 @@ impl PartWriter {
             let path = Path::from(format!("{}/{name}", run_dir(&self.output, &self.run_id)));
             let object = BufWriter::new(self.output.store.clone(), path.clone());
             let writer =
-                AsyncArrowWriter::try_new(object, schema::predictions(), Some(self.properties()))?;
+                AsyncArrowWriter::try_new(object, self.buffer.schema.clone(), Some(self.properties()))?;
             self.part = Some(OpenPart {
                 path,
                 writer,
@@ -612,6 +710,7 @@ mod tests {
             name: "m".into(),
             sha256: "00".into(),
             classes: Arc::new(vec!["a".into(), "b".into()]),
+            embedding: None,
         };
         let opts = SinkOptions {
             rows_per_part: 4,
@@ -640,6 +739,7 @@ mod tests {
                 },
                 error: (i == 3).then(|| "bad".to_string()),
                 labelled_at: chrono::Utc::now(),
+                embedding: None,
             };
             w.push(&row).await.unwrap();
         }

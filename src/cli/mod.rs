@@ -157,6 +157,18 @@ pub struct JobFlags {
     /// Start a new run even when an unfinished run of the same job exists.
     #[arg(long)]
     pub new_run: bool,
+    /// Also write each image's feature vector (column `embedding`: the penultimate
+    /// layer, AlexNet's fc7, L2-normalised, half floats; 8 KB a row for 4 096-d) and a
+    /// binary code of it (column `code`), for `similar` and `near_duplicates`.
+    #[arg(long)]
+    pub embeddings: bool,
+    /// With --embeddings: the model tensor to store instead of the input of the last
+    /// fully connected layer.
+    #[arg(long, value_name = "TENSOR", requires = "embeddings")]
+    pub embedding_output: Option<String>,
+    /// With --embeddings: bits of the `code` column, a multiple of 8 (default 256).
+    #[arg(long, value_name = "BITS", requires = "embeddings")]
+    pub code_bits: Option<usize>,
     /// An input under which no object is selected is not an error (exit 0).
     #[arg(long)]
     pub allow_empty: bool,
@@ -301,6 +313,9 @@ impl JobFlags {
                 flush_seconds: self.flush_seconds,
                 zstd_level: None,
                 new_run: self.new_run.then_some(true),
+                embeddings: self.embeddings.then_some(true),
+                embedding_output: self.embedding_output.clone(),
+                code_bits: self.code_bits,
             }),
         }
     }

@@ -74,6 +74,10 @@ mod available {
         /// Continue from OUT/checkpoints/last.* (same flags as the interrupted run).
         #[arg(long)]
         pub resume: bool,
+        /// Copies of the weights of the newest N epochs kept in OUT/checkpoints/
+        /// (epoch-NNN.safetensors, importable with `model import`); 0 keeps none.
+        #[arg(long, value_name = "N", default_value_t = 3)]
+        pub keep_epochs: usize,
         /// How to optimise: modern (default: AdamW, warm-up then cosine decay, label
         /// smoothing 0.1, batch normalisation in a new model) or paper (SGD with
         /// momentum, lr ÷10 on plateaus, the 2012 recipe).
@@ -183,6 +187,7 @@ mod available {
                 device: self.device,
                 threads: self.threads,
                 resume: self.resume,
+                keep_epochs: self.keep_epochs,
                 augment: AugmentConfig {
                     random_crop: !self.no_random_crop,
                     flip: !self.no_flip,

@@ -13,6 +13,7 @@ use super::pool::{Described, InferencePool, PoolOptions};
 use super::session::{build_session_on, SessionOptions};
 use crate::config::RunPlan;
 use crate::error::{Error, Result};
+use crate::onnx::embedding::{add_embedding_output, EmbeddingOutput};
 use crate::onnx::metadata;
 use crate::preprocess::{Layout, PreprocessSpec};
 use crate::runtime::Device;
@@ -44,6 +45,8 @@ pub struct ModelInfo {
     pub output_kind: OutputKind,
     /// Preprocessing declared by the model's metadata, if any.
     pub preprocess: Option<PreprocessSpec>,
+    /// With `--embeddings`: the extra output read per image.
+    pub embedding: Option<EmbeddingOutput>,
 }
 
 impl ModelInfo {
@@ -58,6 +61,9 @@ pub struct ModelBytes {
     pub name: String,
     pub location: String,
     pub bytes: Arc<Vec<u8>>,
+    /// The sha256 of the file as read (kept when the bytes gain an embedding output,
+    /// so rows name the file the user has).
+    digest: String,
 }
 
 impl ModelBytes {
@@ -78,12 +84,30 @@ impl ModelBytes {
         Ok(Self {
             name,
             location: path.display().to_string(),
+            digest: hex::encode(Sha256::digest(bytes.as_slice())),
             bytes: Arc::new(bytes),
         })
     }
 
+    /// The sha256 of the model file.
     pub fn sha256(&self) -> String {
-        hex::encode(Sha256::digest(self.bytes.as_slice()))
+        self.digest.clone()
+    }
+
+    /// The same model with its feature tensor (`named`, or the input of the last
+    /// fully connected layer) as an extra output; the file's sha256 is kept.
+    pub fn with_embedding_output(&self, named: Option<&str>) -> Result<(Self, EmbeddingOutput)> {
+        let (bytes, output) = add_embedding_output(&self.bytes, named).map_err(|e| Error::Model {
+            path: self.location.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok((
+            Self {
+                bytes: Arc::new(bytes),
+                ..self.clone()
+            },
+            output,
+        ))
     }
 }
 
@@ -223,7 +247,34 @@ pub fn describe(model: &ModelBytes, session: &Session) -> Result<ModelInfo> {
         classes,
         output_kind,
         preprocess,
+        embedding: None,
     })
+}
+
+/// Checks the session has the embedding output, as float32 `[N, dim]`.
+fn check_embedding_output(model: &ModelBytes, session: &Session, e: &EmbeddingOutput) -> Result<()> {
+    let bad = |reason: String| Error::Model {
+        path: model.location.clone(),
+        reason,
+    };
+    let out = session
+        .outputs()
+        .iter()
+        .find(|o| o.name() == e.name)
+        .ok_or_else(|| bad(format!("the embedding output {:?} is missing from the session", e.name)))?;
+    match out.dtype() {
+        ValueType::Tensor { ty, shape, .. }
+            if *ty == ort::value::TensorElementType::Float32
+                && shape.len() == 2
+                && (shape[1] < 0 || shape[1] as usize == e.dim) =>
+        {
+            Ok(())
+        }
+        other => Err(bad(format!(
+            "the embedding output {:?} is {other}; expected float32 [N, {}]",
+            e.name, e.dim
+        ))),
+    }
 }
 
 /// Checks the preprocessing output fits the model's input.
@@ -262,6 +313,13 @@ pub struct LoadedModel {
 pub fn load_model(plan: &RunPlan) -> Result<LoadedModel> {
     crate::runtime::init(plan.ort_lib.as_deref())?;
     let bytes = ModelBytes::read(&plan.model)?;
+    let (bytes, embedding) = match &plan.embeddings {
+        Some(e) => {
+            let (with, output) = bytes.with_embedding_output(e.output.as_deref())?;
+            (with, Some(output))
+        }
+        None => (bytes, None),
+    };
     // With several GPUs the first session is built on the first; the pool puts the
     // others on each GPU in turn.
     let gpus = plan.device.each();
@@ -278,7 +336,11 @@ pub fn load_model(plan: &RunPlan) -> Result<LoadedModel> {
     } else {
         (gpus, plan.device)
     };
-    let info = describe(&bytes, &first)?;
+    let mut info = describe(&bytes, &first)?;
+    if let Some(e) = &embedding {
+        check_embedding_output(&bytes, &first, e)?;
+    }
+    info.embedding = embedding;
     let base = info.preprocess.clone().unwrap_or_else(|| PreprocessSpec {
         layout: info.layout,
         ..info

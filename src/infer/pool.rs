@@ -40,9 +40,26 @@ pub struct PoolOptions {
     pub queue_capacity: usize,
 }
 
+/// What one batch returns: the scores, and with `--embeddings` the feature vectors.
+#[derive(Debug, Clone, Default)]
+pub struct Outputs {
+    /// `images × classes` raw model outputs.
+    pub scores: Vec<f32>,
+    /// `images × dim` raw feature values, when the pool reads an embedding output.
+    pub embedding: Option<Vec<f32>>,
+}
+
+/// The tensors a session reads after each call.
+#[derive(Clone)]
+struct OutputNames {
+    input: String,
+    scores: String,
+    embedding: Option<String>,
+}
+
 struct Job {
     input: BatchInput,
-    reply: oneshot::Sender<Result<Vec<f32>>>,
+    reply: oneshot::Sender<Result<Outputs>>,
     /// Where the session's time on this batch is added (nanoseconds).
     busy: Option<Arc<AtomicU64>>,
 }
@@ -98,11 +115,14 @@ impl InferencePool {
                 }
             };
             let rx = Arc::clone(&rx);
-            let input_name = info.input_name.clone();
-            let output_name = info.output_name.clone();
+            let names = OutputNames {
+                input: info.input_name.clone(),
+                scores: info.output_name.clone(),
+                embedding: info.embedding.as_ref().map(|e| e.name.clone()),
+            };
             let handle = std::thread::Builder::new()
                 .name(format!("labelflow-infer-{i}"))
-                .spawn(move || session_loop(session, rx, input_name, output_name, shape))
+                .spawn(move || session_loop(session, rx, names, shape))
                 .map_err(|e| Error::Task(format!("cannot start inference thread: {e}")))?;
             threads.push(handle);
         }
@@ -133,6 +153,7 @@ impl InferencePool {
         InferenceHandle {
             queue: self.queue.clone(),
             classes: self.info.num_classes(),
+            embedding_dim: self.info.embedding.as_ref().map(|e| e.dim),
             batch: self.batch_size,
             busy: None,
         }
@@ -153,6 +174,7 @@ impl InferencePool {
 pub struct InferenceHandle {
     queue: mpsc::Sender<Job>,
     classes: usize,
+    embedding_dim: Option<usize>,
     batch: usize,
     busy: Option<Arc<AtomicU64>>,
 }
@@ -165,9 +187,10 @@ impl InferenceHandle {
         self
     }
 
-    /// Run one padded batch; returns `real × classes` raw outputs (padding dropped).
+    /// Run one padded batch; returns `real × classes` raw outputs (padding dropped),
+    /// and `real × dim` feature values when the pool reads an embedding output.
     /// Waits for room in the queue: this is the back-pressure on decoding.
-    pub async fn run(&self, input: BatchInput) -> Result<Vec<f32>> {
+    pub async fn run(&self, input: BatchInput) -> Result<Outputs> {
         let real = input.real;
         let (reply, rx) = oneshot::channel();
         self.queue
@@ -178,7 +201,10 @@ impl InferenceHandle {
             })
             .await
             .map_err(|_| Error::Inference("inference threads have stopped".into()))?;
-        let mut out = rx
+        let Outputs {
+            scores: mut out,
+            mut embedding,
+        } = rx
             .await
             .map_err(|_| Error::Inference("an inference thread stopped mid-batch".into()))??;
         // Every batch is checked, not only the first: a model whose class dimension is
@@ -194,15 +220,28 @@ impl InferenceHandle {
             )));
         }
         out.truncate(real * self.classes);
-        Ok(out)
+        if let (Some(dim), Some(e)) = (self.embedding_dim, embedding.as_mut()) {
+            if e.len() != self.batch * dim {
+                return Err(Error::Inference(format!(
+                    "the embedding output returned {} values for a batch of {}, expected {} ({dim} per image)",
+                    e.len(),
+                    self.batch,
+                    self.batch * dim
+                )));
+            }
+            e.truncate(real * dim);
+        }
+        Ok(Outputs {
+            scores: out,
+            embedding,
+        })
     }
 }
 
 fn session_loop(
     mut session: Session,
     rx: Arc<Mutex<mpsc::Receiver<Job>>>,
-    input_name: String,
-    output_name: String,
+    names: OutputNames,
     shape: [usize; 4],
 ) {
     loop {
@@ -215,7 +254,7 @@ fn session_loop(
         };
         let Some(job) = job else { break };
         let started = Instant::now();
-        let result = run_once(&mut session, &input_name, &output_name, shape, &job.input);
+        let result = run_once(&mut session, &names, shape, &job.input);
         if let Some(busy) = &job.busy {
             let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
             busy.fetch_add(ns, Relaxed);
@@ -226,11 +265,10 @@ fn session_loop(
 
 fn run_once(
     session: &mut Session,
-    input_name: &str,
-    output_name: &str,
+    names: &OutputNames,
     shape: [usize; 4],
     input: &BatchInput,
-) -> Result<Vec<f32>> {
+) -> Result<Outputs> {
     let tensor = TensorRef::from_array_view((shape, input.data.as_slice())).map_err(|source| {
         Error::Ort {
             context: "building the input tensor".into(),
@@ -238,19 +276,25 @@ fn run_once(
         }
     })?;
     let outputs = session
-        .run(ort::inputs![input_name => tensor])
+        .run(ort::inputs![names.input.as_str() => tensor])
         .map_err(|source| Error::Ort {
             context: "running the model".into(),
             source,
         })?;
-    let value = outputs
-        .get(output_name)
-        .ok_or_else(|| Error::Inference(format!("the model produced no output {output_name:?}")))?;
-    let (_, data) = value
-        .try_extract_tensor::<f32>()
-        .map_err(|source| Error::Ort {
-            context: format!("reading output {output_name:?}"),
-            source,
-        })?;
-    Ok(data.to_vec())
+    let read = |name: &str| -> Result<Vec<f32>> {
+        let value = outputs
+            .get(name)
+            .ok_or_else(|| Error::Inference(format!("the model produced no output {name:?}")))?;
+        let (_, data) = value
+            .try_extract_tensor::<f32>()
+            .map_err(|source| Error::Ort {
+                context: format!("reading output {name:?}"),
+                source,
+            })?;
+        Ok(data.to_vec())
+    };
+    Ok(Outputs {
+        scores: read(&names.scores)?,
+        embedding: names.embedding.as_deref().map(read).transpose()?,
+    })
 }

@@ -13,6 +13,7 @@
 //! [`crate::Error::Model`] through `From`.
 
 pub mod alexnet;
+pub mod embedding;
 pub mod import;
 pub mod metadata;
 mod prng;
@@ -68,6 +69,10 @@ pub enum OnnxError {
         #[source]
         source: std::io::Error,
     },
+
+    /// The feature tensor for `--embeddings` cannot be found or sized.
+    #[error("embedding output: {0}")]
+    Embedding(String),
 
     /// Protobuf encoding or decoding failed (a corrupt or non-ONNX file when reading).
     #[error("{context}: {source}")]

@@ -136,14 +136,19 @@ pub async fn register_predictions(ctx: &SessionContext, data: &Location) -> Resu
     let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
         .with_file_extension(".parquet")
         .with_table_partition_cols(vec![(schema::RUN_ID.to_string(), DataType::Utf8)]);
+    // The columns every part has, and the embedding columns when a run wrote them
+    // (rows of runs without them read as NULL there).
+    let runs = run_ids(data).await?;
+    let table_schema = schema::predictions_with(crate::sink::embedding_columns(data, &runs).await?);
     let config = ListingTableConfig::new(table_url)
         .with_listing_options(options)
-        .with_schema(schema::predictions());
+        .with_schema(table_schema.clone());
     let table = ListingTable::try_new(config).map_err(df_err)?;
     ctx.register_table(PREDICTIONS, Arc::new(table))
         .map_err(df_err)?;
-    let runs = run_ids(data).await?;
-    ctx.sql(&latest_view_sql(&runs)).await.map_err(df_err)?;
+    ctx.sql(&latest_view_sql(&table_schema, &runs))
+        .await
+        .map_err(df_err)?;
     Ok(())
 }
 
@@ -181,9 +186,9 @@ const LATEST_BRANCHES_MAX: usize = 8;
 ///   columns, joined back to the rows.
 ///
 /// None sorts the rows with all their columns the way a `row_number()` window does.
-fn latest_view_sql(runs_newest_first: &[String]) -> String {
+fn latest_view_sql(table: &arrow::datatypes::Schema, runs_newest_first: &[String]) -> String {
     let columns = |alias: &str| -> String {
-        let mut names: Vec<String> = schema::predictions()
+        let mut names: Vec<String> = table
             .fields()
             .iter()
             .map(|f| f.name().to_string())

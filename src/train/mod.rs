@@ -193,6 +193,9 @@ pub struct TrainConfig {
     pub threads: Option<usize>,
     /// Continue from `out/checkpoints/last.*`.
     pub resume: bool,
+    /// Copies of the weights of the newest epochs kept in `out/checkpoints/`
+    /// (`epoch-NNN.safetensors`); 0 keeps none. `last.*` is always written.
+    pub keep_epochs: usize,
     pub augment: augment::AugmentConfig,
     /// Concurrent fetches while loading images.
     pub fetch_concurrency: usize,
@@ -233,6 +236,7 @@ impl Default for TrainConfig {
             device: Device::Cpu,
             threads: None,
             resume: false,
+            keep_epochs: 3,
             augment: augment::AugmentConfig::default(),
             fetch_concurrency: 32,
             stop_after: None,

@@ -15,13 +15,32 @@ pub fn data(rel: &str) -> PathBuf {
     root().join("tests/data").join(rel)
 }
 
-/// A folder that lives as long as the test process.
+/// A folder that lives as long as the test process, removed when it exits.
+///
+/// A `static` is never dropped, so the folder is removed by an exit handler: without
+/// it every test process (nextest runs one per test) would leave its models, datasets
+/// and checkpoints behind in the temporary folder.
 pub fn scratch(name: &str) -> PathBuf {
-    static BASE: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let base = BASE.get_or_init(|| tempfile::tempdir().unwrap());
-    let dir = base.path().join(name);
+    static BASE: OnceLock<PathBuf> = OnceLock::new();
+    let base = BASE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        SCRATCH_BASE.set(dir.clone()).unwrap();
+        // SAFETY: registers a plain `extern "C" fn` with no arguments; it runs once, at
+        // normal process exit (a test failure exits through `process::exit` too).
+        unsafe { libc::atexit(remove_scratch) };
+        dir
+    });
+    let dir = base.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+static SCRATCH_BASE: OnceLock<PathBuf> = OnceLock::new();
+
+extern "C" fn remove_scratch() {
+    if let Some(dir) = SCRATCH_BASE.get() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 /// The ONNX Runtime library the tests load: $ORT_DYLIB_PATH or the project-local one.

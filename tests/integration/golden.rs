@@ -55,7 +55,8 @@ async fn logits_match_python_onnxruntime() {
             real: n,
         })
         .await
-        .unwrap();
+        .unwrap()
+        .scores;
     pool.shutdown();
     let mut worst = 0f32;
     for (a, b) in got.iter().zip(&want) {

@@ -98,6 +98,17 @@ fn learns_fashion_subset(report: &TrainReport) {
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
+    // The weights of the newest three epochs only (the default --keep-epochs).
+    let mut kept: Vec<String> = std::fs::read_dir(out.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("epoch-"))
+        .collect();
+    kept.sort();
+    assert_eq!(
+        kept,
+        ["epoch-028.safetensors", "epoch-029.safetensors", "epoch-030.safetensors"]
+    );
     let card: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("card.json")).unwrap()).unwrap();
     assert_eq!(card["classes"].as_array().unwrap().len(), 10);
@@ -145,7 +156,7 @@ fn ort_logits(path: &Path, x: Vec<f32>, n: usize) -> Vec<f32> {
     .unwrap();
     let out = block_on(pool.handle().run(BatchInput { data: x, real: n })).unwrap();
     pool.shutdown();
-    out
+    out.scores
 }
 
 fn assert_close(torch: &[f32], ort: &[f32]) {

@@ -44,25 +44,33 @@ fn paper() -> String {
 const CKPT_WEIGHTS: &str = "last.safetensors";
 const CKPT_STATE: &str = "last.json";
 
+/// Saves `last.*` (weights, optimiser state, run state) and, when `keep_epochs` > 0, a
+/// copy of this epoch's weights (`epoch-NNN.safetensors`, no optimiser state), removing
+/// all but the newest `keep_epochs` such copies.
 pub(super) fn save_checkpoint(
     dir: &Path,
     model: &AlexNet,
     opt: &Optimizer,
     state: &RunState,
+    keep_epochs: usize,
 ) -> Result<()> {
     let ck = |reason: String| TrainError::Checkpoint {
         path: dir.to_path_buf(),
         reason,
     };
     std::fs::create_dir_all(dir).map_err(|e| ck(e.to_string()))?;
-    let mut named: Vec<(String, Tensor)> = model.parameters();
-    for (key, t) in &opt.state {
-        named.push((key.clone(), t.shallow_clone()));
-    }
-    let cpu: Vec<(String, Tensor)> = named
+    let weights: Vec<(String, Tensor)> = model
+        .parameters()
         .into_iter()
         .map(|(n, t)| Ok((n, t.f_detach()?.f_to_device(tch::Device::Cpu)?)))
         .collect::<Result<_, TrainError>>()?;
+    let mut cpu: Vec<(String, Tensor)> = weights
+        .iter()
+        .map(|(n, t)| (n.clone(), t.shallow_clone()))
+        .collect();
+    for (key, t) in &opt.state {
+        cpu.push((key.clone(), t.f_detach()?.f_to_device(tch::Device::Cpu)?));
+    }
     let tmp = dir.join(format!("{CKPT_WEIGHTS}.tmp"));
     Tensor::write_safetensors(&cpu, &tmp).map_err(|e| ck(e.to_string()))?;
     let text = serde_json::to_string_pretty(state).map_err(|e| ck(e.to_string()))?;
@@ -71,9 +79,36 @@ pub(super) fn save_checkpoint(
     // Weights first, then the state that names their epoch.
     std::fs::rename(&tmp, dir.join(CKPT_WEIGHTS)).map_err(|e| ck(e.to_string()))?;
     std::fs::rename(&tmp_state, dir.join(CKPT_STATE)).map_err(|e| ck(e.to_string()))?;
-    // A copy per epoch, so any epoch can be exported or resumed from later.
-    let keep = dir.join(format!("epoch-{:03}.safetensors", state.epoch));
-    std::fs::copy(dir.join(CKPT_WEIGHTS), keep).map_err(|e| ck(e.to_string()))?;
+    if keep_epochs == 0 {
+        return Ok(());
+    }
+    // The weights of the newest epochs, so an earlier epoch can still be imported
+    // (`labelflow model import`) after a later one overfits. Weights only: with AdamW's
+    // two moments the optimiser state is twice the model, and at full size a copy per
+    // epoch would fill a disk over a long run.
+    let name = format!("epoch-{:03}.safetensors", state.epoch);
+    let tmp = dir.join(format!("{name}.tmp"));
+    Tensor::write_safetensors(&weights, &tmp).map_err(|e| ck(e.to_string()))?;
+    std::fs::rename(&tmp, dir.join(&name)).map_err(|e| ck(e.to_string()))?;
+    let mut epochs: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir(dir)
+        .map_err(|e| ck(e.to_string()))?
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            let n = path
+                .file_name()?
+                .to_str()?
+                .strip_prefix("epoch-")?
+                .strip_suffix(".safetensors")?
+                .parse()
+                .ok()?;
+            Some((n, path))
+        })
+        .collect();
+    epochs.sort();
+    let surplus = epochs.len().saturating_sub(keep_epochs);
+    for (_, old) in epochs.into_iter().take(surplus) {
+        std::fs::remove_file(&old).map_err(|e| ck(format!("{}: {e}", old.display())))?;
+    }
     Ok(())
 }
 

@@ -266,7 +266,7 @@ pub(super) fn fit(
         state.epoch = epoch;
         state.steps = opt.steps;
         metrics::write_parquet(&config.out.join(METRICS_FILE), &state.metrics)?;
-        save_checkpoint(&ckpt_dir, &model, &opt, &state)?;
+        save_checkpoint(&ckpt_dir, &model, &opt, &state, config.keep_epochs)?;
         run_now += 1;
     }
 
