@@ -401,9 +401,24 @@ pub async fn named(
     given: &[(String, String)],
 ) -> Result<DataFrame> {
     let params = query.bind(given)?;
+    if query.needs_embeddings() && !has_embeddings(ctx).await {
+        return Err(Error::Query(format!(
+            "named query {} needs the {} column, which this dataset has not got: label the images with `labelflow run --embeddings` (a rerun with the flag starts a new run beside the old one)",
+            query.name,
+            schema::EMBEDDING
+        )));
+    }
     sql(ctx, &query.sql, &params)
         .await
         .map_err(|e| Error::Query(format!("named query {}: {e}", query.name)))
+}
+
+/// Whether the `predictions` table has the embedding columns.
+async fn has_embeddings(ctx: &SessionContext) -> bool {
+    match ctx.table_provider(PREDICTIONS).await {
+        Ok(table) => schema::EmbeddingColumns::of(&table.schema()).is_some(),
+        Err(_) => false,
+    }
 }
 
 /// The statements of a SQL text, run one after another: each [`Statements::next`]

@@ -31,10 +31,15 @@ const BUILTIN: &[(&str, &str)] = &[
     ),
     ("model_compare", include_str!("../../sql/model_compare.sql")),
     (
+        "near_duplicates",
+        include_str!("../../sql/near_duplicates.sql"),
+    ),
+    (
         "relabel_candidates",
         include_str!("../../sql/relabel_candidates.sql"),
     ),
     ("runs", include_str!("../../sql/runs.sql")),
+    ("similar", include_str!("../../sql/similar.sql")),
 ];
 
 /// The type of a query parameter, as declared in the header.
@@ -156,6 +161,17 @@ impl NamedQuery {
             params,
             sql: sql.to_string(),
         })
+    }
+
+    /// Whether the query reads the embedding columns (`labelflow run --embeddings`).
+    pub fn needs_embeddings(&self) -> bool {
+        let body: String = self
+            .sql
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        body.contains(crate::schema::EMBEDDING) || body.contains("code_bands(")
     }
 
     /// A query shipped with the binary.

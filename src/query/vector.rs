@@ -5,7 +5,12 @@
 //!   or has zero length;
 //! - `l2_distance(a, b)` → `DOUBLE`: |a − b|;
 //! - `hamming(a, b)` → `INT`: the number of differing bits of two byte strings of the
-//!   same length (binary codes).
+//!   same length (binary codes);
+//! - `code_bands(code, bits)` → `LIST<BIGINT>`: the code cut into bands of `bits` bits
+//!   (1–32; the last band may be shorter), each as `band_index × 2³² + band_value`.
+//!   Two codes within Hamming distance h share at least one band when they have more
+//!   than h bands, so an equality join on `unnest(code_bands(...))` finds close pairs
+//!   without comparing every pair (`sql/near_duplicates.sql`).
 //!
 //! Vectors may be `LIST`, `LARGE LIST` or `FIXED SIZE LIST` of half, single or double
 //! floats (or integers); both arguments must have the same number of elements in every
@@ -15,6 +20,7 @@ use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, AsArray, BinaryArray, Float64Array, Float64Builder, Int32Builder,
+    Int64Builder, ListBuilder,
 };
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Float64Type};
@@ -29,6 +35,7 @@ enum Kind {
     Cosine,
     L2,
     Hamming,
+    Bands,
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -39,7 +46,7 @@ struct VectorFn {
 
 /// The three functions, ready for `SessionContext::register_udf`.
 pub fn functions() -> Vec<ScalarUDF> {
-    [Kind::Cosine, Kind::L2, Kind::Hamming]
+    [Kind::Cosine, Kind::L2, Kind::Hamming, Kind::Bands]
         .into_iter()
         .map(|kind| {
             ScalarUDF::new_from_impl(VectorFn {
@@ -76,6 +83,7 @@ impl ScalarUDFImpl for VectorFn {
             Kind::Cosine => "cosine_similarity",
             Kind::L2 => "l2_distance",
             Kind::Hamming => "hamming",
+            Kind::Bands => "code_bands",
         }
     }
 
@@ -87,16 +95,19 @@ impl ScalarUDFImpl for VectorFn {
         let ok = match self.kind {
             Kind::Cosine | Kind::L2 => args.iter().all(is_vector),
             Kind::Hamming => args.iter().all(is_bytes),
+            Kind::Bands => is_bytes(&args[0]) && (args[1].is_integer() || args[1] == DataType::Null),
         };
         if !ok {
             let want = match self.kind {
                 Kind::Hamming => "two binary codes (e.g. the `code` column)",
+                Kind::Bands => "a binary code (e.g. the `code` column) and a number of bits",
                 _ => "two lists of numbers (e.g. the `embedding` column)",
             };
             return plan_err!("{}() takes {want}, got {:?}", self.name(), args);
         }
         Ok(match self.kind {
             Kind::Hamming => DataType::Int32,
+            Kind::Bands => DataType::List(Arc::new(Field::new_list_field(DataType::Int64, false))),
             _ => DataType::Float64,
         })
     }
@@ -105,6 +116,7 @@ impl ScalarUDFImpl for VectorFn {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let out: ArrayRef = match self.kind {
             Kind::Hamming => hamming(self.name(), &arrays[0], &arrays[1])?,
+            Kind::Bands => bands(self.name(), &arrays[0], &arrays[1])?,
             kind => vectors(self.name(), kind, &arrays[0], &arrays[1])?,
         };
         Ok(ColumnarValue::Array(out))
@@ -193,6 +205,38 @@ fn hamming(name: &str, a: &ArrayRef, b: &ArrayRef) -> Result<ArrayRef> {
     Ok(Arc::new(out.finish()))
 }
 
+fn bands(name: &str, codes: &ArrayRef, bits: &ArrayRef) -> Result<ArrayRef> {
+    let codes = cast(codes, &DataType::Binary)?;
+    let codes: &BinaryArray = codes.as_binary::<i32>();
+    let bits = cast(bits, &DataType::Int64)?;
+    let bits = bits.as_primitive::<arrow::datatypes::Int64Type>();
+    let mut out = ListBuilder::new(Int64Builder::new())
+        .with_field(Arc::new(Field::new_list_field(DataType::Int64, false)));
+    for row in 0..codes.len() {
+        if codes.is_null(row) || bits.is_null(row) {
+            out.append_null();
+            continue;
+        }
+        let width = bits.value(row);
+        if !(1..=32).contains(&width) {
+            return exec_err!("{name}(): bands of {width} bits; use 1 to 32");
+        }
+        let width = width as usize;
+        let code = codes.value(row);
+        let total = code.len() * 8;
+        let bit = |i: usize| (code[i / 8] >> (7 - i % 8)) & 1;
+        for (band, start) in (0..total).step_by(width).enumerate() {
+            let mut value: i64 = 0;
+            for i in start..(start + width).min(total) {
+                value = (value << 1) | i64::from(bit(i));
+            }
+            out.values().append_value(((band as i64) << 32) | value);
+        }
+        out.append(true);
+    }
+    Ok(Arc::new(out.finish()))
+}
+
 #[cfg(test)]
 mod tests {
     use datafusion::prelude::SessionContext;
@@ -223,6 +267,27 @@ mod tests {
             .unwrap()
             .trim_matches(|c| c == '|' || c == ' ')
             .to_owned()
+    }
+
+    #[tokio::test]
+    async fn code_bands_cut_a_code_into_tagged_bands() {
+        // 0xA5 0x0F in bands of 4 bits: 1010 0101 0000 1111.
+        let t = one("SELECT code_bands(X'A50F', 4) AS v").await.unwrap();
+        let want = [0xA_i64, (1 << 32) | 0x5, 2 << 32, (3 << 32) | 0xF];
+        let want: Vec<String> = want.iter().map(|v| v.to_string()).collect();
+        assert_eq!(cell(&t), format!("[{}]", want.join(", ")), "{t}");
+        // The last band may be shorter; codes sharing a band share its element.
+        let t = one("SELECT code_bands(X'FF', 5) AS v").await.unwrap();
+        assert_eq!(cell(&t), format!("[31, {}]", (1_i64 << 32) | 7), "{t}");
+        let t = one(
+            "SELECT count(*) AS v FROM (SELECT unnest(code_bands(X'FF00', 8)) AS b) x \
+             JOIN (SELECT unnest(code_bands(X'FF01', 8)) AS b) y ON x.b = y.b",
+        )
+        .await
+        .unwrap();
+        assert_eq!(cell(&t), "1", "{t}");
+        let e = one("SELECT code_bands(X'FF', 0) AS v").await.unwrap_err();
+        assert!(e.contains("code_bands(): bands of 0 bits"), "{e}");
     }
 
     #[tokio::test]

@@ -75,14 +75,92 @@ fn sql_files() -> Vec<(String, String)> {
     out
 }
 
+/// The embeddings fixture: one run written with 8-d embeddings and 64-bit codes by the
+/// project's own writer and code projection. By construction:
+/// - c01_copy is c01 with small changes (a near duplicate), d01_crop likewise of d01;
+/// - c02 is another cat, close to c01 but not a copy; d02 and b01 are unlike the rest;
+/// - f01 failed (no embedding).
+async fn embeddings_context() -> SessionContext {
+    use labelflow::infer::Embedder;
+    use labelflow::sink::{ModelStamp, PartWriter, Row, SinkOptions};
+    use labelflow::source::{ObjectRef, Shard};
+    use labelflow::store::{Access, RetryPolicy};
+
+    const ROWS: &[(&str, usize, Option<[f32; 8]>)] = &[
+        ("cats/c01.jpg", 0, Some([5.0, 1.0, 0.0, 0.0, 2.0, 0.0, 0.0, 1.0])),
+        ("cats/c01_copy.jpg", 0, Some([5.0, 1.05, 0.0, 0.0, 2.0, 0.0, 0.05, 1.0])),
+        ("cats/c02.jpg", 0, Some([4.0, 2.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0])),
+        ("dogs/d01.jpg", 1, Some([0.0, 0.0, 5.0, 1.0, 0.0, 2.0, 0.0, 0.0])),
+        ("dogs/d01_crop.jpg", 1, Some([0.0, 0.1, 5.0, 1.2, 0.0, 2.0, 0.0, 0.0])),
+        ("dogs/d02.jpg", 1, Some([0.0, 1.0, 3.0, 0.0, 0.0, 0.0, 3.0, 0.0])),
+        ("birds/b01.jpg", 2, Some([0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 1.0, 6.0])),
+        ("fish/f01.jpg", 3, None),
+    ];
+    let dir = super::common::scratch("embeddings-fixture");
+    let out = Location::parse(dir.to_str().unwrap(), Access::Write, RetryPolicy::default()).unwrap();
+    let embedder = Embedder::new(8, 64);
+    let stamp = ModelStamp {
+        name: "alexnet-pets-ft".into(),
+        sha256: "0".repeat(64),
+        classes: Arc::new(["cat", "dog", "bird", "fish"].map(String::from).to_vec()),
+        embedding: Some(labelflow::schema::EmbeddingColumns {
+            dim: 8,
+            code_bytes: 8,
+        }),
+    };
+    let mut w = PartWriter::new(out, RUN_B, Shard::default(), SinkOptions::default(), stamp).unwrap();
+    for (key, class, vector) in ROWS {
+        let row = Row {
+            object: ObjectRef {
+                path: (*key).into(),
+                key: key.to_string(),
+                uri: format!("s3://pets-bucket/{key}"),
+                size: 1000,
+                etag: None,
+                version: None,
+                last_modified: chrono::Utc::now(),
+                origin: Default::default(),
+            },
+            width: vector.map(|_| 640),
+            height: vector.map(|_| 480),
+            top: match vector {
+                Some(_) => vec![labelflow::infer::Scored {
+                    index: *class,
+                    score: 0.9,
+                }],
+                None => Vec::new(),
+            },
+            error: vector.is_none().then(|| "decode: truncated JPEG data".to_string()),
+            labelled_at: chrono::Utc::now(),
+            embedding: vector.map(|v| embedder.embed(&v)),
+        };
+        w.push(&row).await.unwrap();
+    }
+    w.finish().await.unwrap();
+    query::open(dir.to_str().unwrap()).await.unwrap()
+}
+
+/// Queries that read embeddings run on their own fixture, with these parameters.
+fn embedding_query_params(name: &str) -> &'static [(&'static str, &'static str)] {
+    match name {
+        "similar" => &[("key", "cats/c01.jpg"), ("k", "4")],
+        _ => &[],
+    }
+}
+
 #[tokio::test]
 async fn every_named_query_matches_its_expected_result() {
     let ctx = context().await;
+    let with_embeddings = embeddings_context().await;
     let bless = std::env::var_os("LABELFLOW_BLESS").is_some();
     let mut failures = Vec::new();
     for (name, text) in sql_files() {
         let q = NamedQuery::parse(&name, &text).unwrap();
-        let actual = csv(query::named(&ctx, &q, &[]).await.unwrap()).await;
+        let actual = if q.needs_embeddings() {
+            run_named(&with_embeddings, &name, embedding_query_params(&name)).await
+        } else {
+            csv(query::named(&ctx, &q, &[]).await.unwrap()).await
+        };
         let expected_path = root().join("sql/expected").join(format!("{name}.csv"));
         if bless {
             std::fs::write(&expected_path, &actual).unwrap();
@@ -101,6 +179,27 @@ async fn every_named_query_matches_its_expected_result() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn queries_of_embeddings_say_how_to_get_them() {
+    let ctx = context().await;
+    for name in ["similar", "near_duplicates"] {
+        let q = NamedQuery::builtin(name).unwrap().unwrap();
+        assert!(q.needs_embeddings(), "{name}");
+        let e = query::named(&ctx, &q, &[]).await.unwrap_err().to_string();
+        assert!(e.contains("labelflow run --embeddings"), "{name}: {e}");
+    }
+    // A query by key finds the image by its uri too, and k limits the rows.
+    let ctx = embeddings_context().await;
+    let by_uri = run_named(
+        &ctx,
+        "similar",
+        &[("key", "s3://pets-bucket/cats/c01.jpg"), ("k", "1")],
+    )
+    .await;
+    assert_eq!(by_uri.lines().count(), 2, "{by_uri}");
+    assert!(by_uri.contains("cats/c01_copy.jpg"), "{by_uri}");
 }
 
 #[test]
