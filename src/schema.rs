@@ -71,7 +71,11 @@ impl EmbeddingColumns {
                 ),
                 true,
             ),
-            Field::new(CODE, DataType::FixedSizeBinary(self.code_bytes as i32), true),
+            Field::new(
+                CODE,
+                DataType::FixedSizeBinary(self.code_bytes as i32),
+                true,
+            ),
         ]
     }
 

@@ -621,8 +621,11 @@ impl PartWriter {
             self.seq += 1;
             let path = Path::from(format!("{}/{name}", run_dir(&self.output, &self.run_id)));
             let object = BufWriter::new(self.output.store.clone(), path.clone());
-            let writer =
-                AsyncArrowWriter::try_new(object, self.buffer.schema.clone(), Some(self.properties()))?;
+            let writer = AsyncArrowWriter::try_new(
+                object,
+                self.buffer.schema.clone(),
+                Some(self.properties()),
+            )?;
             self.part = Some(OpenPart {
                 path,
                 writer,

@@ -8,6 +8,7 @@ mod integration {
     pub mod common;
     mod decode;
     mod docker;
+    mod embeddings;
     mod faults;
     mod golden;
     mod hostile;

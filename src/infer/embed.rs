@@ -75,7 +75,11 @@ impl Embedder {
                 *acc += v / n as f32;
             }
         }
-        let norm = x.iter().map(|v| f64::from(*v) * f64::from(*v)).sum::<f64>().sqrt();
+        let norm = x
+            .iter()
+            .map(|v| f64::from(*v) * f64::from(*v))
+            .sum::<f64>()
+            .sqrt();
         if norm > 0.0 && norm.is_finite() {
             for v in x.iter_mut() {
                 *v = (f64::from(*v) / norm) as f32;
@@ -100,7 +104,11 @@ mod tests {
     use super::*;
 
     fn cosine(a: &[f16], b: &[f16]) -> f64 {
-        let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x.to_f32() * y.to_f32())).sum();
+        let dot: f64 = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| f64::from(x.to_f32() * y.to_f32()))
+            .sum();
         dot
     }
 
@@ -128,7 +136,10 @@ mod tests {
     #[test]
     fn the_projection_is_seeded_by_the_length_alone() {
         let raw: Vec<f32> = (0..32).map(|i| ((i * 13) % 5) as f32).collect();
-        assert_eq!(Embedder::new(32, 64).embed(&raw), Embedder::new(32, 64).embed(&raw));
+        assert_eq!(
+            Embedder::new(32, 64).embed(&raw),
+            Embedder::new(32, 64).embed(&raw)
+        );
     }
 
     #[test]
@@ -149,9 +160,16 @@ mod tests {
         let mut unrelated = Vec::new();
         let mut near = Vec::new();
         for _ in 0..20 {
-            let a: Vec<f32> = (0..dim).map(|_| rng.unit().max(0.0) as f32 * (rng.below(3) as f32)).collect();
-            let b: Vec<f32> = (0..dim).map(|_| rng.unit() as f32 * (rng.below(3) as f32)).collect();
-            let a_near: Vec<f32> = a.iter().map(|v| v * (1.0 + 0.05 * rng.unit() as f32)).collect();
+            let a: Vec<f32> = (0..dim)
+                .map(|_| rng.unit().max(0.0) as f32 * (rng.below(3) as f32))
+                .collect();
+            let b: Vec<f32> = (0..dim)
+                .map(|_| rng.unit() as f32 * (rng.below(3) as f32))
+                .collect();
+            let a_near: Vec<f32> = a
+                .iter()
+                .map(|v| v * (1.0 + 0.05 * rng.unit() as f32))
+                .collect();
             let (ea, eb, en) = (e.embed(&a), e.embed(&b), e.embed(&a_near));
             unrelated.push(hamming(&ea.code, &eb.code));
             near.push(hamming(&ea.code, &en.code));
@@ -159,6 +177,9 @@ mod tests {
         let max_near = near.iter().max().copied().unwrap_or(0);
         let min_unrelated = unrelated.iter().min().copied().unwrap_or(0);
         assert!(max_near < 40, "near copies differ in {near:?} bits");
-        assert!(min_unrelated > 70, "unrelated vectors differ in {unrelated:?} bits");
+        assert!(
+            min_unrelated > 70,
+            "unrelated vectors differ in {unrelated:?} bits"
+        );
     }
 }

@@ -97,10 +97,11 @@ impl ModelBytes {
     /// The same model with its feature tensor (`named`, or the input of the last
     /// fully connected layer) as an extra output; the file's sha256 is kept.
     pub fn with_embedding_output(&self, named: Option<&str>) -> Result<(Self, EmbeddingOutput)> {
-        let (bytes, output) = add_embedding_output(&self.bytes, named).map_err(|e| Error::Model {
-            path: self.location.clone(),
-            reason: e.to_string(),
-        })?;
+        let (bytes, output) =
+            add_embedding_output(&self.bytes, named).map_err(|e| Error::Model {
+                path: self.location.clone(),
+                reason: e.to_string(),
+            })?;
         Ok((
             Self {
                 bytes: Arc::new(bytes),
@@ -252,7 +253,11 @@ pub fn describe(model: &ModelBytes, session: &Session) -> Result<ModelInfo> {
 }
 
 /// Checks the session has the embedding output, as float32 `[N, dim]`.
-fn check_embedding_output(model: &ModelBytes, session: &Session, e: &EmbeddingOutput) -> Result<()> {
+fn check_embedding_output(
+    model: &ModelBytes,
+    session: &Session,
+    e: &EmbeddingOutput,
+) -> Result<()> {
     let bad = |reason: String| Error::Model {
         path: model.location.clone(),
         reason,
@@ -261,7 +266,12 @@ fn check_embedding_output(model: &ModelBytes, session: &Session, e: &EmbeddingOu
         .outputs()
         .iter()
         .find(|o| o.name() == e.name)
-        .ok_or_else(|| bad(format!("the embedding output {:?} is missing from the session", e.name)))?;
+        .ok_or_else(|| {
+            bad(format!(
+                "the embedding output {:?} is missing from the session",
+                e.name
+            ))
+        })?;
     match out.dtype() {
         ValueType::Tensor { ty, shape, .. }
             if *ty == ort::value::TensorElementType::Float32

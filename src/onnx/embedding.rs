@@ -55,10 +55,7 @@ pub fn add_embedding_output(
 }
 
 fn attribute_int(node: &NodeProto, name: &str) -> Option<i64> {
-    node.attribute
-        .iter()
-        .find(|a| a.name == name)
-        .map(|a| a.i)
+    node.attribute.iter().find(|a| a.name == name).map(|a| a.i)
 }
 
 fn last_dense_input(graph: &onnx_protobuf::GraphProto) -> Result<EmbeddingOutput, OnnxError> {
@@ -119,7 +116,10 @@ fn named_output(
     graph: &onnx_protobuf::GraphProto,
     name: &str,
 ) -> Result<EmbeddingOutput, OnnxError> {
-    let produced = graph.node.iter().any(|n| n.output.iter().any(|o| o == name));
+    let produced = graph
+        .node
+        .iter()
+        .any(|n| n.output.iter().any(|o| o == name));
     if !produced && !graph.output.iter().any(|o| o.name == name) {
         let mut dense: Vec<&str> = graph
             .node

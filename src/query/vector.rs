@@ -95,7 +95,9 @@ impl ScalarUDFImpl for VectorFn {
         let ok = match self.kind {
             Kind::Cosine | Kind::L2 => args.iter().all(is_vector),
             Kind::Hamming => args.iter().all(is_bytes),
-            Kind::Bands => is_bytes(&args[0]) && (args[1].is_integer() || args[1] == DataType::Null),
+            Kind::Bands => {
+                is_bytes(&args[0]) && (args[1].is_integer() || args[1] == DataType::Null)
+            }
         };
         if !ok {
             let want = match self.kind {

@@ -87,17 +87,46 @@ async fn embeddings_context() -> SessionContext {
     use labelflow::store::{Access, RetryPolicy};
 
     const ROWS: &[(&str, usize, Option<[f32; 8]>)] = &[
-        ("cats/c01.jpg", 0, Some([5.0, 1.0, 0.0, 0.0, 2.0, 0.0, 0.0, 1.0])),
-        ("cats/c01_copy.jpg", 0, Some([5.0, 1.05, 0.0, 0.0, 2.0, 0.0, 0.05, 1.0])),
-        ("cats/c02.jpg", 0, Some([4.0, 2.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0])),
-        ("dogs/d01.jpg", 1, Some([0.0, 0.0, 5.0, 1.0, 0.0, 2.0, 0.0, 0.0])),
-        ("dogs/d01_crop.jpg", 1, Some([0.0, 0.1, 5.0, 1.2, 0.0, 2.0, 0.0, 0.0])),
-        ("dogs/d02.jpg", 1, Some([0.0, 1.0, 3.0, 0.0, 0.0, 0.0, 3.0, 0.0])),
-        ("birds/b01.jpg", 2, Some([0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 1.0, 6.0])),
+        (
+            "cats/c01.jpg",
+            0,
+            Some([5.0, 1.0, 0.0, 0.0, 2.0, 0.0, 0.0, 1.0]),
+        ),
+        (
+            "cats/c01_copy.jpg",
+            0,
+            Some([5.0, 1.05, 0.0, 0.0, 2.0, 0.0, 0.05, 1.0]),
+        ),
+        (
+            "cats/c02.jpg",
+            0,
+            Some([4.0, 2.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0]),
+        ),
+        (
+            "dogs/d01.jpg",
+            1,
+            Some([0.0, 0.0, 5.0, 1.0, 0.0, 2.0, 0.0, 0.0]),
+        ),
+        (
+            "dogs/d01_crop.jpg",
+            1,
+            Some([0.0, 0.1, 5.0, 1.2, 0.0, 2.0, 0.0, 0.0]),
+        ),
+        (
+            "dogs/d02.jpg",
+            1,
+            Some([0.0, 1.0, 3.0, 0.0, 0.0, 0.0, 3.0, 0.0]),
+        ),
+        (
+            "birds/b01.jpg",
+            2,
+            Some([0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 1.0, 6.0]),
+        ),
         ("fish/f01.jpg", 3, None),
     ];
     let dir = super::common::scratch("embeddings-fixture");
-    let out = Location::parse(dir.to_str().unwrap(), Access::Write, RetryPolicy::default()).unwrap();
+    let out =
+        Location::parse(dir.to_str().unwrap(), Access::Write, RetryPolicy::default()).unwrap();
     let embedder = Embedder::new(8, 64);
     let stamp = ModelStamp {
         name: "alexnet-pets-ft".into(),
@@ -108,7 +137,8 @@ async fn embeddings_context() -> SessionContext {
             code_bytes: 8,
         }),
     };
-    let mut w = PartWriter::new(out, RUN_B, Shard::default(), SinkOptions::default(), stamp).unwrap();
+    let mut w =
+        PartWriter::new(out, RUN_B, Shard::default(), SinkOptions::default(), stamp).unwrap();
     for (key, class, vector) in ROWS {
         let row = Row {
             object: ObjectRef {
@@ -130,7 +160,9 @@ async fn embeddings_context() -> SessionContext {
                 }],
                 None => Vec::new(),
             },
-            error: vector.is_none().then(|| "decode: truncated JPEG data".to_string()),
+            error: vector
+                .is_none()
+                .then(|| "decode: truncated JPEG data".to_string()),
             labelled_at: chrono::Utc::now(),
             embedding: vector.map(|v| embedder.embed(&v)),
         };
