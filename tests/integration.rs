@@ -15,6 +15,7 @@ mod integration {
     mod interop;
     mod query;
     mod reliability;
+    mod report;
     mod run;
     mod stores;
     #[cfg(feature = "train")]

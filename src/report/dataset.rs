@@ -115,6 +115,16 @@ fn count(v: Option<i64>) -> u64 {
     v.and_then(|n| u64::try_from(n).ok()).unwrap_or(0)
 }
 
+/// An RFC 3339 time to the second: `2024-05-01T10:00:00.123456Z` → `2024-05-01 10:00:00Z`.
+fn to_seconds(time: String) -> String {
+    let (date_time, zone) = match time.find(['Z', '+']) {
+        Some(i) if i > 10 => time.split_at(i),
+        _ => (time.as_str(), ""),
+    };
+    let whole = date_time.split('.').next().unwrap_or(date_time);
+    format!("{}{zone}", whole.replacen('T', " ", 1))
+}
+
 async fn rows(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
     let df = query::sql(ctx, sql, &[]).await?;
     df.collect()
@@ -226,7 +236,10 @@ pub async fn gather(ctx: &SessionContext, limits: Limits) -> Result<DatasetStats
     .await?;
     let ids = strings(&r, 0)?;
     let (n, errs, mean) = (ints(&r, 1)?, ints(&r, 2)?, floats(&r, 3)?);
-    let (first, last) = (strings(&r, 4)?, strings(&r, 5)?);
+    let seconds = |times: Vec<Option<String>>| -> Vec<Option<String>> {
+        times.into_iter().map(|t| t.map(to_seconds)).collect()
+    };
+    let (first, last) = (seconds(strings(&r, 4)?), seconds(strings(&r, 5)?));
     stats.runs_total = ids.len() as u64;
     let skip = ids.len().saturating_sub(limits.runs);
     for (i, id) in ids.into_iter().enumerate().skip(skip) {
@@ -384,7 +397,20 @@ mod tests {
         assert!(s.runs[0]
             .first_labelled
             .as_deref()
-            .is_some_and(|t| t.starts_with("2023-11-14")));
+            .is_some_and(|t| t.starts_with("2023-11-14 22:13:20")));
+    }
+
+    #[test]
+    fn times_are_shown_to_the_second() {
+        assert_eq!(
+            to_seconds("2024-05-01T10:00:00.123456Z".into()),
+            "2024-05-01 10:00:00Z"
+        );
+        assert_eq!(
+            to_seconds("2024-05-01T10:00:00+00:00".into()),
+            "2024-05-01 10:00:00+00:00"
+        );
+        assert_eq!(to_seconds("2024-05-01".into()), "2024-05-01");
     }
 
     #[tokio::test]

@@ -234,7 +234,7 @@ fn legend(s: &mut String, series: &[Series], y: f64) {
             ty = num(y + 11.0),
             n = escape(&name),
         );
-        x += 28.0 + 7.0 * name.chars().count() as f64;
+        x += 36.0 + 7.5 * name.chars().count() as f64;
     }
 }
 
