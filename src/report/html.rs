@@ -351,6 +351,10 @@ fn thumbs(page: &mut String, id: &str, title: &str, items: &[Thumbnail], none: &
             Ok(_) => page.push_str(
                 "<div class=\"placeholder\" role=\"img\">no picture: not an inline image</div>",
             ),
+            // A failed image's caption is already the reason it failed.
+            Err(reason) if *reason == t.caption => {
+                page.push_str("<div class=\"placeholder\" role=\"img\">no picture</div>")
+            }
             Err(reason) => {
                 let _ = write!(
                     page,

@@ -265,8 +265,9 @@ fn report_is_a_self_contained_page_that_chromium_renders() {
     assert!(lowest.contains("no picture: not found in the store"));
     assert!(lowest.contains("rocket.jpg"));
     let failed = section(&html, "failed");
+    assert!(failed.contains("class=\"placeholder\""), "{failed}");
     assert!(
-        failed.contains("no picture: JPEG decode failed"),
+        failed.contains("<figcaption>JPEG decode failed"),
         "{failed}"
     );
     // The card's strings are escaped.
