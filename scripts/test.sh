@@ -13,6 +13,8 @@
 #      tests (scripts/with-servers.py; its header lists the variables it sets):
 #        S3 (moto), Azure Blob (azurite, npm ci into tests/tools/azurite once),
 #        GCS (fake-gcs-server), WebDAV (wsgidav).
+#      Chromium for the report test: apt-get install chromium when missing (as
+#      root), LABELFLOW_CHROMIUM exported.
 #   4. Test environment exported: the servers' LABELFLOW_TEST_* addresses, the S3
 #      test credentials (AWS_ACCESS_KEY_ID=testing ...), ORT_DYLIB_PATH, and
 #        LABELFLOW_PYTHON=<repository>/.venv/bin/python
@@ -76,6 +78,16 @@ if [[ "$(cat "$azurite_stamp" 2>/dev/null || true)" != "$azurite_want" ]]; then
   npm ci --prefix "$azurite_dir" --no-audit --no-fund --ignore-scripts --loglevel=error >&2 \
     || die "npm ci --prefix tests/tools/azurite failed"
   echo "$azurite_want" >"$azurite_stamp"
+fi
+# Headless Chromium loads the page of `labelflow report` (tests/integration/report.rs).
+if [[ -z "${LABELFLOW_CHROMIUM:-}" ]]; then
+  if ! command -v chromium >/dev/null; then
+    say "installing Chromium (apt: chromium) for the report test"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
+      || die "Chromium is needed for the report test: install it (Debian: apt-get install --no-install-recommends chromium, as root) or set LABELFLOW_CHROMIUM to a Chromium binary"
+  fi
+  LABELFLOW_CHROMIUM="$(command -v chromium)" || die "chromium is not on PATH after installing it"
+  export LABELFLOW_CHROMIUM
 fi
 # Tests that need a tool (Python, a storage server) fail instead of skipping when CI
 # is set; this script provides every such tool, so a missing one is a failure here.

@@ -101,6 +101,23 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage, DecodeErro
         .unwrap_or_else(|panic| Err(panicked("decoding", &*panic)))
 }
 
+/// [`decode`] for a picture of `min_short` pixels or so (a thumbnail): a JPEG at least
+/// four times that on its shorter side is decoded at 1/2, 1/4 or 1/8 scale, its shorter
+/// side still at least twice `min_short`.
+pub fn decode_for_size(
+    bytes: &[u8],
+    limits: DecodeLimits,
+    min_short: u32,
+) -> Result<RgbImage, DecodeError> {
+    if bytes.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    catch_unwind(AssertUnwindSafe(|| {
+        decode_inner(bytes, limits, Some(min_short))
+    }))
+    .unwrap_or_else(|panic| Err(panicked("decoding", &*panic)))
+}
+
 thread_local! {
     /// Each decode thread's pixel buffer, lent to the decoder for one image and given
     /// back once the image is preprocessed, so a run does not allocate (and fault in)

@@ -21,6 +21,7 @@ pub mod pipeline;
 pub mod preprocess;
 pub mod query;
 pub mod redact;
+pub mod report;
 pub mod runs;
 pub mod runtime;
 pub mod schema;

@@ -39,6 +39,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Run(args) => cli::run::run(args, cli.ort_lib, show_progress).await,
         Command::Validate(args) => cli::run::validate(args, cli.ort_lib),
         Command::Query(args) => cli::query::run(args).await,
+        Command::Report(args) => cli::report::run(args).await,
         Command::Model(ModelCommand::Init(args)) => cli::model::init(&args),
         Command::Model(ModelCommand::Import(args)) => cli::model::import(&args),
         Command::Model(ModelCommand::Inspect { path }) => {

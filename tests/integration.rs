@@ -16,6 +16,7 @@ mod integration {
     mod interop;
     mod query;
     mod reliability;
+    mod report;
     mod run;
     mod stores;
     #[cfg(feature = "train")]

@@ -6,6 +6,7 @@ pub mod doctor;
 pub mod model;
 pub mod progress;
 pub mod query;
+pub mod report;
 pub mod run;
 pub mod train;
 
@@ -49,6 +50,8 @@ pub enum Command {
     Validate(RunArgs),
     /// Ask SQL questions of a predictions dataset.
     Query(query::QueryArgs),
+    /// Write one self-contained HTML page about a predictions dataset (and a training run).
+    Report(report::ReportArgs),
     /// Make or inspect ONNX models.
     #[command(subcommand)]
     Model(ModelCommand),
