@@ -199,7 +199,7 @@ impl Prepared {
 enum Work {
     /// Images with their object and decoded size.
     Batch(Batch<(ObjectRef, u32, u32)>),
-    Failed(Row),
+    Failed(Box<Row>),
 }
 
 /// Label everything `plan` selects. Fatal problems are `Err`; per-image problems are
@@ -679,7 +679,7 @@ async fn drive(d: Drive<'_>) -> Outcome {
                         rows.extend(health.answered(sent));
                     }
                     for row in rows {
-                        if tx.send(Work::Failed(row)).await.is_err() {
+                        if tx.send(Work::Failed(Box::new(row))).await.is_err() {
                             return Ok(());
                         }
                     }
@@ -701,7 +701,7 @@ async fn drive(d: Drive<'_>) -> Outcome {
             // Failures still held when the listing ends: the store never recovered
             // for them, but they were fewer than the limit; they are the objects'.
             for row in health.release() {
-                if tx.send(Work::Failed(row)).await.is_err() {
+                if tx.send(Work::Failed(Box::new(row))).await.is_err() {
                     break;
                 }
             }
@@ -828,7 +828,7 @@ async fn consume(
             let handle = handle.clone();
             async move {
                 match work {
-                    Work::Failed(row) => Ok::<_, Error>(Ok(vec![row])),
+                    Work::Failed(row) => Ok::<_, Error>(Ok(vec![*row])),
                     Work::Batch(Batch { input, items }) => {
                         let outputs = handle.run(input).await?;
                         Ok(Err((items, outputs)))
