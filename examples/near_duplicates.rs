@@ -195,6 +195,36 @@ async fn main() -> anyhow::Result<()> {
         planted.len()
     );
 
+    // How much the codes pruned: pairs sharing a band, and of those within 48 bits.
+    let t = Instant::now();
+    let counts = query::sql(
+        &ctx,
+        "WITH codes AS (SELECT uri, code FROM latest WHERE code IS NOT NULL), \
+         bands AS (SELECT uri, unnest(code_bands(code, 16)) AS band FROM codes), \
+         c AS (SELECT DISTINCT a.uri AS ua, b.uri AS ub FROM bands a JOIN bands b \
+               ON a.band = b.band AND a.uri < b.uri) \
+         SELECT count(*) AS candidates, \
+                sum(CASE WHEN hamming(x.code, y.code) <= 48 THEN 1 ELSE 0 END) AS close \
+         FROM c JOIN codes x ON x.uri = c.ua JOIN codes y ON y.uri = c.ub",
+        &[],
+    )
+    .await?
+    .collect()
+    .await?;
+    let cell = |c: usize| -> anyhow::Result<String> {
+        Ok(arrow::util::display::array_value_to_string(
+            counts[0].column(c),
+            0,
+        )?)
+    };
+    println!(
+        "pairs compared:           {} of {} share a 16-bit band, {} of those within 48 bits ({:.1} s to count)",
+        cell(0)?,
+        n * (n - 1) / 2,
+        cell(1)?,
+        t.elapsed().as_secs_f64()
+    );
+
     let similar = NamedQuery::builtin("similar").ok_or_else(|| anyhow::anyhow!("no query"))??;
     let t = Instant::now();
     let params = vec![

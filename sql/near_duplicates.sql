@@ -1,25 +1,38 @@
 -- near_duplicates: pairs of images whose embeddings have a cosine similarity of at
 -- least the threshold (copies, crops, re-encodings, small edits of one photo), in the
 -- newest run of every image. Needs a run made with `labelflow run --embeddings`.
--- Not every pair is compared: the binary codes are cut into bands of `band_bits`
--- bits, only images sharing a band become candidates, and the exact similarity is
--- computed for those. Two images at similarity 0.9 or more share a band of 16 bits
--- in nearly every case; fewer bits find more (and cost more).
+-- Not every pair is compared. The binary codes are cut into bands of `band_bits`
+-- bits and only images that share a band are candidates (an equality join); of those,
+-- pairs whose codes differ in more than `max_hamming` bits are dropped; the exact
+-- similarity is computed for the rest. Near copies share a band and differ in few
+-- bits: on the fixture photos (tests/integration/embeddings.rs) copies of one photo,
+-- mirror images and crops included, differed in at most 35 of 256. Fewer band bits
+-- or a larger max_hamming find more, at a higher cost.
 -- param: threshold = 0.9 (float)
 -- param: band_bits = 16 (int)
+-- param: max_hamming = 48 (int)
 -- Columns: uri_a, uri_b, label_a, label_b, similarity, hamming.
-WITH items AS (
-    SELECT uri, label, embedding, code
-    FROM latest
-    WHERE embedding IS NOT NULL AND code IS NOT NULL
+WITH codes AS (
+    -- Only the narrow columns here: the embeddings are read for the pairs that remain.
+    SELECT uri, code FROM latest WHERE code IS NOT NULL
+),
+items AS (
+    SELECT uri, label, embedding FROM latest WHERE embedding IS NOT NULL
 ),
 bands AS (
     SELECT uri, unnest(code_bands(code, $band_bits)) AS band
-    FROM items
+    FROM codes
 ),
 candidates AS (
     SELECT DISTINCT a.uri AS uri_a, b.uri AS uri_b
     FROM bands a JOIN bands b ON a.band = b.band AND a.uri < b.uri
+),
+close AS (
+    SELECT c.uri_a, c.uri_b, hamming(x.code, y.code) AS hamming
+    FROM candidates c
+    JOIN codes x ON x.uri = c.uri_a
+    JOIN codes y ON y.uri = c.uri_b
+    WHERE hamming(x.code, y.code) <= $max_hamming
 ),
 scored AS (
     SELECT
@@ -28,8 +41,8 @@ scored AS (
         a.label AS label_a,
         b.label AS label_b,
         cosine_similarity(a.embedding, b.embedding) AS similarity,
-        hamming(a.code, b.code) AS hamming
-    FROM candidates c
+        c.hamming
+    FROM close c
     JOIN items a ON a.uri = c.uri_a
     JOIN items b ON b.uri = c.uri_b
 )
