@@ -324,18 +324,22 @@ pub fn require_s3_endpoint() -> Option<String> {
     )
 }
 
-/// Run `cmd` to completion, collecting its output, and measure its peak resident set
-/// size in bytes: `VmHWM` from `/proc/<pid>/status`, polled every 10 ms until it exits
-/// (growth in the last 10 ms before exit can be missed).
-pub fn run_measuring_peak_rss(cmd: &mut Command) -> (Output, u64) {
+/// Run `cmd` to completion with its stdout and stderr collected (on threads, so a
+/// chatty child never blocks on a full pipe), calling `tick` with the child every
+/// `every` until it exits.
+pub fn run_polling(
+    cmd: &mut Command,
+    every: std::time::Duration,
+    mut tick: impl FnMut(&mut std::process::Child),
+) -> Output {
     use std::io::Read;
     use std::process::Stdio;
     let mut child = cmd
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Drain both pipes on threads so a chatty child never blocks on a full pipe.
     let drain = |mut r: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut buf = Vec::new();
@@ -345,10 +349,27 @@ pub fn run_measuring_peak_rss(cmd: &mut Command) -> (Output, u64) {
     };
     let out = drain(Box::new(child.stdout.take().unwrap()));
     let err = drain(Box::new(child.stderr.take().unwrap()));
-    let status_file = format!("/proc/{}/status", child.id());
-    let mut peak_kib = 0u64;
     let status = loop {
-        if let Ok(text) = std::fs::read_to_string(&status_file) {
+        tick(&mut child);
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(every);
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+/// Run `cmd` to completion, collecting its output, and measure its peak resident set
+/// size in bytes: `VmHWM` from `/proc/<pid>/status`, polled every 10 ms until it exits
+/// (growth in the last 10 ms before exit can be missed).
+pub fn run_measuring_peak_rss(cmd: &mut Command) -> (Output, u64) {
+    let mut peak_kib = 0u64;
+    let output = run_polling(cmd, std::time::Duration::from_millis(10), |child| {
+        if let Ok(text) = std::fs::read_to_string(format!("/proc/{}/status", child.id())) {
             let hwm = text
                 .lines()
                 .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -357,15 +378,6 @@ pub fn run_measuring_peak_rss(cmd: &mut Command) -> (Output, u64) {
                 peak_kib = peak_kib.max(kib);
             }
         }
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    };
-    let output = Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    };
+    });
     (output, peak_kib * 1024)
 }

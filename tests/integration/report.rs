@@ -3,9 +3,8 @@
 //! loaded in headless Chromium: no console message, a screenshot that is not blank, and
 //! the charts and thumbnails in the browser's DOM.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,37 +27,14 @@ fn chromium() -> Option<PathBuf> {
 
 /// Run `cmd`, killing it after `limit`; stdout and stderr are collected.
 fn run_with_limit(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            r.read_to_end(&mut buf).unwrap();
-            buf
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
     let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
+    let shown = format!("{cmd:?}");
+    run_polling(cmd, Duration::from_millis(50), |child| {
         if started.elapsed() > limit {
             child.kill().unwrap();
-            panic!("{cmd:?} took longer than {limit:?}");
+            panic!("{shown} took longer than {limit:?}");
         }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
+    })
 }
 
 /// Headless Chromium over `page` with `args` added; its console messages land on
