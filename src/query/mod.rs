@@ -401,6 +401,15 @@ pub async fn named(
     given: &[(String, String)],
 ) -> Result<DataFrame> {
     let params = query.bind(given)?;
+    check_named(ctx, query).await?;
+    sql(ctx, &query.sql, &params)
+        .await
+        .map_err(|e| Error::Query(format!("named query {}: {e}", query.name)))
+}
+
+/// Checks a named query can run on `ctx`: one that reads embeddings needs a dataset
+/// that has them, and the error says how to get them.
+pub async fn check_named(ctx: &SessionContext, query: &NamedQuery) -> Result<()> {
     if query.needs_embeddings() && !has_embeddings(ctx).await {
         return Err(Error::Query(format!(
             "named query {} needs the {} column, which this dataset has not got: label the images with `labelflow run --embeddings` (a rerun with the flag starts a new run beside the old one)",
@@ -408,9 +417,7 @@ pub async fn named(
             schema::EMBEDDING
         )));
     }
-    sql(ctx, &query.sql, &params)
-        .await
-        .map_err(|e| Error::Query(format!("named query {}: {e}", query.name)))
+    Ok(())
 }
 
 /// Whether the `predictions` table has the embedding columns.

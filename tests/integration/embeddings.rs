@@ -210,6 +210,23 @@ fn embeddings_leave_the_logits_as_they_were_and_cost_what_the_readme_says() {
 }
 
 #[test]
+fn a_named_query_of_embeddings_on_a_dataset_without_them_says_what_to_do() {
+    let o = labelflow()
+        .args(["query", "--data"])
+        .arg(data("predictions"))
+        .args(["--name", "similar", "--param", "key=dogs/d01.jpg"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("needs the embedding column")
+            && stderr(&o).contains("labelflow run --embeddings"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
 fn augmented_copies_find_their_original_with_random_weights() {
     let (found, total, misses) = recall_at_1(&small_model(), "emb-recall-random");
     eprintln!(
