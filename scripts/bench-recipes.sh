@@ -15,6 +15,8 @@
 #   PYTHON         Python with numpy and Pillow (default .venv/bin/python, else python3)
 #   EPOCHS         default 15
 #   RUNS           extra runs, one per line: "NAME|FLAGS" (e.g. "bs64|--batch-size 64 --lr 3e-3")
+#   PAD            black border in pixels around every 28 px image (default 0; the data
+#                  then goes to OUT/data-pad<PAD>)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -28,11 +30,14 @@ say() { echo "bench-recipes: $*" >&2; }
 
 [ -x "$BIN" ] || { say "error: $BIN is missing (cargo build --release --features train)"; exit 1; }
 mkdir -p "$OUT"
-if [ ! -d "$OUT/data/train" ]; then
-    "$PY" scripts/fashion_mnist_to_png.py "$OUT/data" --src "$SRC" --split train --per-class 600 >&2
+PAD="${PAD:-0}"
+DATA="$OUT/data"
+[ "$PAD" = 0 ] || DATA="$OUT/data-pad$PAD"
+if [ ! -d "$DATA/train" ]; then
+    "$PY" scripts/fashion_mnist_to_png.py "$DATA" --src "$SRC" --split train --per-class 600 --pad "$PAD" >&2
 fi
-if [ ! -d "$OUT/data/test" ]; then
-    "$PY" scripts/fashion_mnist_to_png.py "$OUT/data" --src "$SRC" --split test >&2
+if [ ! -d "$DATA/test" ]; then
+    "$PY" scripts/fashion_mnist_to_png.py "$DATA" --src "$SRC" --split test --pad "$PAD" >&2
 fi
 
 runs="paper|--recipe paper
@@ -46,7 +51,7 @@ while IFS='|' read -r name flags; do
     rm -rf "$OUT/$name"
     start=$(date +%s)
     # shellcheck disable=SC2086
-    "$BIN" train --data "$OUT/data/train" --test "$OUT/data/test" --out "$OUT/$name" \
+    "$BIN" train --data "$DATA/train" --test "$DATA/test" --out "$OUT/$name" \
         --width 0.25 --input-size 64 --epochs "$EPOCHS" --no-progress $flags 2>"$OUT/$name.log"
     wall=$(( $(date +%s) - start ))
     "$PY" - "$OUT/$name/card.json" "$name" "$flags" "$wall" >>"$OUT/table.md" <<'PY'

@@ -3,7 +3,7 @@
 
 Usage:
   scripts/fashion_mnist_to_png.py OUT [--src DIR] [--split train|test|both]
-                                      [--per-class N] [--skip-per-class K]
+                                      [--per-class N] [--skip-per-class K] [--pad P]
 
 Writes OUT/<split>/<class>/<index>.png (28x28 greyscale) where <class> is the
 dataset's class name (t-shirt_top, trouser, ...) and <index> the image's position in
@@ -11,6 +11,9 @@ its IDX file, zero-padded to 5 digits. --per-class keeps the first N images of e
 class (after skipping the first K), so small, disjoint subsets are easy to cut:
   --split train --per-class 30               the fixtures' training images
   --split test --per-class 10                the fixtures' validation images
+
+--pad P adds a black border of P pixels on every side (28+2P square): the batch job's
+centre crop (224/256 of the resized side) then cuts the border, not the garment.
 
 --src defaults to Debian's dataset-fashion-mnist package folder
 (/usr/share/datasets/fashion-mnist; apt install dataset-fashion-mnist). The files may
@@ -54,7 +57,7 @@ def read_idx(src: Path, stem: str) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-def convert(src: Path, out: Path, split: str, per_class, skip: int) -> int:
+def convert(src: Path, out: Path, split: str, per_class, skip: int, pad: int = 0) -> int:
     images = read_idx(src, f"{PREFIX[split]}-images-idx3-ubyte")
     labels = read_idx(src, f"{PREFIX[split]}-labels-idx1-ubyte")
     if len(images) != len(labels):
@@ -72,6 +75,8 @@ def convert(src: Path, out: Path, split: str, per_class, skip: int) -> int:
         path = out / split / CLASSES[label] / f"{i:05d}.png"
         if not path.exists():
             tmp = path.with_suffix(".tmp")
+            if pad:
+                img = np.pad(img, pad, mode="constant", constant_values=0)
             Image.fromarray(img, mode="L").save(tmp, format="PNG", optimize=True)
             os.replace(tmp, path)
         written += 1
@@ -85,10 +90,11 @@ def main():
     ap.add_argument("--split", choices=["train", "test", "both"], default="both")
     ap.add_argument("--per-class", type=int, default=None)
     ap.add_argument("--skip-per-class", type=int, default=0)
+    ap.add_argument("--pad", type=int, default=0)
     a = ap.parse_args()
     splits = ["train", "test"] if a.split == "both" else [a.split]
     for split in splits:
-        n = convert(a.src, a.out, split, a.per_class, a.skip_per_class)
+        n = convert(a.src, a.out, split, a.per_class, a.skip_per_class, a.pad)
         print(f"{split}: {n} images in {a.out / split}")
 
 
