@@ -823,15 +823,32 @@ async fn consume(
         stop,
         grace,
     } = c;
+    let (embedder, views) = (scoring.embedder.clone(), scoring.views);
     let results = tokio_stream_from(rx)
         .map(|work| {
             let handle = handle.clone();
+            let embedder = embedder.clone();
             async move {
                 match work {
                     Work::Failed(row) => Ok::<_, Error>(Ok(vec![*row])),
                     Work::Batch(Batch { input, items }) => {
-                        let outputs = handle.run(input).await?;
-                        Ok(Err((items, outputs)))
+                        let mut outputs = handle.run(input).await?;
+                        // Normalising and coding the features costs a projection per
+                        // image (a million multiply-adds at 4 096-d and 256 bits): on a
+                        // blocking thread, so the writer's task keeps pace with a GPU.
+                        let embedded = match (embedder, outputs.embedding.take()) {
+                            (Some(e), Some(raw)) => {
+                                let n = items.len();
+                                let rows = tokio::task::spawn_blocking(move || {
+                                    embed_rows(&e, &raw, n, views)
+                                })
+                                .await
+                                .map_err(|e| Error::Task(format!("embedding a batch: {e}")))??;
+                                Some(rows)
+                            }
+                            _ => None,
+                        };
+                        Ok(Err((items, outputs, embedded)))
                     }
                 }
             }
@@ -868,8 +885,9 @@ async fn consume(
                                 writer.push(&row).await?;
                             }
                         }
-                        Err((items, outputs)) => {
-                            write_scored(&mut writer, &stats, &scoring, items, outputs).await?;
+                        Err((items, outputs, embedded)) => {
+                            write_scored(&mut writer, &stats, &scoring, items, outputs, embedded)
+                                .await?;
                         }
                     }
                     stats.stages.add(Stage::Writing, t.elapsed());
@@ -897,28 +915,12 @@ async fn write_scored(
     scoring: &Scoring,
     items: Vec<(ObjectRef, u32, u32)>,
     outputs: infer::Outputs,
+    embedded: Option<Vec<infer::Embedded>>,
 ) -> Result<()> {
     let now = chrono::Utc::now();
-    let infer::Outputs {
-        mut scores,
-        embedding,
-    } = outputs;
+    let mut scores = outputs.scores;
     let per_image = scoring.n_classes * scoring.views;
-    let features = match (&scoring.embedder, &embedding) {
-        (Some(e), Some(raw)) => {
-            let per = e.dim() * scoring.views;
-            if raw.len() < items.len() * per {
-                return Err(Error::Inference(format!(
-                    "the embedding output returned {} values for {} images of {} features",
-                    raw.len(),
-                    items.len(),
-                    e.dim()
-                )));
-            }
-            Some((e, raw, per))
-        }
-        _ => None,
-    };
+    let mut embedded = embedded.map(Vec::into_iter);
     if scores.len() < items.len() * per_image {
         return Err(Error::Inference(format!(
             "the model returned {} values for {} images of {} classes",
@@ -942,7 +944,7 @@ async fn write_scored(
             top,
             error: None,
             labelled_at: now,
-            embedding: features.map(|(e, raw, per)| e.embed(&raw[i * per..(i + 1) * per])),
+            embedding: embedded.as_mut().and_then(Iterator::next),
         };
         writer.push(&row).await?;
         stats.labelled.fetch_add(1, Relaxed);
@@ -955,6 +957,28 @@ async fn write_scored(
         "batch written"
     );
     Ok(())
+}
+
+/// The stored embeddings of `images` images from their raw `views × dim` features each.
+fn embed_rows(
+    embedder: &infer::Embedder,
+    raw: &[f32],
+    images: usize,
+    views: usize,
+) -> Result<Vec<infer::Embedded>> {
+    let per = embedder.dim() * views;
+    if raw.len() < images * per {
+        return Err(Error::Inference(format!(
+            "the embedding output returned {} values for {images} images of {} features",
+            raw.len(),
+            embedder.dim()
+        )));
+    }
+    Ok(raw
+        .chunks(per.max(1))
+        .take(images)
+        .map(|one| embedder.embed(one))
+        .collect())
 }
 
 fn tokio_stream_from<T: Send + 'static>(
