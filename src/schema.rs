@@ -65,10 +65,7 @@ impl EmbeddingColumns {
         [
             Field::new(
                 EMBEDDING,
-                DataType::FixedSizeList(
-                    Arc::new(Field::new("item", DataType::Float16, false)),
-                    self.dim as i32,
-                ),
+                DataType::FixedSizeList(embedding_item(), self.dim as i32),
                 true,
             ),
             Field::new(
@@ -91,6 +88,11 @@ impl EmbeddingColumns {
         };
         Some(Self { dim, code_bytes })
     }
+}
+
+/// The element field of the `embedding` list: a half float.
+pub fn embedding_item() -> Arc<Field> {
+    Arc::new(Field::new("item", DataType::Float16, false))
 }
 
 /// [`predictions`] with the embedding columns last, when a run writes them.

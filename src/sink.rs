@@ -349,19 +349,10 @@ struct EmbeddingBuilders {
 
 impl EmbeddingBuilders {
     fn new(columns: schema::EmbeddingColumns) -> Self {
-        let [vector_field, _] = columns.fields();
-        let item = match vector_field.data_type() {
-            arrow::datatypes::DataType::FixedSizeList(item, _) => item.clone(),
-            _ => Arc::new(arrow::datatypes::Field::new(
-                "item",
-                arrow::datatypes::DataType::Float16,
-                false,
-            )),
-        };
         Self {
             columns,
             vector: FixedSizeListBuilder::new(Float16Builder::new(), columns.dim as i32)
-                .with_field(item),
+                .with_field(schema::embedding_item()),
             code: FixedSizeBinaryBuilder::new(columns.code_bytes as i32),
         }
     }

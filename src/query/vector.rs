@@ -169,7 +169,7 @@ impl FixedFloats<'_> {
 /// The fast path of [`vectors`]: both arguments fixed-size lists of half or single
 /// floats of one length, computed in place (f32 products summed in f64) instead of
 /// through a cast of every vector to a list of doubles.
-fn fixed_vectors(name: &str, kind: Kind, a: &ArrayRef, b: &ArrayRef) -> Option<Result<ArrayRef>> {
+fn fixed_vectors(kind: Kind, a: &ArrayRef, b: &ArrayRef) -> Option<ArrayRef> {
     let ((la, va), (lb, vb)) = (fixed_floats(a)?, fixed_floats(b)?);
     if la.value_length() != lb.value_length() || la.len() != lb.len() {
         return None;
@@ -192,38 +192,18 @@ fn fixed_vectors(name: &str, kind: Kind, a: &ArrayRef, b: &ArrayRef) -> Option<R
             out.append_null();
             continue;
         }
-        let v = match kind {
-            Kind::Cosine => {
-                let (mut dot, mut nx, mut ny) = (0f64, 0f64, 0f64);
-                for i in 0..dim {
-                    let (p, q) = (va.get(oa + i), vb.get(ob + i));
-                    dot += f64::from(p * q);
-                    nx += f64::from(p * p);
-                    ny += f64::from(q * q);
-                }
-                if nx == 0.0 || ny == 0.0 {
-                    out.append_null();
-                    continue;
-                }
-                dot / (nx.sqrt() * ny.sqrt())
-            }
-            Kind::L2 => (0..dim)
-                .map(|i| {
-                    let d = f64::from(va.get(oa + i)) - f64::from(vb.get(ob + i));
-                    d * d
-                })
-                .sum::<f64>()
-                .sqrt(),
-            _ => return Some(exec_err!("{name}(): not a vector function")),
-        };
-        out.append_value(v);
+        let pairs = (0..dim).map(|i| (f64::from(va.get(oa + i)), f64::from(vb.get(ob + i))));
+        match measure(kind, pairs) {
+            Some(v) => out.append_value(v),
+            None => out.append_null(),
+        }
     }
-    Some(Ok(Arc::new(out.finish())))
+    Some(Arc::new(out.finish()))
 }
 
 fn vectors(name: &str, kind: Kind, a: &ArrayRef, b: &ArrayRef) -> Result<ArrayRef> {
-    if let Some(done) = fixed_vectors(name, kind, a, b) {
-        return done;
+    if let Some(done) = fixed_vectors(kind, a, b) {
+        return Ok(done);
     }
     let (a, b) = (as_f64_list(a)?, as_f64_list(b)?);
     let (a, b) = (a.as_list::<i32>(), b.as_list::<i32>());
@@ -249,31 +229,30 @@ fn vectors(name: &str, kind: Kind, a: &ArrayRef, b: &ArrayRef) -> Result<ArrayRe
             out.append_null();
             continue;
         }
-        let (x, y) = (x.values(), y.values());
-        let v = match kind {
-            Kind::Cosine => {
-                let (mut dot, mut nx, mut ny) = (0.0, 0.0, 0.0);
-                for (p, q) in x.iter().zip(y.iter()) {
-                    dot += p * q;
-                    nx += p * p;
-                    ny += q * q;
-                }
-                if nx == 0.0 || ny == 0.0 {
-                    out.append_null();
-                    continue;
-                }
-                dot / (nx.sqrt() * ny.sqrt())
-            }
-            _ => x
-                .iter()
-                .zip(y.iter())
-                .map(|(p, q)| (p - q) * (p - q))
-                .sum::<f64>()
-                .sqrt(),
-        };
-        out.append_value(v);
+        let pairs = x.values().iter().copied().zip(y.values().iter().copied());
+        match measure(kind, pairs) {
+            Some(v) => out.append_value(v),
+            None => out.append_null(),
+        }
     }
     Ok(Arc::new(out.finish()))
+}
+
+/// Cosine similarity or L2 distance of two vectors given as pairs of elements; `None`
+/// for the cosine of a zero vector (it has no direction).
+fn measure(kind: Kind, pairs: impl Iterator<Item = (f64, f64)>) -> Option<f64> {
+    match kind {
+        Kind::Cosine => {
+            let (mut dot, mut nx, mut ny) = (0.0, 0.0, 0.0);
+            for (p, q) in pairs {
+                dot += p * q;
+                nx += p * p;
+                ny += q * q;
+            }
+            (nx != 0.0 && ny != 0.0).then(|| dot / (nx.sqrt() * ny.sqrt()))
+        }
+        _ => Some(pairs.map(|(p, q)| (p - q) * (p - q)).sum::<f64>().sqrt()),
+    }
 }
 
 fn hamming(name: &str, a: &ArrayRef, b: &ArrayRef) -> Result<ArrayRef> {
