@@ -7,7 +7,9 @@
 # classes), writes its state_dict as safetensors and as torch.save files in both
 # layouts (tests/data/make_torch_state_dict.py, no PyTorch needed), times importing
 # each (wall time and peak RSS from /usr/bin/time), checks the three imports are the
-# same file, then fine-tunes the imported model's last layer on the bundled
+# same file (and, when scripts/setup-torchvision.sh has installed torchvision, times
+# importing torch.save's and torch.onnx.export's own files of torchvision's AlexNet),
+# then fine-tunes the imported model's last layer on the bundled
 # Fashion-MNIST subset (tests/data/fashion, 15 epochs) and prints the last epochs.
 # The weights are random: the fine-tuning figure shows the plumbing, not accuracy.
 #
@@ -57,6 +59,16 @@ for f in alexnet-legacy.pth alexnet-zip.pth full.safetensors; do
         "$bin" model import "$d/$f" --out "$d/imported-$f.onnx" 2>&1 | grep -E "wall|^imported"
 done
 sha256sum "$d"/imported-*.onnx
+# With torchvision at hand (scripts/setup-torchvision.sh), also torch.save's own files of
+# torchvision's AlexNet (random weights, offline), in both layouts.
+tv_py="${LABELFLOW_TORCHVISION_PYTHON:-third_party/torchvision-venv/bin/python}"
+if [ -x "$tv_py" ]; then
+    env -u LD_LIBRARY_PATH "$tv_py" tests/data/torchvision_parity.py "$d/torchvision" tests/data/photos
+    for f in alexnet-legacy.pth alexnet.pth alexnet.onnx; do
+        /usr/bin/time -f "torchvision's $f: %e s wall, %M KiB peak RSS" \
+            "$bin" model import "$d/torchvision/$f" --out "$d/torchvision/imported-$f.onnx" 2>&1 | grep -E "wall|^imported"
+    done
+fi
 /usr/bin/time -f "head-only fine-tuning: %e s wall, %M KiB peak RSS" \
     "$bin" train --data tests/data/fashion/train --val tests/data/fashion/val \
     --from "$d/imported-alexnet-legacy.pth.onnx" --head-only --epochs 15 --batch-size 16 \

@@ -15,6 +15,8 @@
 #        GCS (fake-gcs-server), WebDAV (wsgidav).
 #      Chromium for the report test: apt-get install chromium when missing (as
 #      root), LABELFLOW_CHROMIUM exported.
+#      PyTorch + torchvision for the import parity test: scripts/setup-torchvision.sh
+#      (PyPI, about 4.8 GB, once), LABELFLOW_TORCHVISION_PYTHON exported.
 #   4. Test environment exported: the servers' LABELFLOW_TEST_* addresses, the S3
 #      test credentials (AWS_ACCESS_KEY_ID=testing ...), ORT_DYLIB_PATH, and
 #        LABELFLOW_PYTHON=<repository>/.venv/bin/python
@@ -94,6 +96,17 @@ if [[ -z "${LABELFLOW_CHROMIUM:-}" ]]; then
   if command -v chromium >/dev/null; then
     LABELFLOW_CHROMIUM="$(command -v chromium)"
     export LABELFLOW_CHROMIUM
+  fi
+fi
+# PyTorch + torchvision for the import parity test (tests/integration/torchvision.rs):
+# their own environment, about 4.8 GB from PyPI once. A failed install does not stop the
+# other tests: the parity test then fails and says what is missing.
+if [[ -z "${LABELFLOW_TORCHVISION_PYTHON:-}" ]]; then
+  if tv_line="$("$REPO/scripts/setup-torchvision.sh" | tail -n1)" \
+      && [[ "$tv_line" == LABELFLOW_TORCHVISION_PYTHON=* ]]; then
+    export LABELFLOW_TORCHVISION_PYTHON="${tv_line#LABELFLOW_TORCHVISION_PYTHON=}"
+  else
+    say "warning: scripts/setup-torchvision.sh failed; the torchvision parity test will fail"
   fi
 fi
 # Tests that need a tool (Python, a storage server) fail instead of skipping when CI

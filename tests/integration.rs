@@ -19,6 +19,7 @@ mod integration {
     mod report;
     mod run;
     mod stores;
+    mod torchvision;
     #[cfg(feature = "train")]
     mod train;
 }
