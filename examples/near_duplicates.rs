@@ -190,7 +190,7 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     let found = planted.iter().filter(|p| pairs.contains(*p)).count();
     println!(
-        "near_duplicates (0.9):    {seconds:.2} s, {} pairs; planted pairs found {found}/{}",
+        "near_duplicates (default threshold): {seconds:.2} s, {} pairs; planted pairs found {found}/{}",
         pairs.len(),
         planted.len()
     );

@@ -66,8 +66,9 @@ pub struct ModelConfig {
     pub batch_size: Option<usize>,
     /// How many best classes to keep per image (default 5).
     pub top_k: Option<usize>,
-    /// Test-time augmentation: `none` (default) or `10crop` (four corners, centre and
-    /// their mirrors; softmax averaged — ten times the inference work).
+    /// Test-time augmentation: `none` (default), `flip` (the centre crop and its mirror,
+    /// twice the inference work) or `10crop` (four corners, centre and their mirrors;
+    /// softmax averaged — ten times the inference work).
     pub tta: Option<Tta>,
 }
 

@@ -59,7 +59,7 @@ macro_rules! parse_enum {
 parse_enum!(ChannelOrder, "channel order", "rgb" => ChannelOrder::Rgb, "bgr" => ChannelOrder::Bgr);
 parse_enum!(Layout, "layout", "nchw" => Layout::Nchw, "nhwc" => Layout::Nhwc);
 parse_enum!(PixelRange, "pixel range", "unit" => PixelRange::Unit, "byte" => PixelRange::Byte);
-parse_enum!(Tta, "test-time augmentation", "none" => Tta::None, "10crop" => Tta::TenCrop);
+parse_enum!(Tta, "test-time augmentation", "none" => Tta::None, "flip" => Tta::Flip, "10crop" => Tta::TenCrop);
 
 /// Test-time augmentation: which views of an image the model sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -68,6 +68,11 @@ pub enum Tta {
     #[default]
     #[serde(rename = "none")]
     None,
+    /// The centre crop and its horizontal reflection, softmax outputs (and embeddings)
+    /// averaged: twice the inference work, and embeddings that do not change when a
+    /// photo is mirrored.
+    #[serde(rename = "flip")]
+    Flip,
     /// The 2012 paper's evaluation: the four corner crops and the centre crop of the
     /// resized image, and the horizontal reflection of each; the model's softmax
     /// outputs of the ten are averaged.
@@ -80,6 +85,7 @@ impl Tta {
     pub fn views(self) -> usize {
         match self {
             Tta::None => 1,
+            Tta::Flip => 2,
             Tta::TenCrop => 10,
         }
     }
@@ -89,6 +95,7 @@ impl std::fmt::Display for Tta {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Tta::None => "none",
+            Tta::Flip => "flip",
             Tta::TenCrop => "10crop",
         })
     }
@@ -497,7 +504,7 @@ impl Preprocessor {
         let (rw, rh) = self.spec.resized_extent(width, height);
         let crop = self.spec.crop;
         let anchors: &[(Anchor, Anchor)] = match tta {
-            Tta::None => &[(Anchor::Centre, Anchor::Centre)],
+            Tta::None | Tta::Flip => &[(Anchor::Centre, Anchor::Centre)],
             Tta::TenCrop => &[
                 (Anchor::Centre, Anchor::Centre),
                 (Anchor::Start, Anchor::Start),
@@ -506,7 +513,7 @@ impl Preprocessor {
                 (Anchor::End, Anchor::End),
             ],
         };
-        // `out` holds the plain views, then (ten-crop) the mirrored ones.
+        // `out` holds the plain views, then (flip, ten-crop) the mirrored ones.
         let (plain, mirrored) = out.split_at_mut(per_view * anchors.len());
         let mut mirrored = mirrored.chunks_exact_mut(per_view);
         for (&(ax, ay), dst) in anchors.iter().zip(plain.chunks_exact_mut(per_view)) {
@@ -698,6 +705,12 @@ mod tests {
         // The first view is exactly the plain centre crop.
         assert_eq!(p.run(&rgb, w, h).unwrap(), out[..12].to_vec());
         assert_eq!("10crop".parse::<Tta>().unwrap(), Tta::TenCrop);
+        // flip: the centre crop, then the same crop mirrored.
+        let mut two = vec![0f32; 2 * 3 * 2 * 2];
+        p.run_views_into(&rgb, w, h, Tta::Flip, &mut two).unwrap();
+        assert_eq!(two[..12], out[..12]);
+        assert_eq!(two[12..], out[5 * 12..6 * 12]);
+        assert_eq!("flip".parse::<Tta>().unwrap(), Tta::Flip);
         assert!("5crop".parse::<Tta>().unwrap_err().contains("10crop"));
     }
 
@@ -750,7 +763,7 @@ mod tests {
                 (right, bottom),
             ];
             let views: &[(u32, u32)] = match tta {
-                Tta::None => &origins[..1],
+                Tta::None | Tta::Flip => &origins[..1],
                 Tta::TenCrop => &origins,
             };
             let mut chunks = out.chunks_exact_mut(len);
@@ -902,7 +915,7 @@ mod tests {
             let mut old = Preprocessor::new(spec).unwrap();
             for (j, &(w, h)) in sizes.iter().enumerate() {
                 let rgb = test_image(w, h, (i * 100 + j) as u64, j % 2 == 0);
-                for tta in [Tta::None, Tta::TenCrop] {
+                for tta in [Tta::None, Tta::Flip, Tta::TenCrop] {
                     let want = reference::run_views(&mut old, &rgb, w, h, tta);
                     let mut got = vec![f32::NAN; want.len()];
                     p.run_views_into(&rgb, w, h, tta, &mut got).unwrap();

@@ -108,9 +108,10 @@ pub struct JobFlags {
     /// Classes kept per image (default 5).
     #[arg(long)]
     pub top_k: Option<usize>,
-    /// Test-time augmentation: none, or 10crop (corners, centre and their mirrors,
-    /// softmax averaged; ten times the inference work).
-    #[arg(long, value_name = "none|10crop")]
+    /// Test-time augmentation: none; flip (the centre crop and its mirror, averaged:
+    /// twice the work, and embeddings that a mirrored copy shares); or 10crop (corners,
+    /// centre and their mirrors, softmax averaged; ten times the inference work).
+    #[arg(long, value_name = "none|flip|10crop")]
     pub tta: Option<Tta>,
     /// Stop after this many images.
     #[arg(long)]

@@ -87,6 +87,9 @@ fn new_context() -> SessionContext {
     for f in vector::functions() {
         ctx.register_udf(f);
     }
+    for f in vector::aggregates() {
+        ctx.register_udaf(f);
+    }
     ctx
 }
 

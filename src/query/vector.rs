@@ -2,7 +2,14 @@
 //! context:
 //!
 //! - `cosine_similarity(a, b)` → `DOUBLE`: a·b / (|a| |b|); NULL when either is NULL
-//!   or has zero length;
+//!   or has zero length. `cosine_similarity(a, b, centre)` measures the angle about
+//!   `centre` instead of the origin: the cosine of a − centre and b − centre;
+//! - `embedding_mean(v)` → the mean vector of a column (an aggregate; as a fixed-size
+//!   list of single floats for a fixed-size list column), NULL rows and vectors holding
+//!   a NULL left out. Features of a network (ReLU outputs especially) share a large
+//!   common component, so every pair of images has a high plain cosine; measured about
+//!   the collection's mean, distinct images fall apart while copies stay close
+//!   (`sql/near_duplicates.sql`);
 //! - `l2_distance(a, b)` → `DOUBLE`: |a − b|;
 //! - `hamming(a, b)` → `INT`: the number of differing bits of two byte strings of the
 //!   same length (binary codes);
@@ -24,9 +31,12 @@ use arrow::array::{
 };
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Float64Type};
+use datafusion::common::ScalarValue;
 use datafusion::common::{exec_err, plan_err, Result};
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, ScalarFunctionArgs, ScalarUDF,
+    ScalarUDFImpl, Signature, TypeSignature, Volatility,
 };
 
 /// Which function.
@@ -44,17 +54,29 @@ struct VectorFn {
     signature: Signature,
 }
 
-/// The three functions, ready for `SessionContext::register_udf`.
+/// The scalar functions, ready for `SessionContext::register_udf`.
 pub fn functions() -> Vec<ScalarUDF> {
     [Kind::Cosine, Kind::L2, Kind::Hamming, Kind::Bands]
         .into_iter()
         .map(|kind| {
-            ScalarUDF::new_from_impl(VectorFn {
-                kind,
-                signature: Signature::any(2, Volatility::Immutable),
-            })
+            let signature = if kind == Kind::Cosine {
+                Signature::one_of(
+                    vec![TypeSignature::Any(2), TypeSignature::Any(3)],
+                    Volatility::Immutable,
+                )
+            } else {
+                Signature::any(2, Volatility::Immutable)
+            };
+            ScalarUDF::new_from_impl(VectorFn { kind, signature })
         })
         .collect()
+}
+
+/// The aggregate functions, ready for `SessionContext::register_udaf`.
+pub fn aggregates() -> Vec<AggregateUDF> {
+    vec![AggregateUDF::new_from_impl(MeanFn {
+        signature: Signature::any(1, Volatility::Immutable),
+    })]
 }
 
 fn is_vector(t: &DataType) -> bool {
@@ -103,7 +125,7 @@ impl ScalarUDFImpl for VectorFn {
             let want = match self.kind {
                 Kind::Hamming => "two binary codes (e.g. the `code` column)",
                 Kind::Bands => "a binary code (e.g. the `code` column) and a number of bits",
-                _ => "two lists of numbers (e.g. the `embedding` column)",
+                _ => "two lists of numbers (e.g. the `embedding` column), and for cosine_similarity optionally a third, the centre",
             };
             return plan_err!("{}() takes {want}, got {:?}", self.name(), args);
         }
@@ -119,7 +141,7 @@ impl ScalarUDFImpl for VectorFn {
         let out: ArrayRef = match self.kind {
             Kind::Hamming => hamming(self.name(), &arrays[0], &arrays[1])?,
             Kind::Bands => bands(self.name(), &arrays[0], &arrays[1])?,
-            kind => vectors(self.name(), kind, &arrays[0], &arrays[1])?,
+            kind => vectors(self.name(), kind, &arrays[0], &arrays[1], arrays.get(2))?,
         };
         Ok(ColumnarValue::Array(out))
     }
@@ -169,11 +191,26 @@ impl FixedFloats<'_> {
 /// The fast path of [`vectors`]: both arguments fixed-size lists of half or single
 /// floats of one length, computed in place (f32 products summed in f64) instead of
 /// through a cast of every vector to a list of doubles.
-fn fixed_vectors(kind: Kind, a: &ArrayRef, b: &ArrayRef) -> Option<ArrayRef> {
+fn fixed_vectors(
+    kind: Kind,
+    a: &ArrayRef,
+    b: &ArrayRef,
+    centre: Option<&ArrayRef>,
+) -> Option<ArrayRef> {
     let ((la, va), (lb, vb)) = (fixed_floats(a)?, fixed_floats(b)?);
     if la.value_length() != lb.value_length() || la.len() != lb.len() {
         return None;
     }
+    let centre = match centre {
+        Some(c) => {
+            let (lc, vc) = fixed_floats(c)?;
+            if lc.value_length() != la.value_length() || lc.len() != la.len() {
+                return None;
+            }
+            Some((lc, vc))
+        }
+        None => None,
+    };
     let dim = la.value_length() as usize;
     let mut out = Float64Builder::with_capacity(la.len());
     for row in 0..la.len() {
@@ -192,8 +229,27 @@ fn fixed_vectors(kind: Kind, a: &ArrayRef, b: &ArrayRef) -> Option<ArrayRef> {
             out.append_null();
             continue;
         }
-        let pairs = (0..dim).map(|i| (f64::from(va.get(oa + i)), f64::from(vb.get(ob + i))));
-        match measure(kind, pairs) {
+        let v = match &centre {
+            Some((lc, vc)) => {
+                let oc = lc.value_offset(row) as usize;
+                if lc.is_null(row) || holes(lc, oc) {
+                    out.append_null();
+                    continue;
+                }
+                measure(
+                    kind,
+                    (0..dim).map(|i| {
+                        let c = f64::from(vc.get(oc + i));
+                        (f64::from(va.get(oa + i)) - c, f64::from(vb.get(ob + i)) - c)
+                    }),
+                )
+            }
+            None => measure(
+                kind,
+                (0..dim).map(|i| (f64::from(va.get(oa + i)), f64::from(vb.get(ob + i)))),
+            ),
+        };
+        match v {
             Some(v) => out.append_value(v),
             None => out.append_null(),
         }
@@ -201,15 +257,23 @@ fn fixed_vectors(kind: Kind, a: &ArrayRef, b: &ArrayRef) -> Option<ArrayRef> {
     Some(Arc::new(out.finish()))
 }
 
-fn vectors(name: &str, kind: Kind, a: &ArrayRef, b: &ArrayRef) -> Result<ArrayRef> {
-    if let Some(done) = fixed_vectors(kind, a, b) {
+fn vectors(
+    name: &str,
+    kind: Kind,
+    a: &ArrayRef,
+    b: &ArrayRef,
+    centre: Option<&ArrayRef>,
+) -> Result<ArrayRef> {
+    if let Some(done) = fixed_vectors(kind, a, b, centre) {
         return Ok(done);
     }
     let (a, b) = (as_f64_list(a)?, as_f64_list(b)?);
     let (a, b) = (a.as_list::<i32>(), b.as_list::<i32>());
+    let centre = centre.map(as_f64_list).transpose()?;
+    let centre = centre.as_ref().map(|c| c.as_list::<i32>());
     let mut out = Float64Builder::with_capacity(a.len());
     for row in 0..a.len() {
-        if a.is_null(row) || b.is_null(row) {
+        if a.is_null(row) || b.is_null(row) || centre.is_some_and(|c| c.is_null(row)) {
             out.append_null();
             continue;
         }
@@ -230,7 +294,31 @@ fn vectors(name: &str, kind: Kind, a: &ArrayRef, b: &ArrayRef) -> Result<ArrayRe
             continue;
         }
         let pairs = x.values().iter().copied().zip(y.values().iter().copied());
-        match measure(kind, pairs) {
+        let v = match centre {
+            Some(c) => {
+                let c = c.value(row);
+                let c: &Float64Array = c.as_primitive::<Float64Type>();
+                if c.len() != x.len() {
+                    return exec_err!(
+                        "{name}(): row {row} has vectors of {} elements and a centre of {}; all three must have the same length",
+                        x.len(),
+                        c.len()
+                    );
+                }
+                if c.null_count() > 0 {
+                    out.append_null();
+                    continue;
+                }
+                measure(
+                    kind,
+                    pairs
+                        .zip(c.values().iter())
+                        .map(|((p, q), m)| (p - m, q - m)),
+                )
+            }
+            None => measure(kind, pairs),
+        };
+        match v {
             Some(v) => out.append_value(v),
             None => out.append_null(),
         }
@@ -252,6 +340,192 @@ fn measure(kind: Kind, pairs: impl Iterator<Item = (f64, f64)>) -> Option<f64> {
             (nx != 0.0 && ny != 0.0).then(|| dot / (nx.sqrt() * ny.sqrt()))
         }
         _ => Some(pairs.map(|(p, q)| (p - q) * (p - q)).sum::<f64>().sqrt()),
+    }
+}
+
+/// `embedding_mean(v)`: the element-wise mean of the vectors of a column.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct MeanFn {
+    signature: Signature,
+}
+
+fn f64_list_type() -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(DataType::Float64, true)))
+}
+
+impl AggregateUDFImpl for MeanFn {
+    fn name(&self) -> &str {
+        "embedding_mean"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        match &args[0] {
+            DataType::FixedSizeList(f, n) if f.data_type().is_numeric() => {
+                Ok(DataType::FixedSizeList(
+                    Arc::new(Field::new_list_field(DataType::Float32, true)),
+                    *n,
+                ))
+            }
+            t if is_vector(t) => Ok(f64_list_type()),
+            t => plan_err!(
+                "embedding_mean() takes a list of numbers (e.g. the `embedding` column), got {t:?}"
+            ),
+        }
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Ok(Box::new(MeanAcc {
+            out: args.return_field.data_type().clone(),
+            sum: Vec::new(),
+            count: 0,
+        }))
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<arrow::datatypes::FieldRef>> {
+        Ok(vec![
+            Arc::new(Field::new(
+                format!("{}[sum]", args.name),
+                f64_list_type(),
+                true,
+            )),
+            Arc::new(Field::new(
+                format!("{}[count]", args.name),
+                DataType::UInt64,
+                true,
+            )),
+        ])
+    }
+}
+
+#[derive(Debug)]
+struct MeanAcc {
+    out: DataType,
+    sum: Vec<f64>,
+    count: u64,
+}
+
+impl MeanAcc {
+    /// Add one vector (`weight` of them, for merged partial sums).
+    fn add(&mut self, v: impl ExactSizeIterator<Item = f64>, weight: u64) -> Result<()> {
+        if weight == 0 {
+            return Ok(());
+        }
+        if self.count == 0 && self.sum.is_empty() {
+            self.sum = vec![0.0; v.len()];
+        }
+        if v.len() != self.sum.len() {
+            return exec_err!(
+                "embedding_mean(): vectors of {} and {} elements; all must have the same length",
+                self.sum.len(),
+                v.len()
+            );
+        }
+        for (s, x) in self.sum.iter_mut().zip(v) {
+            *s += x;
+        }
+        self.count += weight;
+        Ok(())
+    }
+}
+
+impl Accumulator for MeanAcc {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let a = &values[0];
+        if let Some((list, floats)) = fixed_floats(a) {
+            let dim = list.value_length() as usize;
+            for row in 0..list.len() {
+                let at = list.value_offset(row) as usize;
+                let holes = list
+                    .values()
+                    .nulls()
+                    .is_some_and(|n| n.slice(at, dim).null_count() > 0);
+                if list.is_null(row) || holes {
+                    continue;
+                }
+                self.add((at..at + dim).map(|i| f64::from(floats.get(i))), 1)?;
+            }
+            return Ok(());
+        }
+        let a = as_f64_list(a)?;
+        let a = a.as_list::<i32>();
+        for row in 0..a.len() {
+            if a.is_null(row) {
+                continue;
+            }
+            let v = a.value(row);
+            let v: &Float64Array = v.as_primitive::<Float64Type>();
+            if v.null_count() == 0 {
+                self.add(v.values().iter().copied(), 1)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        if self.count == 0 {
+            return ScalarValue::try_from(&self.out);
+        }
+        let n = self.count as f64;
+        Ok(match &self.out {
+            DataType::FixedSizeList(field, len) => {
+                let values = arrow::array::Float32Array::from_iter_values(
+                    self.sum.iter().map(|s| (s / n) as f32),
+                );
+                if *len as usize != values.len() {
+                    return exec_err!(
+                        "embedding_mean(): vectors of {} elements in a column of {len}",
+                        values.len()
+                    );
+                }
+                ScalarValue::FixedSizeList(Arc::new(arrow::array::FixedSizeListArray::new(
+                    field.clone(),
+                    *len,
+                    Arc::new(values),
+                    None,
+                )))
+            }
+            _ => ScalarValue::List(Arc::new(arrow::array::ListArray::from_iter_primitive::<
+                Float64Type,
+                _,
+                _,
+            >([Some(
+                self.sum.iter().map(|s| Some(s / n)),
+            )]))),
+        })
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self) + self.sum.capacity() * std::mem::size_of::<f64>()
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        let sum = arrow::array::ListArray::from_iter_primitive::<Float64Type, _, _>([Some(
+            self.sum.iter().map(|s| Some(*s)),
+        )]);
+        Ok(vec![
+            ScalarValue::List(Arc::new(sum)),
+            ScalarValue::UInt64(Some(self.count)),
+        ])
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let sums = as_f64_list(&states[0])?;
+        let sums = sums.as_list::<i32>();
+        let counts = states[1].as_primitive::<arrow::datatypes::UInt64Type>();
+        for row in 0..sums.len() {
+            if sums.is_null(row) || counts.is_null(row) || counts.value(row) == 0 {
+                continue;
+            }
+            let v = sums.value(row);
+            let v: &Float64Array = v.as_primitive::<Float64Type>();
+            // A partial sum counts as `count` vectors: added once, weighted.
+            self.add(v.values().iter().copied(), counts.value(row))?;
+        }
+        Ok(())
     }
 }
 
@@ -321,6 +595,9 @@ mod tests {
         let ctx = SessionContext::new();
         for f in functions() {
             ctx.register_udf(f);
+        }
+        for f in aggregates() {
+            ctx.register_udaf(f);
         }
         let batches = ctx
             .sql(sql)
@@ -412,6 +689,64 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(cell(&t), "", "{t}");
+    }
+
+    #[tokio::test]
+    async fn the_mean_of_a_column_and_the_cosine_about_it() {
+        // Fixed-size half floats, a NULL row and a vector holding a NULL are left out.
+        let rows = "SELECT arrow_cast(v, 'FixedSizeList(2, Float16)') AS v FROM (VALUES \
+                    ([1.0, 3.0]), ([3.0, 5.0]), (NULL), ([100.0, NULL])) t(v)";
+        let t = one(&format!(
+            "SELECT embedding_mean(v) AS v, arrow_typeof(embedding_mean(v)) AS t FROM ({rows})"
+        ))
+        .await
+        .unwrap();
+        assert!(
+            t.contains("| [2.0, 4.0] | FixedSizeList(2 x Float32) |"),
+            "{t}"
+        );
+        // Plain lists give a list of doubles; no row gives NULL.
+        let t = one("SELECT embedding_mean(v) AS v FROM (VALUES ([1.0, 2.0]), ([2.0, 2.0])) t(v)")
+            .await
+            .unwrap();
+        assert_eq!(cell(&t), "[1.5, 2.0]", "{t}");
+        let t = one("SELECT embedding_mean(v) AS v FROM (VALUES ([1.0, 2.0])) t(v) WHERE false")
+            .await
+            .unwrap();
+        assert_eq!(cell(&t), "", "{t}");
+        // Two vectors that share a large common part: close about the origin,
+        // opposite about their mean.
+        let close = |t: &str, want: f64| {
+            let v: f64 = cell(t).parse().unwrap();
+            assert!((v - want).abs() < 1e-12, "{t}");
+        };
+        let t = one("SELECT cosine_similarity([10.0, 1.0], [10.0, -1.0]) AS v")
+            .await
+            .unwrap();
+        close(&t, 99.0 / 101.0);
+        let t = one("SELECT cosine_similarity([10.0, 1.0], [10.0, -1.0], [10.0, 0.0]) AS v")
+            .await
+            .unwrap();
+        close(&t, -1.0);
+        let t = one(&format!(
+            "WITH m AS (SELECT embedding_mean(v) AS c FROM ({rows})) \
+             SELECT cosine_similarity(arrow_cast([1.0, 3.0], 'FixedSizeList(2, Float16)'), \
+                                      arrow_cast([3.0, 5.0], 'FixedSizeList(2, Float16)'), m.c) AS v FROM m"
+        ))
+        .await
+        .unwrap();
+        close(&t, -1.0);
+        let e = one("SELECT cosine_similarity([1.0, 2.0], [1.0, 2.0], [1.0]) AS v")
+            .await
+            .unwrap_err();
+        assert!(e.contains("a centre of 1"), "{e}");
+        let e = one("SELECT embedding_mean(v) AS v FROM (VALUES ([1.0, 2.0]), ([2.0])) t(v)")
+            .await
+            .unwrap_err();
+        assert!(
+            e.contains("embedding_mean(): vectors of 2 and 1 elements"),
+            "{e}"
+        );
     }
 
     #[tokio::test]
