@@ -3,7 +3,8 @@
 -- image. Needs a run made with `labelflow run --embeddings`; with `--tta flip` as well,
 -- mirror images count as copies.
 -- The similarity is the cosine about the collection's mean embedding
--- (cosine_similarity(a, b, embedding_mean(...))): a network's features share a large
+-- (cosine_similarity(a, b, $centre), the mean computed once before the query, a pass
+-- over the embeddings): a network's features share a large
 -- common part, so about the origin every pair of photos looks alike (0.93-0.97 for
 -- distinct photos with untrained weights), while about the mean distinct photos fall
 -- to about 0.5 or below and copies stay above 0.7 (tests/integration/embeddings.rs).
@@ -17,6 +18,7 @@
 -- param: threshold = 0.7 (float)
 -- param: band_bits = 16 (int)
 -- param: max_hamming = 48 (int)
+-- param: centre = (SELECT embedding_mean(embedding) FROM latest) (computed)
 -- Columns: uri_a, uri_b, label_a, label_b, similarity, hamming.
 WITH codes AS (
     -- Only the narrow columns here: the embeddings are read for the pairs that remain.
@@ -24,9 +26,6 @@ WITH codes AS (
 ),
 items AS (
     SELECT uri, label, embedding FROM latest WHERE embedding IS NOT NULL
-),
-centre AS (
-    SELECT embedding_mean(embedding) AS c FROM items
 ),
 bands AS (
     SELECT uri, unnest(code_bands(code, $band_bits)) AS band
@@ -49,12 +48,11 @@ scored AS (
         c.uri_b,
         a.label AS label_a,
         b.label AS label_b,
-        cosine_similarity(a.embedding, b.embedding, m.c) AS similarity,
+        cosine_similarity(a.embedding, b.embedding, $centre) AS similarity,
         c.hamming
     FROM close c
     JOIN items a ON a.uri = c.uri_a
     JOIN items b ON b.uri = c.uri_b
-    CROSS JOIN centre m
 )
 SELECT uri_a, uri_b, label_a, label_b, round(similarity, 4) AS similarity, hamming
 FROM scored

@@ -403,11 +403,49 @@ pub async fn named(
     query: &NamedQuery,
     given: &[(String, String)],
 ) -> Result<DataFrame> {
-    let params = query.bind(given)?;
+    let what = format!("named query {}", query.name);
+    let mut params = query.bind(given)?;
     check_named(ctx, query).await?;
+    compute_params(ctx, &what, &query.params, &mut params).await?;
     sql(ctx, &query.sql, &params)
         .await
-        .map_err(|e| Error::Query(format!("named query {}: {e}", query.name)))
+        .map_err(|e| Error::Query(format!("{what}: {e}")))
+}
+
+/// Evaluates the `computed` parameters of `specs` (each a scalar SQL expression, which
+/// may use the parameters bound so far) and adds their values to `params`.
+pub async fn compute_params(
+    ctx: &SessionContext,
+    what: &str,
+    specs: &[ParamSpec],
+    params: &mut Vec<(String, ScalarValue)>,
+) -> Result<()> {
+    for spec in specs.iter().filter(|p| p.kind == ParamType::Computed) {
+        let fail = |reason: String| {
+            Error::Query(format!(
+                "{what}: computing parameter {} ({}): {reason}",
+                spec.name, spec.default
+            ))
+        };
+        let batches = sql(ctx, &format!("SELECT {} AS value", spec.default), params)
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .collect()
+            .await
+            .map_err(|e| fail(e.strip_backtrace()))?;
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        let Some(batch) = batches
+            .iter()
+            .find(|b| b.num_rows() > 0)
+            .filter(|_| rows == 1)
+        else {
+            return Err(fail(format!("expected one value, got {rows} rows")));
+        };
+        let value = ScalarValue::try_from_array(batch.column(0), 0)
+            .map_err(|e| fail(e.strip_backtrace()))?;
+        params.push((spec.name.clone(), value));
+    }
+    Ok(())
 }
 
 /// Checks a named query can run on `ctx`: one that reads embeddings needs a dataset
@@ -497,7 +535,8 @@ pub async fn to_parquet(
 
 /// Parameters for SQL that may declare them in its header (`-- param: ...`): typed when
 /// declared, inferred from the text otherwise.
-pub fn params_for(
+pub async fn params_for(
+    ctx: &SessionContext,
     what: &str,
     sql: &str,
     given: &[(String, String)],
@@ -506,7 +545,9 @@ pub fn params_for(
     if declared.is_empty() {
         Ok(infer_params(given))
     } else {
-        bind(what, &declared, given)
+        let mut params = bind(what, &declared, given)?;
+        compute_params(ctx, what, &declared, &mut params).await?;
+        Ok(params)
     }
 }
 

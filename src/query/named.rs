@@ -11,6 +11,16 @@
 //! and is written in the SQL as a placeholder (`$threshold`). Values from `--param`
 //! are parsed into the declared type and bound as typed [`ScalarValue`]s, so a value
 //! is never pasted into the SQL text.
+//!
+//! A `computed` parameter is a value the query needs from the data before it runs,
+//! given as a scalar SQL expression that may use the other parameters:
+//!
+//! ```text
+//! -- param: centre = (SELECT embedding_mean(embedding) FROM latest) (computed)
+//! ```
+//!
+//! It is evaluated once, before the query, and bound like the others (a vector stays
+//! one value instead of being joined onto every row); `--param` cannot set it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -49,6 +59,8 @@ pub enum ParamType {
     Int,
     String,
     Bool,
+    /// Evaluated from the data before the query runs (the default is the SQL).
+    Computed,
 }
 
 impl ParamType {
@@ -58,6 +70,7 @@ impl ParamType {
             "int" | "integer" => Some(Self::Int),
             "string" | "text" => Some(Self::String),
             "bool" | "boolean" => Some(Self::Bool),
+            "computed" => Some(Self::Computed),
             _ => None,
         }
     }
@@ -68,6 +81,7 @@ impl ParamType {
             Self::Int => "int",
             Self::String => "string",
             Self::Bool => "bool",
+            Self::Computed => "computed",
         }
     }
 
@@ -91,6 +105,7 @@ impl ParamType {
                 _ => Err(format!("{text:?} is not true or false")),
             },
             Self::String => Ok(ScalarValue::Utf8(Some(text.to_string()))),
+            Self::Computed => Err("it is computed from the data by the query".to_string()),
         }
     }
 }
@@ -259,6 +274,13 @@ impl NamedQuery {
             s.push_str(&format!("    {line}\n"));
         }
         for p in &self.params {
+            if p.kind == ParamType::Computed {
+                s.push_str(&format!(
+                    "    {}: computed from the data before the query: {}\n",
+                    p.name, p.default
+                ));
+                continue;
+            }
             let default = match p.kind {
                 ParamType::String => format!("'{}'", p.default),
                 _ => p.default.clone(),
@@ -322,6 +344,7 @@ pub fn bind(
     }
     params
         .iter()
+        .filter(|p| p.kind != ParamType::Computed || values.contains_key(p.name.as_str()))
         .map(|p| {
             let text = values.get(p.name.as_str()).copied().unwrap_or(&p.default);
             p.kind
@@ -362,8 +385,16 @@ fn parse_param(decl: &str) -> std::result::Result<ParamSpec, String> {
             .map(str::to_string)
             .unwrap_or(default);
     }
-    kind.value(&default)
-        .map_err(|r| format!("default of {name}: {r}"))?;
+    if kind == ParamType::Computed {
+        if default.is_empty() {
+            return Err(format!(
+                "computed parameter {name} needs its SQL as the default"
+            ));
+        }
+    } else {
+        kind.value(&default)
+            .map_err(|r| format!("default of {name}: {r}"))?;
+    }
     let help = rest[close + 1..]
         .trim()
         .trim_start_matches(':')
@@ -444,6 +475,31 @@ mod tests {
         let q = NamedQuery::builtin("model_compare").unwrap().unwrap();
         assert_eq!(q.params[0].default, "");
         assert!(q.params[0].help.contains("older run"), "{:?}", q.params[0]);
+    }
+
+    #[test]
+    fn computed_parameters_are_left_to_the_query_and_cannot_be_set() {
+        let q = NamedQuery::builtin("near_duplicates").unwrap().unwrap();
+        let centre = q.params.iter().find(|p| p.name == "centre").unwrap();
+        assert_eq!(centre.kind, ParamType::Computed);
+        assert_eq!(
+            centre.default,
+            "(SELECT embedding_mean(embedding) FROM latest)"
+        );
+        let bound = q.bind(&[]).unwrap();
+        assert!(bound.iter().all(|(n, _)| n != "centre"), "{bound:?}");
+        let err = q
+            .bind(&[("centre".into(), "[1, 2]".into())])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("computed from the data"), "{err}");
+        assert!(
+            q.usage().contains("centre: computed from the data"),
+            "{}",
+            q.usage()
+        );
+        let err = declared_params("-- x: y\n-- param: c = (computed)\nSELECT 1").unwrap_err();
+        assert!(err.contains("needs its SQL"), "{err}");
     }
 
     #[test]

@@ -137,13 +137,42 @@ impl ScalarUDFImpl for VectorFn {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        // A constant centre (a bound parameter) stays one vector for every row rather
+        // than being repeated into an array as long as the batch.
+        let centre = match args.args.get(2) {
+            Some(ColumnarValue::Scalar(c)) => Some(Centre::One(c.to_array_of_size(1)?)),
+            Some(ColumnarValue::Array(c)) => Some(Centre::PerRow(c.clone())),
+            None => None,
+        };
+        let arrays = ColumnarValue::values_to_arrays(&args.args[..2])?;
         let out: ArrayRef = match self.kind {
             Kind::Hamming => hamming(self.name(), &arrays[0], &arrays[1])?,
             Kind::Bands => bands(self.name(), &arrays[0], &arrays[1])?,
-            kind => vectors(self.name(), kind, &arrays[0], &arrays[1], arrays.get(2))?,
+            kind => vectors(self.name(), kind, &arrays[0], &arrays[1], centre.as_ref())?,
         };
         Ok(ColumnarValue::Array(out))
+    }
+}
+
+/// The third argument of `cosine_similarity`: one vector for every row, or one per row.
+enum Centre {
+    One(ArrayRef),
+    PerRow(ArrayRef),
+}
+
+impl Centre {
+    fn array(&self) -> &ArrayRef {
+        match self {
+            Centre::One(a) | Centre::PerRow(a) => a,
+        }
+    }
+
+    /// The centre's row for row `row` of the vectors.
+    fn row(&self, row: usize) -> usize {
+        match self {
+            Centre::One(_) => 0,
+            Centre::PerRow(_) => row,
+        }
     }
 }
 
@@ -195,7 +224,7 @@ fn fixed_vectors(
     kind: Kind,
     a: &ArrayRef,
     b: &ArrayRef,
-    centre: Option<&ArrayRef>,
+    centre: Option<&Centre>,
 ) -> Option<ArrayRef> {
     let ((la, va), (lb, vb)) = (fixed_floats(a)?, fixed_floats(b)?);
     if la.value_length() != lb.value_length() || la.len() != lb.len() {
@@ -203,11 +232,12 @@ fn fixed_vectors(
     }
     let centre = match centre {
         Some(c) => {
-            let (lc, vc) = fixed_floats(c)?;
-            if lc.value_length() != la.value_length() || lc.len() != la.len() {
+            let (lc, vc) = fixed_floats(c.array())?;
+            let rows_fit = matches!(c, Centre::One(_)) || lc.len() == la.len();
+            if lc.value_length() != la.value_length() || !rows_fit {
                 return None;
             }
-            Some((lc, vc))
+            Some((c, lc, vc))
         }
         None => None,
     };
@@ -230,9 +260,10 @@ fn fixed_vectors(
             continue;
         }
         let v = match &centre {
-            Some((lc, vc)) => {
-                let oc = lc.value_offset(row) as usize;
-                if lc.is_null(row) || holes(lc, oc) {
+            Some((c, lc, vc)) => {
+                let rc = c.row(row);
+                let oc = lc.value_offset(rc) as usize;
+                if lc.is_null(rc) || holes(lc, oc) {
                     out.append_null();
                     continue;
                 }
@@ -262,18 +293,22 @@ fn vectors(
     kind: Kind,
     a: &ArrayRef,
     b: &ArrayRef,
-    centre: Option<&ArrayRef>,
+    centre: Option<&Centre>,
 ) -> Result<ArrayRef> {
     if let Some(done) = fixed_vectors(kind, a, b, centre) {
         return Ok(done);
     }
     let (a, b) = (as_f64_list(a)?, as_f64_list(b)?);
     let (a, b) = (a.as_list::<i32>(), b.as_list::<i32>());
-    let centre = centre.map(as_f64_list).transpose()?;
-    let centre = centre.as_ref().map(|c| c.as_list::<i32>());
+    let centre_list = centre.map(|c| as_f64_list(c.array())).transpose()?;
+    let centre_list = centre_list.as_ref().map(|c| c.as_list::<i32>());
+    let centre_row = |row: usize| centre.map_or(row, |c| c.row(row));
     let mut out = Float64Builder::with_capacity(a.len());
     for row in 0..a.len() {
-        if a.is_null(row) || b.is_null(row) || centre.is_some_and(|c| c.is_null(row)) {
+        if a.is_null(row)
+            || b.is_null(row)
+            || centre_list.is_some_and(|c| c.is_null(centre_row(row)))
+        {
             out.append_null();
             continue;
         }
@@ -294,9 +329,9 @@ fn vectors(
             continue;
         }
         let pairs = x.values().iter().copied().zip(y.values().iter().copied());
-        let v = match centre {
+        let v = match centre_list {
             Some(c) => {
-                let c = c.value(row);
+                let c = c.value(centre_row(row));
                 let c: &Float64Array = c.as_primitive::<Float64Type>();
                 if c.len() != x.len() {
                     return exec_err!(

@@ -129,13 +129,16 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
 
     let (text, params) = if let Some(name) = &args.name {
         let query = NamedQuery::find(name, args.sql_dir.as_deref())?;
-        let params = query.bind(&args.params)?;
+        let mut params = query.bind(&args.params)?;
         query::check_named(&ctx, &query).await?;
+        let what = format!("named query {}", query.name);
+        query::compute_params(&ctx, &what, &query.params, &mut params).await?;
         (query.sql, params)
     } else if let Some(path) = &args.file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read SQL file {}", path.display()))?;
-        let params = query::params_for(&path.display().to_string(), &text, &args.params)?;
+        let params =
+            query::params_for(&ctx, &path.display().to_string(), &text, &args.params).await?;
         (text, params)
     } else if let Some(text) = &args.sql {
         (text.clone(), query::infer_params(&args.params))
@@ -150,7 +153,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
         return Ok(0);
     } else {
         let text = read_stdin().await?;
-        let params = query::params_for("SQL from stdin", &text, &args.params)?;
+        let params = query::params_for(&ctx, "SQL from stdin", &text, &args.params).await?;
         (text, params)
     };
 
