@@ -15,6 +15,8 @@
 #   PYTHON         Python with numpy and Pillow (default .venv/bin/python, else python3)
 #   EPOCHS         default 15
 #   RUNS           extra runs, one per line: "NAME|FLAGS" (e.g. "bs64|--batch-size 64 --lr 3e-3")
+#   APPEND         1 adds the rows to an existing OUT/table.md instead of starting anew
+#   BASELINES      0 leaves out the paper and modern runs that come first otherwise
 #   PAD            black border in pixels around every 28 px image (default 0; the data
 #                  then goes to OUT/data-pad<PAD>)
 set -euo pipefail
@@ -40,11 +42,16 @@ if [ ! -d "$DATA/test" ]; then
     "$PY" scripts/fashion_mnist_to_png.py "$DATA" --src "$SRC" --split test --pad "$PAD" >&2
 fi
 
-runs="paper|--recipe paper
+runs="${RUNS:-}"
+if [ "${BASELINES:-1}" != 0 ]; then
+    runs="paper|--recipe paper
 modern|--recipe modern
-${RUNS:-}"
-echo "| recipe | flags | test top-1 | val top-1 (last epoch) | train top-1 (last epoch) | wall |" >"$OUT/table.md"
-echo "|---|---|---|---|---|---|" >>"$OUT/table.md"
+$runs"
+fi
+if [ ! -s "$OUT/table.md" ] || [ "${APPEND:-0}" != 1 ]; then
+    echo "| recipe | flags | test top-1 | val top-1 (last epoch) | train top-1 (last epoch) | wall |" >"$OUT/table.md"
+    echo "|---|---|---|---|---|---|" >>"$OUT/table.md"
+fi
 while IFS='|' read -r name flags; do
     [ -n "$name" ] || continue
     say "$name: $flags"

@@ -40,7 +40,7 @@ mod available {
     use labelflow::runtime::Device;
     use labelflow::train::augment::AugmentConfig;
     use labelflow::train::metrics::EpochMetrics;
-    use labelflow::train::{self, Recipe, TrainConfig, TrainProgress};
+    use labelflow::train::{self, Optimiser, Recipe, TrainConfig, TrainProgress};
 
     #[derive(Debug, Args)]
     pub struct TrainArgs {
@@ -83,6 +83,11 @@ mod available {
         /// momentum, lr ÷10 on plateaus, the 2012 recipe).
         #[arg(long, default_value = "modern")]
         pub recipe: Recipe,
+        /// The update rule, replacing the recipe's (modern: adamw; paper: sgd); the
+        /// recipe's schedule stays. Without --lr/--weight-decay, sgd starts from 0.01
+        /// and 5e-4, adamw from 2e-3 and 0.05.
+        #[arg(long, value_name = "adamw|sgd")]
+        pub optimiser: Option<Optimiser>,
         /// Batch normalisation after every convolution of a new model, folded into the
         /// convolutions on export (default: on with --recipe modern, off with paper).
         #[arg(long, value_name = "true|false")]
@@ -109,7 +114,7 @@ mod available {
         /// Peak learning rate (default: 2e-3 modern, 0.01 paper).
         #[arg(long)]
         pub lr: Option<f64>,
-        /// SGD momentum (--recipe paper).
+        /// SGD momentum (--recipe paper, --optimiser sgd).
         #[arg(long, default_value_t = 0.9)]
         pub momentum: f64,
         /// Weight decay (default: 0.05 modern, decoupled and not on biases; 5e-4 paper).
@@ -160,7 +165,15 @@ mod available {
         pub fn config(&self) -> TrainConfig {
             // The recipe's numbers, then whatever the flags override.
             let d = TrainConfig::default().with_recipe(self.recipe);
+            let optimiser = self.optimiser.unwrap_or(d.optimiser);
+            // Another rule than the recipe's starts from that rule's own numbers.
+            let (lr, weight_decay) = if optimiser == d.optimiser {
+                (d.lr, d.weight_decay)
+            } else {
+                optimiser.defaults()
+            };
             TrainConfig {
+                optimiser,
                 batch_norm: self.batch_norm.unwrap_or(d.batch_norm),
                 label_smoothing: self.label_smoothing.unwrap_or(d.label_smoothing),
                 dropout: self.dropout.unwrap_or(d.dropout),
@@ -176,9 +189,9 @@ mod available {
                 input_size: self.input_size,
                 epochs: self.epochs,
                 batch_size: self.batch_size,
-                lr: self.lr.unwrap_or(d.lr),
+                lr: self.lr.unwrap_or(lr),
                 momentum: self.momentum,
-                weight_decay: self.weight_decay.unwrap_or(d.weight_decay),
+                weight_decay: self.weight_decay.unwrap_or(weight_decay),
                 lr_patience: self.lr_patience,
                 lr_factor: self.lr_factor,
                 warmup_epochs: self.warmup_epochs,

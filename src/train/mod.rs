@@ -73,9 +73,54 @@ pub enum Recipe {
     Paper,
 }
 
+/// The update rule of the optimiser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Optimiser {
+    /// AdamW (β 0.9/0.999, weight decay decoupled and not on biases or normalisation).
+    AdamW,
+    /// SGD with momentum (weight decay added to the gradient), as in the 2012 paper.
+    Sgd,
+}
+
+impl Optimiser {
+    pub fn name(self) -> &'static str {
+        match self {
+            Optimiser::AdamW => "adamw",
+            Optimiser::Sgd => "sgd",
+        }
+    }
+
+    /// The learning rate and weight decay this rule starts from when the recipe's own
+    /// rule is replaced.
+    pub fn defaults(self) -> (f64, f64) {
+        match self {
+            Optimiser::AdamW => (2e-3, 0.05),
+            Optimiser::Sgd => (0.01, 5e-4),
+        }
+    }
+}
+
+impl std::fmt::Display for Optimiser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Optimiser {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "adamw" => Ok(Optimiser::AdamW),
+            "sgd" => Ok(Optimiser::Sgd),
+            _ => Err(format!("unknown optimiser `{s}`: use adamw or sgd")),
+        }
+    }
+}
+
 /// The numbers a [`Recipe`] starts from; every one can be overridden by a flag.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RecipeDefaults {
+    pub optimiser: Optimiser,
     pub lr: f64,
     pub weight_decay: f64,
     pub label_smoothing: f64,
@@ -94,6 +139,7 @@ impl Recipe {
     pub fn defaults(self) -> RecipeDefaults {
         match self {
             Recipe::Modern => RecipeDefaults {
+                optimiser: Optimiser::AdamW,
                 lr: 2e-3,
                 weight_decay: 0.05,
                 label_smoothing: 0.1,
@@ -101,6 +147,7 @@ impl Recipe {
                 dropout: 0.5,
             },
             Recipe::Paper => RecipeDefaults {
+                optimiser: Optimiser::Sgd,
                 lr: 0.01,
                 weight_decay: 5e-4,
                 label_smoothing: 0.0,
@@ -153,6 +200,9 @@ pub struct TrainConfig {
     /// How the network is optimised; `lr`, `weight_decay`, `label_smoothing` and
     /// `batch_norm` hold the recipe's numbers unless overridden.
     pub recipe: Recipe,
+    /// The update rule (the recipe's unless overridden: modern AdamW, paper SGD); the
+    /// schedule stays the recipe's.
+    pub optimiser: Optimiser,
     /// Batch normalisation after every convolution of a fresh model, folded into the
     /// convolutions on export. Ignored with `from` (imported models have none).
     pub batch_norm: bool,
@@ -172,7 +222,7 @@ pub struct TrainConfig {
     pub batch_size: usize,
     /// Peak learning rate (the paper: 0.01 for SGD; modern: 2e-3 for AdamW).
     pub lr: f64,
-    /// SGD momentum (paper recipe only).
+    /// SGD momentum (with the SGD optimiser).
     pub momentum: f64,
     pub weight_decay: f64,
     /// Paper recipe: divide the learning rate by `lr_factor` after this many epochs
@@ -210,6 +260,7 @@ impl Default for TrainConfig {
         let d = recipe.defaults();
         TrainConfig {
             recipe,
+            optimiser: d.optimiser,
             batch_norm: d.batch_norm,
             label_smoothing: d.label_smoothing,
             dropout: d.dropout,
@@ -251,6 +302,7 @@ impl TrainConfig {
         let d = recipe.defaults();
         TrainConfig {
             recipe,
+            optimiser: d.optimiser,
             lr: d.lr,
             weight_decay: d.weight_decay,
             label_smoothing: d.label_smoothing,

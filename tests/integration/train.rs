@@ -15,7 +15,7 @@ use labelflow::onnx::{Dim, GraphBuilder, Variant};
 use labelflow::runtime;
 use labelflow::train::augment::{eval_spec, AugmentConfig};
 use labelflow::train::model::AlexNet;
-use labelflow::train::{self, NoTrainProgress, Recipe, TrainConfig, TrainReport};
+use labelflow::train::{self, NoTrainProgress, Optimiser, Recipe, TrainConfig, TrainReport};
 use tch::Tensor;
 
 use super::common::{data, ort_lib, scratch};
@@ -409,6 +409,49 @@ fn resumes_bit_identically(recipe: Recipe, tag: &str) {
         );
     }
     assert_eq!(whole.sha256, resumed.sha256);
+}
+
+/// `--optimiser sgd` under the modern recipe: SGD with the recipe's warm-up and cosine
+/// schedule; a run cannot be resumed with another rule than it started with.
+#[test]
+fn the_modern_schedule_runs_with_sgd_and_resumes_only_with_it() {
+    let dir = scratch("train-modern-sgd");
+    let config = |optimiser: Optimiser| TrainConfig {
+        epochs: 2,
+        optimiser,
+        lr: 0.05,
+        weight_decay: 5e-4,
+        ..small(dir.clone())
+    };
+    let first = run(&TrainConfig {
+        stop_after: Some(1),
+        ..config(Optimiser::Sgd)
+    })
+    .unwrap();
+    assert_eq!(first.metrics.len(), 1);
+    let err = train_error(&TrainConfig {
+        resume: true,
+        ..config(Optimiser::AdamW)
+    });
+    assert!(
+        err.contains("optimiser sgd") && err.contains("optimiser adamw"),
+        "{err}"
+    );
+    let report = run(&TrainConfig {
+        resume: true,
+        ..config(Optimiser::Sgd)
+    })
+    .unwrap();
+    assert_eq!(report.metrics.len(), 2);
+    assert!(
+        report
+            .card
+            .optimizer
+            .starts_with("recipe modern: SGD lr 0.05"),
+        "{}",
+        report.card.optimizer
+    );
+    assert!(report.card.optimizer.contains("cosine decay"));
 }
 
 fn train_error(config: &TrainConfig) -> String {

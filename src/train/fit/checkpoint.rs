@@ -30,6 +30,10 @@ pub(super) struct RunState {
     /// The recipe's name (checkpoints from before recipes existed are the paper's).
     #[serde(default = "paper")]
     pub(super) recipe: String,
+    /// The update rule's name (empty in checkpoints from before it could be chosen:
+    /// then the recipe's).
+    #[serde(default)]
+    pub(super) optimiser: String,
     #[serde(default)]
     pub(super) batch_norm: bool,
     /// Optimiser updates made so far.
@@ -137,12 +141,13 @@ pub(super) fn load_checkpoint(
         || state.width != expect.width
         || state.head_only != expect.head_only
         || state.recipe != expect.recipe
+        || (!state.optimiser.is_empty() && state.optimiser != expect.optimiser)
         || state.batch_norm != expect.batch_norm
     {
         return Err(ck(format!(
-            "the checkpoint was made for {} (width {}, input {}, classes {:?}, head-only {}, recipe {}, batch norm {}); this run is {} (width {}, input {}, classes {:?}, head-only {}, recipe {}, batch norm {}): resume with the flags of the interrupted run",
-            state.architecture, state.width, state.input_size, state.classes, state.head_only, state.recipe, state.batch_norm,
-            expect.architecture, expect.width, expect.input_size, expect.classes, expect.head_only, expect.recipe, expect.batch_norm
+            "the checkpoint was made for {} (width {}, input {}, classes {:?}, head-only {}, recipe {}, optimiser {}, batch norm {}); this run is {} (width {}, input {}, classes {:?}, head-only {}, recipe {}, optimiser {}, batch norm {}): resume with the flags of the interrupted run",
+            state.architecture, state.width, state.input_size, state.classes, state.head_only, state.recipe, state.optimiser, state.batch_norm,
+            expect.architecture, expect.width, expect.input_size, expect.classes, expect.head_only, expect.recipe, expect.optimiser, expect.batch_norm
         ))
         .into());
     }

@@ -12,8 +12,7 @@ use crate::train::augment::eval_spec;
 use crate::train::data;
 use crate::train::export::{self, ModelCard};
 use crate::train::metrics::EpochMetrics;
-use crate::train::Recipe;
-use crate::train::{TrainConfig, TrainError};
+use crate::train::{Optimiser, Recipe, TrainConfig, TrainError};
 use crate::{Error, Result};
 
 /// Hooks for progress display; every method has a no-op default.
@@ -200,16 +199,28 @@ pub async fn train(config: &TrainConfig, progress: Arc<dyn TrainProgress>) -> Re
         skipped_images: skipped,
         epochs: fitted.metrics.last().map_or(0, |m| m.epoch),
         batch_size: config.batch_size,
-        optimizer: match config.recipe {
-            Recipe::Paper => format!(
-                "recipe paper: SGD lr {} momentum {} weight decay {}, linear warm-up over {} epochs, lr ÷{} after {} epochs without a better validation loss",
-                config.lr, config.momentum, config.weight_decay, config.warmup_epochs, config.lr_factor, config.lr_patience
-            ),
-            Recipe::Modern => format!(
-                "recipe modern: AdamW lr {} weight decay {} (not on biases or normalisation), linear warm-up over {} epochs then cosine decay to 0, label smoothing {}, batch normalisation {}",
-                config.lr, config.weight_decay, config.warmup_epochs, config.label_smoothing,
-                if config.batch_norm && config.from.is_none() { "after every convolution, folded into them on export" } else { "off" }
-            ),
+        optimizer: {
+            let rule = match config.optimiser {
+                Optimiser::Sgd => format!(
+                    "SGD lr {} momentum {} weight decay {}",
+                    config.lr, config.momentum, config.weight_decay
+                ),
+                Optimiser::AdamW => format!(
+                    "AdamW lr {} weight decay {} (not on biases or normalisation)",
+                    config.lr, config.weight_decay
+                ),
+            };
+            match config.recipe {
+                Recipe::Paper => format!(
+                    "recipe paper: {rule}, linear warm-up over {} epochs, lr ÷{} after {} epochs without a better validation loss",
+                    config.warmup_epochs, config.lr_factor, config.lr_patience
+                ),
+                Recipe::Modern => format!(
+                    "recipe modern: {rule}, linear warm-up over {} epochs then cosine decay to 0, label smoothing {}, batch normalisation {}",
+                    config.warmup_epochs, config.label_smoothing,
+                    if config.batch_norm && config.from.is_none() { "after every convolution, folded into them on export" } else { "off" }
+                ),
+            }
         },
         seed: config.seed,
         device: config.device.to_string(),

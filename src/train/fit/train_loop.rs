@@ -16,7 +16,7 @@ use crate::train::data::{self, Sample};
 use crate::train::export::{CHECKPOINT_DIR, METRICS_FILE};
 use crate::train::metrics::{self, EpochMetrics, Tally};
 use crate::train::model::{AlexNet, HEAD};
-use crate::train::{torch_device, Recipe, TrainConfig, TrainError};
+use crate::train::{torch_device, Optimiser, Recipe, TrainConfig, TrainError};
 use crate::Result;
 
 pub(super) struct Fitted {
@@ -101,11 +101,11 @@ pub(super) fn fit(
             .collect(),
         None => Vec::new(),
     };
-    let rule = match config.recipe {
-        Recipe::Paper => Rule::Sgd {
+    let rule = match config.optimiser {
+        Optimiser::Sgd => Rule::Sgd {
             momentum: config.momentum,
         },
-        Recipe::Modern => Rule::AdamW {
+        Optimiser::AdamW => Rule::AdamW {
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
@@ -128,6 +128,7 @@ pub(super) fn fit(
         head_only: config.head_only,
         seed: config.seed,
         recipe: config.recipe.name().to_owned(),
+        optimiser: config.optimiser.name().to_owned(),
         batch_norm: model.has_batch_norm(),
         steps: 0,
     };
