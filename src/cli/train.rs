@@ -98,6 +98,10 @@ mod available {
         /// Dropout before the first two fully connected layers (default 0.5).
         #[arg(long, value_name = "P")]
         pub dropout: Option<f64>,
+        /// Keep an exponential moving average of the weights with this decay per step
+        /// (e.g. 0.99) and evaluate and export it; 0 turns it off (default 0).
+        #[arg(long, value_name = "DECAY")]
+        pub ema: Option<f64>,
         /// torchvision (default) or paper (2012 layout: LRN, grouped convolutions).
         #[arg(long, default_value = "torchvision")]
         pub variant: Variant,
@@ -177,6 +181,7 @@ mod available {
                 batch_norm: self.batch_norm.unwrap_or(d.batch_norm),
                 label_smoothing: self.label_smoothing.unwrap_or(d.label_smoothing),
                 dropout: self.dropout.unwrap_or(d.dropout),
+                ema: self.ema.unwrap_or(d.ema),
                 data: self.data.clone(),
                 val: self.val.clone(),
                 test: self.test.clone(),

@@ -212,6 +212,11 @@ pub struct TrainConfig {
     /// Dropout probability before the first two fully connected layers (the paper's
     /// 0.5).
     pub dropout: f64,
+    /// Exponential moving average of the weights: after every step each weight's
+    /// average moves towards it by 1 − decay (the decay ramps up over the first steps as
+    /// min(decay, (1 + t)/(10 + t))); validation, test and the exported model use the
+    /// average. 0 turns it off.
+    pub ema: f64,
     /// Layout of a fresh model.
     pub variant: Variant,
     /// Channel multiplier of a fresh model (1.0 = published sizes).
@@ -271,6 +276,7 @@ impl Default for TrainConfig {
             from: None,
             head_only: false,
             lr_backbone: None,
+            ema: 0.0,
             variant: Variant::Torchvision,
             width: 1.0,
             input_size: 224,

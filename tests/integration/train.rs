@@ -373,10 +373,21 @@ fn train_resume_reaches_the_same_weights_with_the_paper_recipe() {
     resumes_bit_identically(Recipe::Paper, "paper");
 }
 
+#[test]
+fn train_resume_reaches_the_same_weights_with_a_moving_average() {
+    // The averages travel through the checkpoint too, and are what is exported.
+    resumes_bit_identically_with(Recipe::Modern, 0.9, "ema");
+}
+
 fn resumes_bit_identically(recipe: Recipe, tag: &str) {
+    resumes_bit_identically_with(recipe, 0.0, tag)
+}
+
+fn resumes_bit_identically_with(recipe: Recipe, ema: f64, tag: &str) {
     let quick = |out: PathBuf| TrainConfig {
         epochs: 3,
         augment: AugmentConfig::default(),
+        ema,
         ..small(out).with_recipe(recipe)
     };
     let whole = run(&quick(scratch(&format!("train-resume-whole-{tag}")))).unwrap();
@@ -389,10 +400,34 @@ fn resumes_bit_identically(recipe: Recipe, tag: &str) {
     assert_eq!(first.metrics.len(), 1);
     let resumed = run(&TrainConfig {
         resume: true,
-        ..quick(dir)
+        ..quick(dir.clone())
     })
     .unwrap();
     assert_eq!(resumed.resumed_after, Some(1));
+    // The last layer (no normalisation to fold) as exported: the live weights, or
+    // with a moving average the average, which differs from them.
+    let saved: std::collections::BTreeMap<String, Tensor> =
+        Tensor::read_safetensors(dir.join("checkpoints/last.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
+    let values = |t: &Tensor| Vec::<f32>::try_from(t.flatten(0, -1)).unwrap();
+    let exported = read_alexnet(&resumed.model).unwrap();
+    let exported = exported
+        .weights
+        .get("classifier.6.weight")
+        .unwrap()
+        .data()
+        .to_vec();
+    let live = values(&saved["classifier.6.weight"]);
+    if ema > 0.0 {
+        assert_eq!(exported, values(&saved["ema/classifier.6.weight"]));
+        assert_ne!(exported, live);
+        assert!(resumed.card.optimizer.contains("moving average"));
+    } else {
+        assert_eq!(exported, live);
+        assert!(!saved.keys().any(|k| k.starts_with("ema/")));
+    }
     assert_eq!(resumed.metrics.len(), 3);
     let a = read_alexnet(&whole.model).unwrap();
     let b = read_alexnet(&resumed.model).unwrap();

@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use super::optim::{Optimizer, EXP_AVG, EXP_AVG_SQ, MOMENTUM};
+use super::optim::{Optimizer, EMA, EXP_AVG, EXP_AVG_SQ, MOMENTUM};
 use crate::train::metrics::EpochMetrics;
 use crate::train::model::AlexNet;
 use crate::train::TrainError;
@@ -36,6 +36,9 @@ pub(super) struct RunState {
     pub(super) optimiser: String,
     #[serde(default)]
     pub(super) batch_norm: bool,
+    /// The moving average's decay (0: none).
+    #[serde(default)]
+    pub(super) ema: f64,
     /// Optimiser updates made so far.
     #[serde(default)]
     pub(super) steps: u64,
@@ -63,15 +66,23 @@ pub(super) fn save_checkpoint(
         reason,
     };
     std::fs::create_dir_all(dir).map_err(|e| ck(e.to_string()))?;
-    let weights: Vec<(String, Tensor)> = model
+    let live: Vec<(String, Tensor)> = model
         .parameters()
         .into_iter()
         .map(|(n, t)| Ok((n, t.f_detach()?.f_to_device(tch::Device::Cpu)?)))
         .collect::<Result<_, TrainError>>()?;
-    let mut cpu: Vec<(String, Tensor)> = weights
+    let mut cpu: Vec<(String, Tensor)> = live
         .iter()
         .map(|(n, t)| (n.clone(), t.shallow_clone()))
         .collect();
+    // An epoch's copy holds what would be exported: the moving averages, when kept.
+    let weights: Vec<(String, Tensor)> = live
+        .iter()
+        .map(|(n, t)| match opt.state.get(&format!("{EMA}{n}")) {
+            Some(avg) => Ok((n.clone(), avg.f_detach()?.f_to_device(tch::Device::Cpu)?)),
+            None => Ok((n.clone(), t.shallow_clone())),
+        })
+        .collect::<Result<_, TrainError>>()?;
     for (key, t) in &opt.state {
         cpu.push((key.clone(), t.f_detach()?.f_to_device(tch::Device::Cpu)?));
     }
@@ -143,11 +154,12 @@ pub(super) fn load_checkpoint(
         || state.recipe != expect.recipe
         || (!state.optimiser.is_empty() && state.optimiser != expect.optimiser)
         || state.batch_norm != expect.batch_norm
+        || state.ema != expect.ema
     {
         return Err(ck(format!(
-            "the checkpoint was made for {} (width {}, input {}, classes {:?}, head-only {}, recipe {}, optimiser {}, batch norm {}); this run is {} (width {}, input {}, classes {:?}, head-only {}, recipe {}, optimiser {}, batch norm {}): resume with the flags of the interrupted run",
-            state.architecture, state.width, state.input_size, state.classes, state.head_only, state.recipe, state.optimiser, state.batch_norm,
-            expect.architecture, expect.width, expect.input_size, expect.classes, expect.head_only, expect.recipe, expect.optimiser, expect.batch_norm
+            "the checkpoint was made for {} (width {}, input {}, classes {:?}, head-only {}, recipe {}, optimiser {}, batch norm {}, ema {}); this run is {} (width {}, input {}, classes {:?}, head-only {}, recipe {}, optimiser {}, batch norm {}, ema {}): resume with the flags of the interrupted run",
+            state.architecture, state.width, state.input_size, state.classes, state.head_only, state.recipe, state.optimiser, state.batch_norm, state.ema,
+            expect.architecture, expect.width, expect.input_size, expect.classes, expect.head_only, expect.recipe, expect.optimiser, expect.batch_norm, expect.ema
         ))
         .into());
     }
@@ -158,6 +170,14 @@ pub(super) fn load_checkpoint(
     model.load(&saved)?;
     opt.state.clear();
     let names: Vec<String> = opt.params.iter().map(|(n, _)| n.clone()).collect();
+    // Moving averages exist for every weight, the frozen ones and batch
+    // normalisation's statistics included.
+    for (name, _) in model.parameters() {
+        let key = format!("{EMA}{name}");
+        if let Some(t) = saved.get(&key) {
+            opt.state.insert(key, t.f_to_device(model.device())?);
+        }
+    }
     for name in names {
         for prefix in [MOMENTUM, EXP_AVG, EXP_AVG_SQ] {
             let key = format!("{prefix}{name}");

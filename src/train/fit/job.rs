@@ -210,6 +210,11 @@ pub async fn train(config: &TrainConfig, progress: Arc<dyn TrainProgress>) -> Re
                     config.lr, config.weight_decay
                 ),
             };
+            let rule = if config.ema > 0.0 {
+                format!("{rule}, the exponential moving average of the weights (decay {}) evaluated and exported", config.ema)
+            } else {
+                rule
+            };
             match config.recipe {
                 Recipe::Paper => format!(
                     "recipe paper: {rule}, linear warm-up over {} epochs, lr ÷{} after {} epochs without a better validation loss",

@@ -23,6 +23,8 @@ pub(super) enum Rule {
 pub(super) const MOMENTUM: &str = "momentum/";
 pub(super) const EXP_AVG: &str = "exp_avg/";
 pub(super) const EXP_AVG_SQ: &str = "exp_avg_sq/";
+/// The moving average of a weight ([`crate::train::TrainConfig::ema`]).
+pub(super) const EMA: &str = "ema/";
 
 pub(super) struct Optimizer {
     pub(super) params: Vec<(String, Tensor)>,

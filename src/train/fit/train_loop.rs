@@ -9,7 +9,7 @@ use tch::{Kind, Tensor};
 use super::batches::{run_epoch, BatchMaker};
 use super::checkpoint::{load_checkpoint, save_checkpoint, RunState};
 use super::job::TrainProgress;
-use super::optim::{Optimizer, Rule};
+use super::optim::{Optimizer, Rule, EMA};
 use crate::onnx::{AlexNetSpec, AlexNetWeights};
 use crate::train::augment::{ColourPca, Rng};
 use crate::train::data::{self, Sample};
@@ -129,6 +129,7 @@ pub(super) fn fit(
         seed: config.seed,
         recipe: config.recipe.name().to_owned(),
         optimiser: config.optimiser.name().to_owned(),
+        ema: config.ema,
         batch_norm: model.has_batch_norm(),
         steps: 0,
     };
@@ -160,6 +161,8 @@ pub(super) fn fit(
         warmup_steps: (config.warmup_epochs * batches as f64).ceil(),
         total_steps: (u64::from(epochs) * batches) as f64,
     };
+    // Every weight, trainable or not, shared with the model (for the moving average).
+    let all_params = model.parameters();
     let mut run_now = 0usize;
     while state.epoch < epochs {
         if config.stop_after.is_some_and(|n| run_now >= n) {
@@ -204,6 +207,9 @@ pub(super) fn fit(
             opt.zero_grad();
             loss.f_backward()?;
             opt.step(lr)?;
+            if config.ema > 0.0 {
+                update_ema(&mut opt.state, &all_params, config.ema, opt.steps)?;
+            }
             let loss_v = loss.f_double_value(&[])?;
             if !loss_v.is_finite() {
                 return Err(TrainError::Options(format!(
@@ -230,10 +236,15 @@ pub(super) fn fit(
             )?;
         }
         let train_secs = t0.elapsed().as_secs_f64();
+        let live = swap_in_ema(&mut model, &opt.state)?;
         let val_tally = match &cached {
-            Some((_, vfeats)) => evaluate_features(&model, vfeats, &val_labels, config.batch_size)?,
-            None => evaluate_with(&model, &mut maker, val, config.batch_size)?,
+            Some((_, vfeats)) => evaluate_features(&model, vfeats, &val_labels, config.batch_size),
+            None => evaluate_with(&model, &mut maker, val, config.batch_size),
         };
+        if let Some(live) = live {
+            model.load(&live)?;
+        }
+        let val_tally = val_tally?;
         let m = EpochMetrics::new(
             epoch,
             last_lr,
@@ -271,6 +282,8 @@ pub(super) fn fit(
         run_now += 1;
     }
 
+    // From here on the model is the moving average, when there is one.
+    swap_in_ema(&mut model, &opt.state)?;
     let test_tally = match test {
         Some(t) if !t.is_empty() => Some(evaluate_with(&model, &mut maker, t, config.batch_size)?),
         _ => None,
@@ -284,6 +297,68 @@ pub(super) fn fit(
         train_counts: data::counts_per_class(train, classes),
         val_counts: data::counts_per_class(val, classes),
     })
+}
+
+/// Moves each weight's moving average (kept in the optimiser's state, so checkpoints
+/// carry it) towards the weight after optimiser step `step` (from 1).
+fn update_ema(
+    state: &mut std::collections::BTreeMap<String, Tensor>,
+    params: &[(String, Tensor)],
+    decay: f64,
+    step: u64,
+) -> Result<(), TrainError> {
+    // Early averages would be dominated by the random start: ramp the decay up.
+    let t = step as f64;
+    let d = decay.min((1.0 + t) / (10.0 + t));
+    tch::no_grad(|| {
+        for (name, p) in params {
+            if !p.is_floating_point() {
+                continue;
+            }
+            let key = format!("{EMA}{name}");
+            match state.get_mut(&key) {
+                Some(avg) => {
+                    let _ = avg.f_mul_scalar_(d)?;
+                    let _ = avg.f_add_(&p.f_mul_scalar(1.0 - d)?)?;
+                }
+                None => {
+                    state.insert(key, deep_copy(p)?);
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// A copy of `t` with storage of its own, outside autograd.
+fn deep_copy(t: &Tensor) -> Result<Tensor, TrainError> {
+    let mut copy = t.f_zeros_like()?;
+    tch::no_grad(|| copy.f_copy_(t))?;
+    Ok(copy)
+}
+
+/// Loads the moving averages into the model; returns copies of the weights they
+/// replaced (to load back), or `None` when there are no averages.
+fn swap_in_ema(
+    model: &mut AlexNet,
+    state: &std::collections::BTreeMap<String, Tensor>,
+) -> Result<Option<std::collections::BTreeMap<String, Tensor>>, TrainError> {
+    if !state.keys().any(|k| k.starts_with(EMA)) {
+        return Ok(None);
+    }
+    let mut live = std::collections::BTreeMap::new();
+    let mut averaged = std::collections::BTreeMap::new();
+    for (name, p) in model.parameters() {
+        let copy = deep_copy(&p)?;
+        let avg = match state.get(&format!("{EMA}{name}")) {
+            Some(a) => a.shallow_clone(),
+            None => copy.shallow_clone(),
+        };
+        averaged.insert(name.clone(), avg);
+        live.insert(name, copy);
+    }
+    model.load(&averaged)?;
+    Ok(Some(live))
 }
 
 /// The learning rate of each optimiser step.
