@@ -7,6 +7,48 @@ use std::sync::OnceLock;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Float32Type, Int32Type};
 
+/// What labelflow's inference gives for `n` input tensors `x` (NCHW at the model's
+/// input size) with the model at `path`: the scores as the batch job gets them (logits,
+/// or whatever the model outputs), one session on the CPU.
+pub async fn model_scores(path: &Path, x: Vec<f32>, n: usize) -> Vec<f32> {
+    use labelflow::batch::BatchInput;
+    use labelflow::infer::{
+        self, Described, InferencePool, ModelBytes, PoolOptions, SessionOptions,
+    };
+    use labelflow::preprocess::PreprocessSpec;
+
+    labelflow::runtime::init(Some(&ort_lib())).unwrap();
+    let model = ModelBytes::read(path).unwrap();
+    let opts = SessionOptions::default();
+    let session = infer::build_session(&model, &opts).unwrap();
+    let info = infer::describe(&model, &session).unwrap();
+    let spec = PreprocessSpec::imagenet(info.input_size.unwrap_or(224) as u32);
+    let pool = InferencePool::start(
+        &model,
+        Described {
+            session,
+            device: labelflow::runtime::Device::Cpu,
+            info,
+        },
+        &spec,
+        &PoolOptions {
+            session: opts,
+            sessions: 1,
+            batch_size: n,
+            queue_capacity: 1,
+            ..PoolOptions::default()
+        },
+    )
+    .unwrap();
+    let out = pool
+        .handle()
+        .run(BatchInput { data: x, real: n })
+        .await
+        .unwrap();
+    pool.shutdown();
+    out.scores
+}
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

@@ -1,12 +1,9 @@
 //! Logits from labelflow's inference equal Python onnxruntime's on the same model and
 //! input (golden files in tests/data/reference, made by golden_logits.py).
 
-use labelflow::batch::BatchInput;
-use labelflow::infer::{self, Described, InferencePool, ModelBytes, PoolOptions, SessionOptions};
-use labelflow::preprocess::PreprocessSpec;
-use labelflow::runtime;
+use labelflow::infer::ModelBytes;
 
-use super::common::{data, ort_lib, read_f32, small_model};
+use super::common::{data, model_scores, read_f32, small_model};
 
 #[tokio::test]
 async fn logits_match_python_onnxruntime() {
@@ -22,42 +19,12 @@ async fn logits_match_python_onnxruntime() {
          regenerate them (tests/data/README.md) if the change is intended",
         golden["model_args"].as_str().unwrap()
     );
-    runtime::init(Some(&ort_lib())).unwrap();
     let n = golden["batch"].as_u64().unwrap() as usize;
     let input = read_f32(&data("reference/golden_input.f32"));
     let want = read_f32(&data("reference/golden_logits.f32"));
-    let opts = SessionOptions::default();
-    let first = infer::build_session(&model, &opts).unwrap();
-    let info = infer::describe(&model, &first).unwrap();
     assert_eq!(input.len(), n * 3 * 224 * 224);
-    assert_eq!(want.len(), n * info.num_classes());
-    let pool = InferencePool::start(
-        &model,
-        Described {
-            session: first,
-            device: labelflow::runtime::Device::Cpu,
-            info,
-        },
-        &PreprocessSpec::default(),
-        &PoolOptions {
-            session: opts,
-            sessions: 1,
-            batch_size: n,
-            queue_capacity: 1,
-            ..PoolOptions::default()
-        },
-    )
-    .unwrap();
-    let got = pool
-        .handle()
-        .run(BatchInput {
-            data: input,
-            real: n,
-        })
-        .await
-        .unwrap()
-        .scores;
-    pool.shutdown();
+    let got = model_scores(&model_path, input, n).await;
+    assert_eq!(got.len(), want.len());
     let mut worst = 0f32;
     for (a, b) in got.iter().zip(&want) {
         worst = worst.max((a - b).abs() / b.abs().max(1.0));

@@ -8,11 +8,6 @@
 
 use std::path::Path;
 
-use labelflow::batch::BatchInput;
-use labelflow::infer::{self, Described, InferencePool, ModelBytes, PoolOptions, SessionOptions};
-use labelflow::preprocess::PreprocessSpec;
-use labelflow::runtime;
-
 use super::common::*;
 
 /// Largest |a − b| / max(|b|, 1e-2) over the logits: relative for logits of ordinary
@@ -46,43 +41,6 @@ fn import(source: &Path, out: &Path) {
         source.display(),
         stderr(&o)
     );
-}
-
-/// labelflow's inference of `model` on `n` tensors of 3×224×224.
-async fn logits(model: &Path, input: Vec<f32>, n: usize) -> Vec<f32> {
-    runtime::init(Some(&ort_lib())).unwrap();
-    let model = ModelBytes::read(model).unwrap();
-    let opts = SessionOptions::default();
-    let first = infer::build_session(&model, &opts).unwrap();
-    let info = infer::describe(&model, &first).unwrap();
-    let pool = InferencePool::start(
-        &model,
-        Described {
-            session: first,
-            device: runtime::Device::Cpu,
-            info,
-        },
-        &PreprocessSpec::default(),
-        &PoolOptions {
-            session: opts,
-            sessions: 1,
-            batch_size: n,
-            queue_capacity: 1,
-            ..PoolOptions::default()
-        },
-    )
-    .unwrap();
-    let got = pool
-        .handle()
-        .run(BatchInput {
-            data: input,
-            real: n,
-        })
-        .await
-        .unwrap()
-        .scores;
-    pool.shutdown();
-    got
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,7 +88,7 @@ async fn torchvision_alexnet_imports_with_torchvisions_logits_and_labels() {
     let classes = meta["classes"].as_u64().unwrap() as usize;
     let want = read_f32(&reference.join("logits.f32"));
     assert_eq!(want.len(), n * classes);
-    let got = logits(&zip, read_f32(&reference.join("inputs.f32")), n).await;
+    let got = model_scores(&zip, read_f32(&reference.join("inputs.f32")), n).await;
     assert_eq!(got.len(), want.len());
     let mut worst = 0f32;
     for (a, b) in got.iter().zip(&want) {

@@ -7,18 +7,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use labelflow::batch::BatchInput;
-use labelflow::infer::{self, Described, InferencePool, ModelBytes, PoolOptions, SessionOptions};
 use labelflow::onnx::alexnet::read_alexnet;
 use labelflow::onnx::writer::{model_proto, write_model_file};
 use labelflow::onnx::{Dim, GraphBuilder, Variant};
-use labelflow::runtime;
 use labelflow::train::augment::{eval_spec, AugmentConfig};
 use labelflow::train::model::AlexNet;
 use labelflow::train::{self, NoTrainProgress, Optimiser, Recipe, TrainConfig, TrainReport};
 use tch::Tensor;
 
-use super::common::{data, ort_lib, scratch};
+use super::common::{data, scratch};
 
 fn fashion(split: &str) -> String {
     data(&format!("fashion/{split}")).display().to_string()
@@ -169,32 +166,7 @@ fn torch_logits(path: &Path, x: &[f32], n: usize) -> Vec<f32> {
 }
 
 fn ort_logits(path: &Path, x: Vec<f32>, n: usize) -> Vec<f32> {
-    runtime::init(Some(&ort_lib())).unwrap();
-    let model = ModelBytes::read(path).unwrap();
-    let opts = SessionOptions::default();
-    let session = infer::build_session(&model, &opts).unwrap();
-    let info = infer::describe(&model, &session).unwrap();
-    let spec = eval_spec(info.input_size.unwrap() as usize);
-    let pool = InferencePool::start(
-        &model,
-        Described {
-            session,
-            device: labelflow::runtime::Device::Cpu,
-            info,
-        },
-        &spec,
-        &PoolOptions {
-            session: opts,
-            sessions: 1,
-            batch_size: n,
-            queue_capacity: 1,
-            ..PoolOptions::default()
-        },
-    )
-    .unwrap();
-    let out = block_on(pool.handle().run(BatchInput { data: x, real: n })).unwrap();
-    pool.shutdown();
-    out.scores
+    block_on(super::common::model_scores(path, x, n))
 }
 
 fn assert_close(torch: &[f32], ort: &[f32]) {
