@@ -14,6 +14,8 @@
 #   LABELFLOW_BIN  default target/release/labelflow
 #   PYTHON         Python with numpy and Pillow (default .venv/bin/python, else python3)
 #   EPOCHS         default 15
+#   INPUT_SIZE     the model's input side in pixels (default 64)
+#   WIDTH          the channel multiplier (default 0.25)
 #   RUNS           extra runs, one per line: "NAME|FLAGS" (e.g. "bs64|--batch-size 64 --lr 3e-3")
 #   APPEND         1 adds the rows to an existing OUT/table.md instead of starting anew
 #   BASELINES      0 leaves out the paper and modern runs that come first otherwise
@@ -59,7 +61,7 @@ while IFS='|' read -r name flags; do
     start=$(date +%s)
     # shellcheck disable=SC2086
     "$BIN" train --data "$DATA/train" --test "$DATA/test" --out "$OUT/$name" \
-        --width 0.25 --input-size 64 --epochs "$EPOCHS" --no-progress $flags 2>"$OUT/$name.log"
+        --width "${WIDTH:-0.25}" --input-size "${INPUT_SIZE:-64}" --epochs "$EPOCHS" --no-progress $flags 2>"$OUT/$name.log"
     wall=$(( $(date +%s) - start ))
     "$PY" - "$OUT/$name/card.json" "$name" "$flags" "$wall" >>"$OUT/table.md" <<'PY'
 import json, sys

@@ -98,17 +98,6 @@ if [[ -z "${LABELFLOW_CHROMIUM:-}" ]]; then
     export LABELFLOW_CHROMIUM
   fi
 fi
-# PyTorch + torchvision for the import parity test (tests/integration/torchvision.rs):
-# their own environment, about 4.8 GB from PyPI once. A failed install does not stop the
-# other tests: the parity test then fails and says what is missing.
-if [[ -z "${LABELFLOW_TORCHVISION_PYTHON:-}" ]]; then
-  if tv_line="$("$REPO/scripts/setup-torchvision.sh" | tail -n1)" \
-      && [[ "$tv_line" == LABELFLOW_TORCHVISION_PYTHON=* ]]; then
-    export LABELFLOW_TORCHVISION_PYTHON="${tv_line#LABELFLOW_TORCHVISION_PYTHON=}"
-  else
-    say "warning: scripts/setup-torchvision.sh failed; the torchvision parity test will fail"
-  fi
-fi
 # Tests that need a tool (Python, a storage server) fail instead of skipping when CI
 # is set; this script provides every such tool, so a missing one is a failure here.
 export CI="${CI:-true}"
@@ -123,6 +112,17 @@ if [[ "${LABELFLOW_TEST_DRY:-}" == 1 ]]; then
 fi
 
 # --- 5. libtorch, then the tests --------------------------------------------------
+# PyTorch + torchvision for the import parity test (tests/integration/torchvision.rs):
+# their own environment, about 4.8 GB from PyPI once. A failed install does not stop the
+# other tests: the parity test then fails and says what is missing.
+if [[ -z "${LABELFLOW_TORCHVISION_PYTHON:-}" ]]; then
+  if tv_line="$("$REPO/scripts/setup-torchvision.sh" | tail -n1)" \
+      && [[ "$tv_line" == LABELFLOW_TORCHVISION_PYTHON=* ]]; then
+    export LABELFLOW_TORCHVISION_PYTHON="${tv_line#LABELFLOW_TORCHVISION_PYTHON=}"
+  else
+    say "warning: scripts/setup-torchvision.sh failed; the torchvision parity test will fail"
+  fi
+fi
 features=()
 if [[ "${LABELFLOW_TRAIN_TESTS:-1}" != 0 ]]; then
   torch_env="$("$REPO/scripts/setup-torch.sh" | tail -n2)" || die "scripts/setup-torch.sh failed"

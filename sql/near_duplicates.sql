@@ -8,6 +8,8 @@
 -- common part, so about the origin every pair of photos looks alike (0.93-0.97 for
 -- distinct photos with untrained weights), while about the mean distinct photos fall
 -- to about 0.5 or below and copies stay above 0.7 (tests/integration/embeddings.rs).
+-- It needs a collection, not a handful: about the mean of two images, they point
+-- opposite ways.
 -- Not every pair is compared. The binary codes are cut into bands of `band_bits`
 -- bits and only images that share a band are candidates (an equality join); of those,
 -- pairs whose codes differ in more than `max_hamming` bits are dropped; the exact

@@ -115,13 +115,13 @@ mod available {
         pub epochs: usize,
         #[arg(long, default_value_t = 128)]
         pub batch_size: usize,
-        /// Peak learning rate (default: 2e-3 modern, 0.01 paper).
+        /// Peak learning rate (default: the update rule's, AdamW 2e-3, SGD 0.01).
         #[arg(long)]
         pub lr: Option<f64>,
         /// SGD momentum (--recipe paper, --optimiser sgd).
         #[arg(long, default_value_t = 0.9)]
         pub momentum: f64,
-        /// Weight decay (default: 0.05 modern, decoupled and not on biases; 5e-4 paper).
+        /// Weight decay (default: AdamW 0.05, decoupled and not on biases; SGD 5e-4).
         #[arg(long)]
         pub weight_decay: Option<f64>,
         /// --recipe paper: epochs without a better validation loss before the learning

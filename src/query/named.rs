@@ -329,6 +329,14 @@ pub fn bind(
 ) -> Result<Vec<(String, ScalarValue)>> {
     let mut values: BTreeMap<&str, &str> = BTreeMap::new();
     for (k, v) in given {
+        if params
+            .iter()
+            .any(|p| &p.name == k && p.kind == ParamType::Computed)
+        {
+            return Err(Error::Query(format!(
+                "--param {k}: {what} computes {k} from the data before it runs; it cannot be set"
+            )));
+        }
         if !params.iter().any(|p| &p.name == k) {
             let declared: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
             let declared = if declared.is_empty() {
@@ -344,7 +352,7 @@ pub fn bind(
     }
     params
         .iter()
-        .filter(|p| p.kind != ParamType::Computed || values.contains_key(p.name.as_str()))
+        .filter(|p| p.kind != ParamType::Computed)
         .map(|p| {
             let text = values.get(p.name.as_str()).copied().unwrap_or(&p.default);
             p.kind
@@ -492,7 +500,7 @@ mod tests {
             .bind(&[("centre".into(), "[1, 2]".into())])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("computed from the data"), "{err}");
+        assert!(err.contains("computes centre from the data"), "{err}");
         assert!(
             q.usage().contains("centre: computed from the data"),
             "{}",

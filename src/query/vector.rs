@@ -144,7 +144,8 @@ impl ScalarUDFImpl for VectorFn {
             Some(ColumnarValue::Array(c)) => Some(Centre::PerRow(c.clone())),
             None => None,
         };
-        let arrays = ColumnarValue::values_to_arrays(&args.args[..2])?;
+        let rows = args.number_rows;
+        let arrays = [args.args[0].to_array(rows)?, args.args[1].to_array(rows)?];
         let out: ArrayRef = match self.kind {
             Kind::Hamming => hamming(self.name(), &arrays[0], &arrays[1])?,
             Kind::Bands => bands(self.name(), &arrays[0], &arrays[1])?,
@@ -771,6 +772,14 @@ mod tests {
         .await
         .unwrap();
         close(&t, -1.0);
+        // Constant vectors about a centre that is a column: one result per row.
+        let t = one(
+            "SELECT count(v) AS v FROM (SELECT cosine_similarity([10.0, 1.0], [10.0, -1.0], c) AS v \
+             FROM (VALUES ([10.0, 0.0]), ([0.0, 0.0]), ([10.0, 0.0])) t(c))",
+        )
+        .await
+        .unwrap();
+        assert_eq!(cell(&t), "3", "{t}");
         let e = one("SELECT cosine_similarity([1.0, 2.0], [1.0, 2.0], [1.0]) AS v")
             .await
             .unwrap_err();

@@ -321,6 +321,12 @@ impl TrainConfig {
     /// Checks the numbers; the message names the flag to fix.
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |m: String| Err(TrainError::Options(m));
+        if !(self.ema.is_finite() && (0.0..1.0).contains(&self.ema)) {
+            return bad(format!(
+                "--ema {} is not a decay: use a number from 0 (off) up to but not including 1, e.g. 0.99",
+                self.ema
+            ));
+        }
         if self.data.trim().is_empty() {
             return bad("--data is required: a folder-per-class URL or a uri,label CSV".into());
         }

@@ -124,7 +124,9 @@ async fn torchvision_alexnet_imports_with_torchvisions_logits_and_labels() {
     assert_eq!(rows.len(), photos.len());
     let mut worst_score = 0f32;
     for row in &rows {
-        let tv = &photos[row.key.as_str()];
+        let tv = photos
+            .get(row.key.as_str())
+            .unwrap_or_else(|| panic!("{} was labelled but not by torchvision", row.key));
         let top1 = tv["top1"].as_u64().unwrap() as usize;
         let score = tv["score"].as_f64().unwrap() as f32;
         assert_eq!(

@@ -488,6 +488,15 @@ fn train_bad_input_is_a_clear_error() {
     });
     assert!(e.contains("--lr-backbone") && e.contains("--from"), "{e}");
 
+    // A moving average's decay is below 1.
+    for ema in [1.0, -0.5, f64::NAN] {
+        let e = train_error(&TrainConfig {
+            ema,
+            ..small(dir.join("o0"))
+        });
+        assert!(e.contains("--ema") && e.contains("not a decay"), "{e}");
+    }
+
     // One class only.
     let one = dir.join("one/trouser");
     std::fs::create_dir_all(&one).unwrap();

@@ -48,6 +48,19 @@ fn paper() -> String {
     "paper".to_owned()
 }
 
+/// The update rule a checkpoint was made with: checkpoints from before it could be
+/// chosen name none, and used their recipe's.
+fn saved_optimiser(state: &RunState) -> String {
+    if !state.optimiser.is_empty() {
+        return state.optimiser.clone();
+    }
+    state
+        .recipe
+        .parse::<crate::train::Recipe>()
+        .map(|r| r.defaults().optimiser.name().to_owned())
+        .unwrap_or_default()
+}
+
 const CKPT_WEIGHTS: &str = "last.safetensors";
 const CKPT_STATE: &str = "last.json";
 
@@ -152,13 +165,13 @@ pub(super) fn load_checkpoint(
         || state.width != expect.width
         || state.head_only != expect.head_only
         || state.recipe != expect.recipe
-        || (!state.optimiser.is_empty() && state.optimiser != expect.optimiser)
+        || saved_optimiser(&state) != expect.optimiser
         || state.batch_norm != expect.batch_norm
         || state.ema != expect.ema
     {
         return Err(ck(format!(
             "the checkpoint was made for {} (width {}, input {}, classes {:?}, head-only {}, recipe {}, optimiser {}, batch norm {}, ema {}); this run is {} (width {}, input {}, classes {:?}, head-only {}, recipe {}, optimiser {}, batch norm {}, ema {}): resume with the flags of the interrupted run",
-            state.architecture, state.width, state.input_size, state.classes, state.head_only, state.recipe, state.optimiser, state.batch_norm, state.ema,
+            state.architecture, state.width, state.input_size, state.classes, state.head_only, state.recipe, saved_optimiser(&state), state.batch_norm, state.ema,
             expect.architecture, expect.width, expect.input_size, expect.classes, expect.head_only, expect.recipe, expect.optimiser, expect.batch_norm, expect.ema
         ))
         .into());
@@ -170,8 +183,8 @@ pub(super) fn load_checkpoint(
     model.load(&saved)?;
     opt.state.clear();
     let names: Vec<String> = opt.params.iter().map(|(n, _)| n.clone()).collect();
-    // Moving averages exist for every weight, the frozen ones and batch
-    // normalisation's statistics included.
+    // Moving averages may exist for weights the optimiser does not update (batch
+    // normalisation's statistics).
     for (name, _) in model.parameters() {
         let key = format!("{EMA}{name}");
         if let Some(t) = saved.get(&key) {

@@ -161,8 +161,14 @@ pub(super) fn fit(
         warmup_steps: (config.warmup_epochs * batches as f64).ceil(),
         total_steps: (u64::from(epochs) * batches) as f64,
     };
-    // Every weight, trainable or not, shared with the model (for the moving average).
-    let all_params = model.parameters();
+    // The weights the moving average follows (shared with the model): every one that
+    // changes, batch normalisation's statistics included; with the head alone trained,
+    // only the head, so the frozen layers are exported exactly as they came.
+    let all_params = if config.head_only {
+        model.trainable()
+    } else {
+        model.parameters()
+    };
     let mut run_now = 0usize;
     while state.epoch < epochs {
         if config.stop_after.is_some_and(|n| run_now >= n) {
