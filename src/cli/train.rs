@@ -170,12 +170,8 @@ mod available {
             // The recipe's numbers, then whatever the flags override.
             let d = TrainConfig::default().with_recipe(self.recipe);
             let optimiser = self.optimiser.unwrap_or(d.optimiser);
-            // Another rule than the recipe's starts from that rule's own numbers.
-            let (lr, weight_decay) = if optimiser == d.optimiser {
-                (d.lr, d.weight_decay)
-            } else {
-                optimiser.defaults()
-            };
+            // The rule's own numbers (the recipe's, when it is the recipe's rule).
+            let (lr, weight_decay) = optimiser.defaults();
             TrainConfig {
                 optimiser,
                 batch_norm: self.batch_norm.unwrap_or(d.batch_norm),

@@ -403,18 +403,30 @@ pub async fn named(
     query: &NamedQuery,
     given: &[(String, String)],
 ) -> Result<DataFrame> {
-    let what = format!("named query {}", query.name);
-    let mut params = query.bind(given)?;
-    check_named(ctx, query).await?;
-    compute_params(ctx, &what, &query.params, &mut params).await?;
+    let params = named_params(ctx, query, given).await?;
     sql(ctx, &query.sql, &params)
         .await
-        .map_err(|e| Error::Query(format!("{what}: {e}")))
+        .map_err(|e| Error::Query(format!("named query {}: {e}", query.name)))
+}
+
+/// The values a named query runs with on `ctx`: `given` bound to the declared types,
+/// the defaults, and the computed parameters evaluated; first checks the dataset has
+/// what the query reads ([`check_named`]).
+pub async fn named_params(
+    ctx: &SessionContext,
+    query: &NamedQuery,
+    given: &[(String, String)],
+) -> Result<Vec<(String, ScalarValue)>> {
+    let mut params = query.bind(given)?;
+    check_named(ctx, query).await?;
+    let what = format!("named query {}", query.name);
+    compute_params(ctx, &what, &query.params, &mut params).await?;
+    Ok(params)
 }
 
 /// Evaluates the `computed` parameters of `specs` (each a scalar SQL expression, which
 /// may use the parameters bound so far) and adds their values to `params`.
-pub async fn compute_params(
+async fn compute_params(
     ctx: &SessionContext,
     what: &str,
     specs: &[ParamSpec],
@@ -450,7 +462,7 @@ pub async fn compute_params(
 
 /// Checks a named query can run on `ctx`: one that reads embeddings needs a dataset
 /// that has them, and the error says how to get them.
-pub async fn check_named(ctx: &SessionContext, query: &NamedQuery) -> Result<()> {
+async fn check_named(ctx: &SessionContext, query: &NamedQuery) -> Result<()> {
     if query.needs_embeddings() && !has_embeddings(ctx).await {
         return Err(Error::Query(format!(
             "named query {} needs the {} column, which this dataset has not got: label the images with `labelflow run --embeddings` (a rerun with the flag starts a new run beside the old one)",

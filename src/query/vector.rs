@@ -179,8 +179,14 @@ impl Centre {
 
 /// `a` as a list of doubles.
 fn as_f64_list(a: &ArrayRef) -> Result<ArrayRef> {
-    let target = DataType::List(Arc::new(Field::new_list_field(DataType::Float64, true)));
-    Ok(cast(a, &target)?)
+    Ok(cast(a, &f64_list_type())?)
+}
+
+/// Whether the vector of `dim` values at `at` in `list` holds a NULL.
+fn has_null_value(list: &arrow::array::FixedSizeListArray, at: usize, dim: usize) -> bool {
+    list.values()
+        .nulls()
+        .is_some_and(|n| n.slice(at, dim).null_count() > 0)
 }
 
 /// The values of a fixed-size list of half or single floats (the `embedding` column),
@@ -251,11 +257,8 @@ fn fixed_vectors(
         }
         let (oa, ob) = (la.value_offset(row) as usize, lb.value_offset(row) as usize);
         // A null inside a vector makes the result NULL, as in the general path.
-        let holes = |list: &arrow::array::FixedSizeListArray, at: usize| {
-            list.values()
-                .nulls()
-                .is_some_and(|n| n.slice(at, dim).null_count() > 0)
-        };
+        let holes =
+            |list: &arrow::array::FixedSizeListArray, at: usize| has_null_value(list, at, dim);
         if holes(la, oa) || holes(lb, ob) {
             out.append_null();
             continue;
@@ -385,8 +388,19 @@ struct MeanFn {
     signature: Signature,
 }
 
+/// `LIST<DOUBLE>`: what the general path computes in and `embedding_mean` keeps its
+/// sums as.
 fn f64_list_type() -> DataType {
     DataType::List(Arc::new(Field::new_list_field(DataType::Float64, true)))
+}
+
+/// One list of doubles as a scalar.
+fn f64_list_scalar(values: impl Iterator<Item = f64>) -> ScalarValue {
+    ScalarValue::List(Arc::new(arrow::array::ListArray::from_iter_primitive::<
+        Float64Type,
+        _,
+        _,
+    >([Some(values.map(Some))])))
 }
 
 impl AggregateUDFImpl for MeanFn {
@@ -475,11 +489,7 @@ impl Accumulator for MeanAcc {
             let dim = list.value_length() as usize;
             for row in 0..list.len() {
                 let at = list.value_offset(row) as usize;
-                let holes = list
-                    .values()
-                    .nulls()
-                    .is_some_and(|n| n.slice(at, dim).null_count() > 0);
-                if list.is_null(row) || holes {
+                if list.is_null(row) || has_null_value(list, at, dim) {
                     continue;
                 }
                 self.add((at..at + dim).map(|i| f64::from(floats.get(i))), 1)?;
@@ -524,13 +534,7 @@ impl Accumulator for MeanAcc {
                     None,
                 )))
             }
-            _ => ScalarValue::List(Arc::new(arrow::array::ListArray::from_iter_primitive::<
-                Float64Type,
-                _,
-                _,
-            >([Some(
-                self.sum.iter().map(|s| Some(s / n)),
-            )]))),
+            _ => f64_list_scalar(self.sum.iter().map(|s| s / n)),
         })
     }
 
@@ -539,11 +543,8 @@ impl Accumulator for MeanAcc {
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        let sum = arrow::array::ListArray::from_iter_primitive::<Float64Type, _, _>([Some(
-            self.sum.iter().map(|s| Some(*s)),
-        )]);
         Ok(vec![
-            ScalarValue::List(Arc::new(sum)),
+            f64_list_scalar(self.sum.iter().copied()),
             ScalarValue::UInt64(Some(self.count)),
         ])
     }

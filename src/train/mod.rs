@@ -90,13 +90,15 @@ impl Optimiser {
         }
     }
 
-    /// The learning rate and weight decay this rule starts from when the recipe's own
-    /// rule is replaced.
+    /// The learning rate and weight decay this rule starts from: those of the recipe
+    /// whose rule it is (modern: AdamW, paper: SGD).
     pub fn defaults(self) -> (f64, f64) {
-        match self {
-            Optimiser::AdamW => (2e-3, 0.05),
-            Optimiser::Sgd => (0.01, 5e-4),
+        let d = match self {
+            Optimiser::AdamW => Recipe::Modern,
+            Optimiser::Sgd => Recipe::Paper,
         }
+        .defaults();
+        (d.lr, d.weight_decay)
     }
 }
 

@@ -129,10 +129,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
 
     let (text, params) = if let Some(name) = &args.name {
         let query = NamedQuery::find(name, args.sql_dir.as_deref())?;
-        let mut params = query.bind(&args.params)?;
-        query::check_named(&ctx, &query).await?;
-        let what = format!("named query {}", query.name);
-        query::compute_params(&ctx, &what, &query.params, &mut params).await?;
+        let params = query::named_params(&ctx, &query, &args.params).await?;
         (query.sql, params)
     } else if let Some(path) = &args.file {
         let text = std::fs::read_to_string(path)
