@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use labelflow::config::RunPlan;
 use labelflow::pipeline::{self, NoProgress};
-use labelflow::train::{self, NoTrainProgress, TrainConfig};
+use labelflow::train::{self, NoTrainProgress, SmallSet, TrainConfig};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -28,7 +28,10 @@ async fn main() -> anyhow::Result<()> {
     let out = PathBuf::from(args.next().unwrap_or_else(|| "out/example-train".into()));
 
     // 1. Train: a quarter-width AlexNet at 64 pixels (CPU-sized), 10 % of the labelled
-    //    images held out for validation by a stable hash of their keys.
+    //    images held out for validation by a stable hash of their keys. A few hundred
+    //    images are a small set, so the recipe's small-set numbers apply; the batch
+    //    size set here is taken out of them so that it stays 16 (as `--batch-size 16`
+    //    does on the command line).
     let config = TrainConfig {
         data: labelled,
         out: out.join("model"),
@@ -36,6 +39,10 @@ async fn main() -> anyhow::Result<()> {
         input_size: 64,
         epochs: 30,
         batch_size: 16,
+        small_set: Some(SmallSet {
+            batch_size: None,
+            ..SmallSet::default()
+        }),
         ..TrainConfig::default()
     };
     let report = train::train(&config, Arc::new(NoTrainProgress)).await?;

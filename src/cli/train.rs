@@ -40,7 +40,7 @@ mod available {
     use labelflow::runtime::Device;
     use labelflow::train::augment::AugmentConfig;
     use labelflow::train::metrics::EpochMetrics;
-    use labelflow::train::{self, Optimiser, Recipe, TrainConfig, TrainProgress};
+    use labelflow::train::{self, Optimiser, Recipe, SmallSet, TrainConfig, TrainProgress};
 
     #[derive(Debug, Args)]
     pub struct TrainArgs {
@@ -95,7 +95,8 @@ mod available {
         /// Label smoothing of the training loss (default: 0.1 modern, 0 paper).
         #[arg(long, value_name = "EPS")]
         pub label_smoothing: Option<f64>,
-        /// Dropout before the first two fully connected layers (default 0.5).
+        /// Dropout before the first two fully connected layers (default 0.5; 0.3 on a
+        /// small set).
         #[arg(long, value_name = "P")]
         pub dropout: Option<f64>,
         /// Keep an exponential moving average of the weights with this decay per step
@@ -113,9 +114,11 @@ mod available {
         pub input_size: usize,
         #[arg(long, default_value_t = 30)]
         pub epochs: usize,
-        #[arg(long, default_value_t = 128)]
-        pub batch_size: usize,
-        /// Peak learning rate (default: the update rule's, AdamW 2e-3, SGD 0.01).
+        /// Images per step (default 128; 64 on a small set, see --small-set-below).
+        #[arg(long, value_name = "N")]
+        pub batch_size: Option<usize>,
+        /// Peak learning rate (default: the update rule's, AdamW 2e-3, SGD 0.01; AdamW
+        /// 3e-3 on a small set).
         #[arg(long)]
         pub lr: Option<f64>,
         /// SGD momentum (--recipe paper, --optimiser sgd).
@@ -147,7 +150,15 @@ mod available {
         /// libtorch threads (default: libtorch's choice).
         #[arg(long)]
         pub threads: Option<usize>,
-        /// Turn off random crops (centre crop instead).
+        /// --recipe modern on a new model: a training set of fewer than N images is
+        /// small, and takes batch 64, lr 3e-3 (AdamW), dropout 0.3 and centre crops
+        /// where no flag sets them; 0 turns this off.
+        #[arg(long, value_name = "N", default_value_t = 20_000)]
+        pub small_set_below: usize,
+        /// Random crops even on a small set (the default elsewhere).
+        #[arg(long, conflicts_with = "no_random_crop")]
+        pub random_crop: bool,
+        /// Turn off random crops (centre crop instead; the default on a small set).
         #[arg(long)]
         pub no_random_crop: bool,
         /// Turn off horizontal flips.
@@ -172,7 +183,23 @@ mod available {
             let optimiser = self.optimiser.unwrap_or(d.optimiser);
             // The rule's own numbers (the recipe's, when it is the recipe's rule).
             let (lr, weight_decay) = optimiser.defaults();
+            // The small-set numbers, less those a flag sets (and AdamW's learning rate
+            // under another rule).
+            let small_set = d.small_set.and_then(|s| {
+                (self.small_set_below > 0).then(|| SmallSet {
+                    below: self.small_set_below,
+                    batch_size: s.batch_size.filter(|_| self.batch_size.is_none()),
+                    lr: s
+                        .lr
+                        .filter(|_| self.lr.is_none() && optimiser == Optimiser::AdamW),
+                    dropout: s.dropout.filter(|_| self.dropout.is_none()),
+                    random_crop: s
+                        .random_crop
+                        .filter(|_| !self.random_crop && !self.no_random_crop),
+                })
+            });
             TrainConfig {
+                small_set,
                 optimiser,
                 batch_norm: self.batch_norm.unwrap_or(d.batch_norm),
                 label_smoothing: self.label_smoothing.unwrap_or(d.label_smoothing),
@@ -189,7 +216,7 @@ mod available {
                 width: self.width,
                 input_size: self.input_size,
                 epochs: self.epochs,
-                batch_size: self.batch_size,
+                batch_size: self.batch_size.unwrap_or(d.batch_size),
                 lr: self.lr.unwrap_or(lr),
                 momentum: self.momentum,
                 weight_decay: self.weight_decay.unwrap_or(weight_decay),
@@ -222,6 +249,9 @@ mod available {
     impl TrainProgress for Bars {
         fn phase(&self, what: &str) {
             tracing::info!("{what}");
+        }
+        fn notice(&self, what: &str) {
+            eprintln!("note: {what}");
         }
         fn epoch_start(&self, epoch: u32, epochs: u32, batches: u64) {
             if !self.show {
@@ -298,5 +328,60 @@ mod available {
             println!("{}", serde_json::to_string_pretty(c)?);
         }
         Ok(0)
+    }
+}
+
+#[cfg(all(test, feature = "train"))]
+mod tests {
+    use clap::Parser;
+    use labelflow::train::{Recipe, SmallSet};
+
+    use crate::cli::{Cli, Command};
+
+    fn config(args: &[&str]) -> labelflow::train::TrainConfig {
+        let argv = ["labelflow", "train", "--data", "d", "--out", "o"];
+        let cli = Cli::try_parse_from(argv.iter().chain(args)).unwrap();
+        match cli.command {
+            Command::Train(t) => t.config(),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn flags_given_are_kept_on_a_small_set() {
+        // No flags: the whole rule, and the recipe's own numbers for large sets.
+        let c = config(&[]);
+        assert_eq!(c.small_set, Some(SmallSet::default()));
+        assert_eq!((c.batch_size, c.lr, c.dropout), (128, 2e-3, 0.5));
+        assert!(c.augment.random_crop);
+
+        // Each flag takes its number out of the rule.
+        let c = config(&["--batch-size", "16", "--random-crop"]);
+        let s = c.small_set.unwrap();
+        assert_eq!((s.batch_size, s.random_crop), (None, None));
+        assert_eq!((s.lr, s.dropout), (Some(3e-3), Some(0.3)));
+        let (used, _) = c.for_train_set(300);
+        assert_eq!((used.batch_size, used.lr), (16, 3e-3));
+        assert!(used.augment.random_crop);
+        let s = config(&["--lr", "1e-3", "--dropout", "0.5", "--no-random-crop"])
+            .small_set
+            .unwrap();
+        assert_eq!((s.lr, s.dropout, s.random_crop), (None, None, None));
+
+        // AdamW's small-set rate is not SGD's; the threshold is a flag; 0 and the
+        // paper recipe turn the rule off.
+        let c = config(&["--optimiser", "sgd"]);
+        assert_eq!(c.small_set.unwrap().lr, None);
+        assert_eq!(c.for_train_set(300).0.lr, 0.01);
+        assert_eq!(
+            config(&["--small-set-below", "500"])
+                .small_set
+                .unwrap()
+                .below,
+            500
+        );
+        assert_eq!(config(&["--small-set-below", "0"]).small_set, None);
+        let c = config(&["--recipe", "paper"]);
+        assert_eq!((c.recipe, c.small_set), (Recipe::Paper, None));
     }
 }

@@ -44,6 +44,31 @@ impl Default for AugmentConfig {
     }
 }
 
+impl AugmentConfig {
+    /// The augmentations in words, for the model card: `random crops, flips,
+    /// lighting 0.1` or `none (centre crops)`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if self.random_crop {
+            parts.push("random crops".to_owned());
+        }
+        if self.flip {
+            parts.push("flips".to_owned());
+        }
+        if self.lighting > 0.0 {
+            parts.push(format!("lighting {}", self.lighting));
+        }
+        if self.erase > 0.0 {
+            parts.push(format!("random erasing {}", self.erase));
+        }
+        match (parts.is_empty(), self.random_crop) {
+            (true, _) => "none (centre crops)".to_owned(),
+            (false, true) => parts.join(", "),
+            (false, false) => format!("centre crops, {}", parts.join(", ")),
+        }
+    }
+}
+
 /// The seeded generator of shuffles, crops, flips and lighting: the same seed gives
 /// the same augmentation on every machine.
 pub use crate::stable::SplitMix64 as Rng;

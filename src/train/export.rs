@@ -42,6 +42,13 @@ pub struct ModelCard {
     pub epochs: u32,
     pub batch_size: usize,
     pub optimizer: String,
+    /// Training-time augmentation (`random crops, flips, lighting 0.1`).
+    #[serde(default)]
+    pub augmentation: String,
+    /// The small-set numbers the modern recipe used in place of its own, when the
+    /// training set was small (`5400 training images, fewer than 20000: batch 64, …`).
+    #[serde(default)]
+    pub small_set: Option<String>,
     pub seed: u64,
     pub device: String,
     pub train_seconds: f64,

@@ -12,7 +12,9 @@ use labelflow::onnx::writer::{model_proto, write_model_file};
 use labelflow::onnx::{Dim, GraphBuilder, Variant};
 use labelflow::train::augment::{eval_spec, AugmentConfig};
 use labelflow::train::model::AlexNet;
-use labelflow::train::{self, NoTrainProgress, Optimiser, Recipe, TrainConfig, TrainReport};
+use labelflow::train::{
+    self, NoTrainProgress, Optimiser, Recipe, SmallSet, TrainConfig, TrainReport,
+};
 use tch::Tensor;
 
 use super::common::{data, scratch};
@@ -22,9 +24,15 @@ fn fashion(split: &str) -> String {
 }
 
 /// The CI-sized configuration: a quarter-width AlexNet at 64 pixels, 30 epochs of
-/// 19 steps (about 30 s on two cores).
+/// 19 steps (about 30 s on two cores). The 300 images are a small set: the recipe's
+/// small-set numbers apply, less the batch size, which is set (as `--batch-size 16`
+/// would on the command line).
 fn small(out: PathBuf) -> TrainConfig {
     TrainConfig {
+        small_set: Some(SmallSet {
+            batch_size: None,
+            ..SmallSet::default()
+        }),
         data: fashion("train"),
         val: Some(fashion("val")),
         out,
@@ -620,6 +628,18 @@ fn train_cli_runs_end_to_end() {
     assert!(stderr.contains("epoch   1"), "{stderr}");
     let card: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(card["epochs"], 1);
+    // 300 images are a small set: its numbers, less the batch size the flag gave; the
+    // log says so and how to keep the recipe's own.
+    assert_eq!(card["batch_size"], 32);
+    assert_eq!(
+        card["small_set"],
+        "300 training images, fewer than 20000: lr 0.003, dropout 0.3, centre crops"
+    );
+    assert_eq!(card["augmentation"], "centre crops, flips, lighting 0.1");
+    assert!(
+        stderr.contains("small labelled set") && stderr.contains("--small-set-below 0"),
+        "{stderr}"
+    );
     assert!(out.join("model.onnx").is_file());
 }
 

@@ -19,6 +19,9 @@ use crate::{Error, Result};
 pub trait TrainProgress: Send + Sync {
     /// A named phase starts (listing, loading, features…).
     fn phase(&self, _what: &str) {}
+    /// Something the person running the job should read, e.g. which numbers the
+    /// recipe chose for this data.
+    fn notice(&self, _what: &str) {}
     /// An epoch of `batches` batches starts.
     fn epoch_start(&self, _epoch: u32, _epochs: u32, _batches: u64) {}
     /// A training batch finished.
@@ -157,6 +160,22 @@ pub async fn train(config: &TrainConfig, progress: Arc<dyn TrainProgress>) -> Re
         "loaded the labelled images"
     );
 
+    // A small set takes the recipe's small-set numbers (flags given still win).
+    let (run_config, small) = config.for_train_set(train_set.samples.len());
+    let small_set = small.map(|s| {
+        format!(
+            "{} training images, fewer than {}: {}",
+            train_set.samples.len(),
+            s.below,
+            s.describe()
+        )
+    });
+    if let Some(s) = &small_set {
+        progress.notice(&format!(
+            "small labelled set, {s} (a flag sets any of them; --small-set-below 0 keeps the recipe's own numbers)"
+        ));
+    }
+    let config = &run_config;
     let cfg = config.clone();
     let classes_for_fit = classes.clone();
     let prog = progress.clone();
@@ -227,6 +246,12 @@ pub async fn train(config: &TrainConfig, progress: Arc<dyn TrainProgress>) -> Re
                 ),
             }
         },
+        augmentation: if mode == "head-only" {
+            "none (features of the frozen layers computed once, centre crops)".to_owned()
+        } else {
+            config.augment.describe()
+        },
+        small_set,
         seed: config.seed,
         device: config.device.to_string(),
         train_seconds: started.elapsed().as_secs_f64(),
