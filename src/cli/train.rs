@@ -124,7 +124,8 @@ mod available {
         /// SGD momentum (--recipe paper, --optimiser sgd).
         #[arg(long, default_value_t = 0.9)]
         pub momentum: f64,
-        /// Weight decay (default: AdamW 0.05, decoupled and not on biases; SGD 5e-4).
+        /// Weight decay (default: AdamW 0.05, decoupled and not on biases, 0.2 on a
+        /// small set; SGD 5e-4).
         #[arg(long)]
         pub weight_decay: Option<f64>,
         /// --recipe paper: epochs without a better validation loss before the learning
@@ -151,8 +152,8 @@ mod available {
         #[arg(long)]
         pub threads: Option<usize>,
         /// --recipe modern on a new model: a training set of fewer than N images is
-        /// small, and takes batch 64, lr 3e-3 (AdamW), dropout 0.3 and centre crops
-        /// where no flag sets them; 0 turns this off.
+        /// small, and takes batch 64, lr 3e-3 and weight decay 0.2 (AdamW), dropout 0.3
+        /// and centre crops where no flag sets them; 0 turns this off.
         #[arg(long, value_name = "N", default_value_t = 20_000)]
         pub small_set_below: usize,
         /// Random crops even on a small set (the default elsewhere).
@@ -184,14 +185,16 @@ mod available {
             // The rule's own numbers (the recipe's, when it is the recipe's rule).
             let (lr, weight_decay) = optimiser.defaults();
             // The small-set numbers, less those a flag sets (and AdamW's learning rate
-            // under another rule).
+            // and decay under another rule).
+            let adamw = optimiser == Optimiser::AdamW;
             let small_set = d.small_set.and_then(|s| {
                 (self.small_set_below > 0).then(|| SmallSet {
                     below: self.small_set_below,
                     batch_size: s.batch_size.filter(|_| self.batch_size.is_none()),
-                    lr: s
-                        .lr
-                        .filter(|_| self.lr.is_none() && optimiser == Optimiser::AdamW),
+                    lr: s.lr.filter(|_| self.lr.is_none() && adamw),
+                    weight_decay: s
+                        .weight_decay
+                        .filter(|_| self.weight_decay.is_none() && adamw),
                     dropout: s.dropout.filter(|_| self.dropout.is_none()),
                     random_crop: s
                         .random_crop
@@ -363,16 +366,32 @@ mod tests {
         let (used, _) = c.for_train_set(300);
         assert_eq!((used.batch_size, used.lr), (16, 3e-3));
         assert!(used.augment.random_crop);
-        let s = config(&["--lr", "1e-3", "--dropout", "0.5", "--no-random-crop"])
-            .small_set
-            .unwrap();
-        assert_eq!((s.lr, s.dropout, s.random_crop), (None, None, None));
+        let s = config(&[
+            "--lr",
+            "1e-3",
+            "--weight-decay",
+            "0.1",
+            "--dropout",
+            "0.5",
+            "--no-random-crop",
+        ])
+        .small_set
+        .unwrap();
+        assert_eq!(
+            (s.lr, s.weight_decay, s.dropout, s.random_crop),
+            (None, None, None, None)
+        );
 
         // AdamW's small-set rate is not SGD's; the threshold is a flag; 0 and the
         // paper recipe turn the rule off.
         let c = config(&["--optimiser", "sgd"]);
-        assert_eq!(c.small_set.unwrap().lr, None);
-        assert_eq!(c.for_train_set(300).0.lr, 0.01);
+        let s = c.small_set.unwrap();
+        assert_eq!((s.lr, s.weight_decay), (None, None));
+        let (used, _) = c.for_train_set(300);
+        assert_eq!(
+            (used.lr, used.weight_decay, used.batch_size),
+            (0.01, 5e-4, 64)
+        );
         assert_eq!(
             config(&["--small-set-below", "500"])
                 .small_set

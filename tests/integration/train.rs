@@ -633,7 +633,7 @@ fn train_cli_runs_end_to_end() {
     assert_eq!(card["batch_size"], 32);
     assert_eq!(
         card["small_set"],
-        "300 training images, fewer than 20000: lr 0.003, dropout 0.3, centre crops"
+        "300 training images, fewer than 20000: lr 0.003, weight decay 0.2, dropout 0.3, centre crops"
     );
     assert_eq!(card["augmentation"], "centre crops, flips, lighting 0.1");
     assert!(
