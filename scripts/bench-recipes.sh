@@ -23,6 +23,8 @@
 #                  default (no flags)
 #   PAD            black border in pixels around every 28 px image (default 0; the data
 #                  then goes to OUT/data-pad<PAD>)
+#   PER_CLASS      training images per class (default 600; 6000 is the whole training
+#                  set, 60 000 images; the data then goes to OUT/data-n<PER_CLASS>…)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -37,10 +39,12 @@ say() { echo "bench-recipes: $*" >&2; }
 [ -x "$BIN" ] || { say "error: $BIN is missing (cargo build --release --features train)"; exit 1; }
 mkdir -p "$OUT"
 PAD="${PAD:-0}"
+PER_CLASS="${PER_CLASS:-600}"
 DATA="$OUT/data"
-[ "$PAD" = 0 ] || DATA="$OUT/data-pad$PAD"
+[ "$PER_CLASS" = 600 ] || DATA="$DATA-n$PER_CLASS"
+[ "$PAD" = 0 ] || DATA="$DATA-pad$PAD"
 if [ ! -d "$DATA/train" ]; then
-    "$PY" scripts/fashion_mnist_to_png.py "$DATA" --src "$SRC" --split train --per-class 600 --pad "$PAD" >&2
+    "$PY" scripts/fashion_mnist_to_png.py "$DATA" --src "$SRC" --split train --per-class "$PER_CLASS" --pad "$PAD" >&2
 fi
 if [ ! -d "$DATA/test" ]; then
     "$PY" scripts/fashion_mnist_to_png.py "$DATA" --src "$SRC" --split test --pad "$PAD" >&2

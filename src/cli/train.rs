@@ -332,75 +332,75 @@ mod available {
         }
         Ok(0)
     }
-}
 
-#[cfg(all(test, feature = "train"))]
-mod tests {
-    use clap::Parser;
-    use labelflow::train::{Recipe, SmallSet};
+    #[cfg(test)]
+    mod tests {
+        use clap::Parser;
+        use labelflow::train::{Recipe, SmallSet};
 
-    use crate::cli::{Cli, Command};
+        use crate::cli::{Cli, Command};
 
-    fn config(args: &[&str]) -> labelflow::train::TrainConfig {
-        let argv = ["labelflow", "train", "--data", "d", "--out", "o"];
-        let cli = Cli::try_parse_from(argv.iter().chain(args)).unwrap();
-        match cli.command {
-            Command::Train(t) => t.config(),
-            _ => unreachable!(),
+        fn config(args: &[&str]) -> labelflow::train::TrainConfig {
+            let argv = ["labelflow", "train", "--data", "d", "--out", "o"];
+            let cli = Cli::try_parse_from(argv.iter().chain(args)).unwrap();
+            match cli.command {
+                Command::Train(t) => t.config(),
+                _ => unreachable!(),
+            }
         }
-    }
 
-    #[test]
-    fn flags_given_are_kept_on_a_small_set() {
-        // No flags: the whole rule, and the recipe's own numbers for large sets.
-        let c = config(&[]);
-        assert_eq!(c.small_set, Some(SmallSet::default()));
-        assert_eq!((c.batch_size, c.lr, c.dropout), (128, 2e-3, 0.5));
-        assert!(c.augment.random_crop);
+        #[test]
+        fn flags_given_are_kept_on_a_small_set() {
+            // No flags: the whole rule, and the recipe's own numbers for large sets.
+            let c = config(&[]);
+            assert_eq!(c.small_set, Some(SmallSet::default()));
+            assert_eq!((c.batch_size, c.lr, c.dropout), (128, 2e-3, 0.5));
+            assert!(c.augment.random_crop);
 
-        // Each flag takes its number out of the rule.
-        let c = config(&["--batch-size", "16", "--random-crop"]);
-        let s = c.small_set.unwrap();
-        assert_eq!((s.batch_size, s.random_crop), (None, None));
-        assert_eq!((s.lr, s.dropout), (Some(3e-3), Some(0.3)));
-        let (used, _) = c.for_train_set(300);
-        assert_eq!((used.batch_size, used.lr), (16, 3e-3));
-        assert!(used.augment.random_crop);
-        let s = config(&[
-            "--lr",
-            "1e-3",
-            "--weight-decay",
-            "0.1",
-            "--dropout",
-            "0.5",
-            "--no-random-crop",
-        ])
-        .small_set
-        .unwrap();
-        assert_eq!(
-            (s.lr, s.weight_decay, s.dropout, s.random_crop),
-            (None, None, None, None)
-        );
+            // Each flag takes its number out of the rule.
+            let c = config(&["--batch-size", "16", "--random-crop"]);
+            let s = c.small_set.unwrap();
+            assert_eq!((s.batch_size, s.random_crop), (None, None));
+            assert_eq!((s.lr, s.dropout), (Some(3e-3), Some(0.3)));
+            let (used, _) = c.for_train_set(300);
+            assert_eq!((used.batch_size, used.lr), (16, 3e-3));
+            assert!(used.augment.random_crop);
+            let s = config(&[
+                "--lr",
+                "1e-3",
+                "--weight-decay",
+                "0.1",
+                "--dropout",
+                "0.5",
+                "--no-random-crop",
+            ])
+            .small_set
+            .unwrap();
+            assert_eq!(
+                (s.lr, s.weight_decay, s.dropout, s.random_crop),
+                (None, None, None, None)
+            );
 
-        // AdamW's small-set rate is not SGD's; the threshold is a flag; 0 and the
-        // paper recipe turn the rule off.
-        let c = config(&["--optimiser", "sgd"]);
-        let s = c.small_set.unwrap();
-        assert_eq!((s.lr, s.weight_decay), (None, None));
-        let (used, _) = c.for_train_set(300);
-        assert_eq!(
-            (used.lr, used.weight_decay, used.batch_size),
-            (0.01, 5e-4, 64)
-        );
-        assert_eq!(
-            config(&["--small-set-below", "500"])
-                .small_set
-                .unwrap()
-                .below,
-            500
-        );
-        assert_eq!(config(&["--small-set-below", "0"]).small_set, None);
-        let c = config(&["--recipe", "paper"]);
-        assert_eq!((c.recipe, c.small_set), (Recipe::Paper, None));
+            // AdamW's small-set rate is not SGD's; the threshold is a flag; 0 and the
+            // paper recipe turn the rule off.
+            let c = config(&["--optimiser", "sgd"]);
+            let s = c.small_set.unwrap();
+            assert_eq!((s.lr, s.weight_decay), (None, None));
+            let (used, _) = c.for_train_set(300);
+            assert_eq!(
+                (used.lr, used.weight_decay, used.batch_size),
+                (0.01, 5e-4, 64)
+            );
+            assert_eq!(
+                config(&["--small-set-below", "500"])
+                    .small_set
+                    .unwrap()
+                    .below,
+                500
+            );
+            assert_eq!(config(&["--small-set-below", "0"]).small_set, None);
+            let c = config(&["--recipe", "paper"]);
+            assert_eq!((c.recipe, c.small_set), (Recipe::Paper, None));
+        }
     }
 }
