@@ -12,7 +12,8 @@
 //! - [`model`]: AlexNet in libtorch with torchvision's parameter names, initialised
 //!   from (and exported to) the crate's ONNX weights.
 //! - [`fit`]: the loop — the [`Recipe`] (AdamW with a cosine schedule, label smoothing
-//!   and batch normalisation by default; the paper's SGD with plateau steps as
+//!   and batch normalisation by default, with its [`SmallSet`] numbers for a new model
+//!   on fewer than 20 000 images; the paper's SGD with plateau steps as
 //!   `--recipe paper`), checkpoints every epoch, `--resume`, head-only fine-tuning.
 //! - [`metrics`]: per-epoch loss and top-1/top-5, written as Parquet.
 //! - [`export`]: `model.onnx` through the crate's ONNX writer, `card.json` beside it.
