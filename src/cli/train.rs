@@ -184,17 +184,14 @@ mod available {
             let optimiser = self.optimiser.unwrap_or(d.optimiser);
             // The rule's own numbers (the recipe's, when it is the recipe's rule).
             let (lr, weight_decay) = optimiser.defaults();
-            // The small-set numbers, less those a flag sets (and AdamW's learning rate
-            // and decay under another rule).
-            let adamw = optimiser == Optimiser::AdamW;
+            // The small-set numbers, less those a flag sets (under another rule than
+            // AdamW, `for_train_set` leaves out AdamW's rate and decay).
             let small_set = d.small_set.and_then(|s| {
                 (self.small_set_below > 0).then(|| SmallSet {
                     below: self.small_set_below,
                     batch_size: s.batch_size.filter(|_| self.batch_size.is_none()),
-                    lr: s.lr.filter(|_| self.lr.is_none() && adamw),
-                    weight_decay: s
-                        .weight_decay
-                        .filter(|_| self.weight_decay.is_none() && adamw),
+                    lr: s.lr.filter(|_| self.lr.is_none()),
+                    weight_decay: s.weight_decay.filter(|_| self.weight_decay.is_none()),
                     dropout: s.dropout.filter(|_| self.dropout.is_none()),
                     random_crop: s
                         .random_crop
@@ -384,9 +381,9 @@ mod available {
             // AdamW's small-set rate is not SGD's; the threshold is a flag; 0 and the
             // paper recipe turn the rule off.
             let c = config(&["--optimiser", "sgd"]);
-            let s = c.small_set.unwrap();
+            let (used, applied) = c.for_train_set(300);
+            let s = applied.unwrap();
             assert_eq!((s.lr, s.weight_decay), (None, None));
-            let (used, _) = c.for_train_set(300);
             assert_eq!(
                 (used.lr, used.weight_decay, used.batch_size),
                 (0.01, 5e-4, 64)

@@ -176,7 +176,7 @@ pub async fn train(config: &TrainConfig, progress: Arc<dyn TrainProgress>) -> Re
         ));
     }
     let config = &run_config;
-    let cfg = config.clone();
+    let cfg = run_config.clone();
     let classes_for_fit = classes.clone();
     let prog = progress.clone();
     let fitted = tokio::task::spawn_blocking(move || {
