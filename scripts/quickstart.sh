@@ -26,6 +26,15 @@ case "${1:-}" in
   *) echo "usage: scripts/quickstart.sh [--no-train]" >&2; exit 2 ;;
 esac
 
+# The JPEG decoder's SIMD kernels need nasm at build time (build.rs stops without it).
+if [[ "${LABELFLOW_JPEG_SIMD:-}" != off ]] && ! command -v nasm >/dev/null; then
+  echo "quickstart: installing nasm (the JPEG decoder's SIMD kernels)" >&2
+  sudo=()
+  [[ "$(id -u)" == 0 ]] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq && DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq nasm >/dev/null \
+    || { echo "quickstart: could not install nasm; install it (apt-get install nasm) and run again" >&2; exit 2; }
+fi
+
 ort_line="$(scripts/setup-ort.sh | tail -n1)"
 export "${ort_line?}"
 bin="${CARGO_TARGET_DIR:-target}/release/labelflow"

@@ -57,6 +57,16 @@ if [[ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]]; then
   echo "$want" >"$stamp"
 fi
 
+# --- 1b. nasm: the JPEG decoder's SIMD kernels (build.rs stops without it) -----
+if [[ "${LABELFLOW_JPEG_SIMD:-}" != off ]] && ! command -v nasm >/dev/null; then
+  say "installing nasm (apt) for the JPEG decoder's SIMD kernels"
+  sudo=()
+  [[ "$(id -u)" == 0 ]] || sudo=(sudo -n)
+  { "${sudo[@]}" apt-get update -qq \
+      && DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq nasm >/dev/null; } \
+    || die "could not install nasm (Debian: apt-get install nasm, as root); or set LABELFLOW_JPEG_SIMD=off to test the slower decoder"
+fi
+
 # --- 2. ONNX Runtime ---------------------------------------------------------------
 if [[ -n "${ORT_DYLIB_PATH:-}" && -f "${ORT_DYLIB_PATH}" ]]; then
   say "using ORT_DYLIB_PATH=$ORT_DYLIB_PATH"

@@ -89,6 +89,10 @@ pub struct OutputConfig {
     /// Start a new run even when an unfinished run of the same job exists (by
     /// default that run is continued).
     pub new_run: Option<bool>,
+    /// Label every selected object, also those an earlier run of the same model,
+    /// preprocessing, tta, top-k and embeddings already labelled unchanged (by default
+    /// they are skipped).
+    pub relabel_all: Option<bool>,
     /// Also write each image's feature vector (`embedding`, the penultimate layer,
     /// L2-normalised, half floats) and its binary code (`code`).
     pub embeddings: Option<bool>,
@@ -126,6 +130,12 @@ pub struct Tuning {
     /// After SIGTERM/SIGINT, how long in-flight batches may still be labelled before
     /// the open part is published and the run exits, seconds.
     pub stop_grace_seconds: u64,
+    /// The shard's lease is taken over this long after its holder's last heartbeat
+    /// (the holder beats every quarter of it), seconds.
+    pub lease_ttl_seconds: u64,
+    /// When another live worker holds the shard's lease: wait for it to stop (or for
+    /// its lease to expire) instead of exiting with code 4.
+    pub wait_for_lease: bool,
 }
 
 impl Default for Tuning {
@@ -145,6 +155,8 @@ impl Default for Tuning {
             request_timeout_seconds: 60,
             max_store_failures: 10,
             stop_grace_seconds: 15,
+            lease_ttl_seconds: crate::lease::DEFAULT_TTL.as_secs(),
+            wait_for_lease: false,
         }
     }
 }
@@ -190,6 +202,10 @@ pub struct RunPlan {
     pub run_id: Option<String>,
     /// Start a fresh run even when an unfinished one of the same job exists.
     pub new_run: bool,
+    /// Label objects an earlier run of the same labels already has unchanged.
+    pub relabel_all: bool,
+    /// How the shard's lease is taken.
+    pub lease: crate::lease::LeaseOptions,
     /// An input under which nothing is selected is not an error.
     pub allow_empty: bool,
     pub sink: SinkOptions,
@@ -316,6 +332,12 @@ impl RunPlanBuilder {
     /// `--new-run`.
     pub fn new_run(mut self) -> Self {
         self.output().new_run = Some(true);
+        self
+    }
+
+    /// `--relabel-all`.
+    pub fn relabel_all(mut self) -> Self {
+        self.output().relabel_all = Some(true);
         self
     }
 
@@ -494,9 +516,12 @@ impl JobConfig {
                 "--fetch-concurrency, --per-host-concurrency, --decode-threads, --sessions and --batch-queue must be at least 1".into(),
             ));
         }
-        if tuning.max_store_failures == 0 || tuning.request_timeout_seconds == 0 {
+        if tuning.max_store_failures == 0
+            || tuning.request_timeout_seconds == 0
+            || tuning.lease_ttl_seconds == 0
+        {
             return Err(Error::Config(
-                "--max-store-failures and --request-timeout must be at least 1".into(),
+                "--max-store-failures, --request-timeout and --lease-ttl must be at least 1".into(),
             ));
         }
         let selection = Selection {
@@ -526,6 +551,11 @@ impl JobConfig {
             tta: m.tta.unwrap_or_default(),
             run_id: o.run_id,
             new_run: o.new_run.unwrap_or(false),
+            relabel_all: o.relabel_all.unwrap_or(false),
+            lease: crate::lease::LeaseOptions {
+                ttl: std::time::Duration::from_secs(tuning.lease_ttl_seconds),
+                wait: tuning.wait_for_lease,
+            },
             allow_empty: i.allow_empty.unwrap_or(false),
             sink,
             embeddings,
@@ -571,6 +601,7 @@ fn merge_output(a: OutputConfig, b: OutputConfig) -> OutputConfig {
         flush_seconds: b.flush_seconds.or(a.flush_seconds),
         zstd_level: b.zstd_level.or(a.zstd_level),
         new_run: b.new_run.or(a.new_run),
+        relabel_all: b.relabel_all.or(a.relabel_all),
         embeddings: b.embeddings.or(a.embeddings),
         embedding_output: b.embedding_output.or(a.embedding_output),
         code_bits: b.code_bits.or(a.code_bits),

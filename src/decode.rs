@@ -14,6 +14,21 @@ use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
 
 use crate::preprocess::{PreprocessError, Preprocessor, Tta};
 
+/// Whether the JPEG decoder (libjpeg-turbo, built from source with the project) runs
+/// its SIMD kernels on this CPU: they are compiled in only when `nasm` was installed
+/// at build time (see build.rs), and used only where the CPU has SSE2 or AVX2. Without
+/// them every JPEG decodes about 1.4× slower, with the same pixels.
+pub fn jpeg_simd() -> bool {
+    unsafe extern "C" {
+        // libjpeg-turbo's own capability check: 0 from its SIMD-less build, non-zero
+        // when the SIMD inverse DCT is compiled in and the CPU supports it.
+        fn jsimd_can_idct_islow() -> std::ffi::c_int;
+    }
+    // SAFETY: a C function with no arguments that reads CPU flags once and returns an
+    // int; it has no preconditions.
+    unsafe { jsimd_can_idct_islow() != 0 }
+}
+
 /// Default pixel cap: images declaring more pixels than this are refused before any
 /// pixel memory is allocated (about 100 megapixels, above any camera's output).
 pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;

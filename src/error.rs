@@ -112,6 +112,20 @@ pub enum Error {
     #[error("training: {0}")]
     Train(String),
 
+    /// Another worker holds this shard's lease and is alive: this one writes nothing.
+    #[error("shard {shard} of this job is being written by {holder}; its last heartbeat was {age_seconds:.1} s ago (it is taken over {ttl_seconds:.0} s after the last one)")]
+    LeaseHeld {
+        shard: String,
+        holder: String,
+        age_seconds: f64,
+        ttl_seconds: f64,
+    },
+
+    /// Another worker took this shard over (this one was paused or cut off past the
+    /// lease's TTL); nothing more was published.
+    #[error("lost the lease of shard {shard} to {taken_by}, which continues the run; stopped without publishing the open part")]
+    LeaseLost { shard: String, taken_by: String },
+
     /// A background task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(String),

@@ -19,9 +19,11 @@ use crate::decode::{self, DecodeError, DecodeLimits};
 use crate::error::{Error, Result};
 use crate::infer::{self, InferenceHandle};
 use crate::infer::{load_model, LoadedModel};
+use crate::lease::{Lease, LeaseWatch};
 use crate::manifest;
 use crate::preprocess::{PreprocessSpec, Preprocessor, Tta};
 use crate::redact::redact;
+use crate::rerun::Unchanged;
 use crate::runs::{self, RunStatus};
 use crate::schema;
 use crate::sink::{self, CommittedKeys, ModelStamp, PartWriter, Row};
@@ -35,6 +37,8 @@ pub struct Stats {
     pub listing: Arc<ListingCounters>,
     /// Objects skipped because this run already has them (resume).
     pub skipped: AtomicU64,
+    /// Objects skipped because an earlier run of the same labels has them unchanged.
+    pub unchanged: AtomicU64,
     /// Objects labelled successfully.
     pub labelled: AtomicU64,
     /// Objects written as error rows.
@@ -103,6 +107,10 @@ impl Stop {
 /// Exit code of a run stopped by a signal after committing its progress.
 pub const EXIT_INTERRUPTED: u8 = 3;
 
+/// Exit code of a worker that wrote nothing (or stopped writing) because another live
+/// worker holds its shard's lease: retry later, it is not a failure of the job.
+pub const EXIT_LEASE_HELD: u8 = 4;
+
 /// What a run did (also its record under `_runs/`, see [`crate::runs`]).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RunSummary {
@@ -112,6 +120,10 @@ pub struct RunSummary {
     pub resumed: bool,
     /// Digest of what decides the rows (input, filters, model, preprocessing, tta, top-k).
     pub fingerprint: String,
+    /// Digest of what decides one object's row (model, preprocessing, tta, top-k,
+    /// embeddings): a later run with the same one skips the objects this run labelled,
+    /// while they stay unchanged.
+    pub labels_fingerprint: String,
     pub shard: String,
     pub started_at: String,
     pub input: String,
@@ -121,7 +133,10 @@ pub struct RunSummary {
     pub device: String,
     pub listed: u64,
     pub selected: u64,
+    /// Already written by this run (a continued run).
     pub skipped: u64,
+    /// Labelled unchanged by an earlier run of the same labels (not labelled again).
+    pub skipped_unchanged: u64,
     pub labelled: u64,
     pub failed: u64,
     pub rows_written: u64,
@@ -133,6 +148,10 @@ pub struct RunSummary {
     pub batch_size: usize,
     /// Test-time augmentation used.
     pub tta: Tta,
+    /// Whether objects labelled unchanged by earlier runs were labelled again.
+    pub relabel_all: bool,
+    /// The epoch of the shard's lease this run held (1 for its first writer).
+    pub lease_epoch: u64,
     /// Peak resident memory of the process so far (Linux), bytes.
     pub peak_rss_bytes: Option<u64>,
     /// Busy seconds per stage, summed over each stage's workers.
@@ -163,6 +182,9 @@ pub fn peak_rss_bytes() -> Option<u64> {
 
 /// One object after fetch + decode + preprocess.
 enum Prepared {
+    /// A manifest's object whose fetched version an earlier run of the same labels
+    /// already labelled: no row.
+    Unchanged,
     Ready {
         object: ObjectRef,
         width: u32,
@@ -258,6 +280,20 @@ fn job_fingerprint(plan: &RunPlan, input: &Location, model: &LoadedModel) -> Str
     format!("{digest:032x}")
 }
 
+/// Digest of what decides one object's row: two runs with the same one write the same
+/// row for the same bytes, so a rerun may skip objects whose row is already there (see
+/// [`crate::rerun`]).
+fn labels_fingerprint(plan: &RunPlan, model: &LoadedModel) -> String {
+    let labels = serde_json::json!({
+        "model_sha256": model.info.sha256,
+        "preprocess": model.spec,
+        "tta": plan.tta,
+        "top_k": plan.top_k,
+        "embeddings": plan.embeddings,
+    });
+    format!("{:032x}", crate::stable::uri_digest(&labels.to_string()))
+}
+
 /// Which run this invocation writes to, and whether it continues an earlier one.
 async fn resolve_run(
     plan: &RunPlan,
@@ -307,10 +343,22 @@ pub async fn run_with_stop(
     let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let shard = plan.selection.shard;
     let fingerprint = job_fingerprint(plan, input, &model);
+    let labels = labels_fingerprint(plan, &model);
+    // One writer per shard of a job: the lease is taken before the run is chosen, so
+    // two workers started at the same moment cannot both start (or continue) a run.
+    let note = |m: &str| progress.note(m);
+    let lease = match Lease::acquire(output, &fingerprint, shard, plan.lease, &note).await {
+        Ok(l) => l,
+        Err(e) => {
+            model.pool.shutdown();
+            return Err(e);
+        }
+    };
     let (run_id, resumed) = match resolve_run(plan, output, &fingerprint, progress.as_ref()).await {
         Ok(r) => r,
         Err(e) => {
             model.pool.shutdown();
+            lease.release().await;
             return Err(e);
         }
     };
@@ -323,6 +371,7 @@ pub async fn run_with_stop(
             Ok(d) => d,
             Err(e) => {
                 model.pool.shutdown();
+                lease.release().await;
                 return Err(e);
             }
         }
@@ -335,6 +384,28 @@ pub async fn run_with_stop(
             done.len()
         ));
     }
+    let unchanged = if plan.relabel_all {
+        Unchanged::default()
+    } else {
+        // A listed object belongs to this shard by its key, a manifest's by its uri.
+        let by_uri = manifest::is_manifest(input);
+        let owns = move |key: &str, uri: &str| shard.owns(if by_uri { uri } else { key });
+        match Unchanged::load(output, &labels, &run_id, &owns).await {
+            Ok(u) => u,
+            Err(e) => {
+                model.pool.shutdown();
+                lease.release().await;
+                return Err(e);
+            }
+        }
+    };
+    if !unchanged.is_empty() {
+        tracing::info!(
+            objects = unchanged.len(),
+            bytes = unchanged.heap_bytes(),
+            "objects labelled unchanged by earlier runs of the same labels are skipped"
+        );
+    }
     let stats = Arc::new(Stats {
         workers: Workers {
             fetches: plan.tuning.fetch_concurrency,
@@ -343,11 +414,12 @@ pub async fn run_with_stop(
         },
         ..Stats::default()
     });
-    let mut summary = RunSummary {
+    let summary = RunSummary {
         run_id: run_id.clone(),
         status: RunStatus::Running,
         resumed,
         fingerprint,
+        labels_fingerprint: labels,
         shard: shard.to_string(),
         started_at,
         input: input.to_string(),
@@ -358,6 +430,7 @@ pub async fn run_with_stop(
         listed: 0,
         selected: 0,
         skipped: 0,
+        skipped_unchanged: 0,
         labelled: 0,
         failed: 0,
         rows_written: 0,
@@ -367,15 +440,19 @@ pub async fn run_with_stop(
         preprocess: model.spec.clone(),
         batch_size: model.pool.batch_size(),
         tta: plan.tta,
+        relabel_all: plan.relabel_all,
+        lease_epoch: lease.epoch(),
         peak_rss_bytes: None,
         stages: StageTimes::default(),
         load: Vec::new(),
     };
     if let Err(e) = write_record(output, &summary).await {
         model.pool.shutdown();
+        lease.release().await;
         return Err(e);
     }
     progress.started(&run_id, stats.clone());
+    let watch = lease.watch();
     let outcome = drive(Drive {
         plan,
         input,
@@ -383,17 +460,60 @@ pub async fn run_with_stop(
         model: &model,
         run_id: &run_id,
         done,
+        unchanged: Arc::new(unchanged),
+        lease: watch.clone(),
         stats: stats.clone(),
         stop: stop.clone(),
     })
     .await;
     progress.finished();
     model.pool.shutdown();
+    if watch.is_lost() {
+        // The run and its record are the new holder's now: write nothing more.
+        drop(lease);
+        return Err(watch.lost_error());
+    }
+    let ended = Ended {
+        summary,
+        outcome,
+        resumed,
+        started,
+    };
+    let summary = finish_run(plan, input, output, ended, &stats, stop).await;
+    lease.release().await;
+    summary
+}
+
+/// How a run's stages ended, for [`finish_run`].
+struct Ended {
+    summary: RunSummary,
+    outcome: Outcome,
+    resumed: bool,
+    started: Instant,
+}
+
+/// The run's summary and record once its stages ended (the shard's lease still held).
+async fn finish_run(
+    plan: &RunPlan,
+    input: &Location,
+    output: &Location,
+    ended: Ended,
+    stats: &Stats,
+    stop: Stop,
+) -> Result<RunSummary> {
+    let Ended {
+        mut summary,
+        outcome,
+        resumed,
+        started,
+    } = ended;
+    let (run_id, shard) = (summary.run_id.clone(), plan.selection.shard);
 
     let listing = &stats.listing;
     summary.listed = listing.listed.load(Relaxed);
     summary.selected = listing.selected.load(Relaxed);
     summary.skipped = stats.skipped.load(Relaxed);
+    summary.skipped_unchanged = stats.unchanged.load(Relaxed);
     summary.labelled = stats.labelled.load(Relaxed);
     summary.failed = stats.failed.load(Relaxed);
     summary.rows_written = outcome.rows_written;
@@ -465,6 +585,10 @@ struct Drive<'a> {
     model: &'a LoadedModel,
     run_id: &'a str,
     done: CommittedKeys,
+    /// Objects earlier runs of the same labels have unchanged.
+    unchanged: Arc<Unchanged>,
+    /// The shard's lease: checked before each part is published.
+    lease: LeaseWatch,
     stats: Arc<Stats>,
     stop: Stop,
 }
@@ -544,6 +668,8 @@ async fn drive(d: Drive<'_>) -> Outcome {
         model,
         run_id,
         done,
+        unchanged,
+        lease,
         stats,
         stop,
     } = d;
@@ -605,18 +731,29 @@ async fn drive(d: Drive<'_>) -> Outcome {
             };
             let listing = Timed::new(objects, stats.stages.counter(Stage::Listing));
             let skipped = stats.clone();
+            let listed_unchanged = unchanged.clone();
             let prepared = listing
                 .try_filter(move |o| {
-                    let keep = !done.contains(&o.uri);
-                    if !keep {
+                    let keep = if done.contains(&o.uri) {
                         skipped.skipped.fetch_add(1, Relaxed);
-                    }
+                        false
+                    } else if matches!(o.origin, source::Origin::Input)
+                        && listed_unchanged.contains(o)
+                    {
+                        // A listed object's version is known from the listing; a
+                        // manifest's only once fetched (see PrepareJob).
+                        skipped.unchanged.fetch_add(1, Relaxed);
+                        false
+                    } else {
+                        true
+                    };
                     futures::future::ready(keep)
                 })
                 .map_ok(|object| {
                     let input = input.clone();
                     let job = PrepareJob {
                         stats: stats.clone(),
+                        unchanged: unchanged.clone(),
                         spec: spec.clone(),
                         tta,
                         limits,
@@ -637,6 +774,7 @@ async fn drive(d: Drive<'_>) -> Outcome {
                 let Some(p) = next else { break };
                 let mut full = None;
                 let ready = match p {
+                    Prepared::Unchanged => None,
                     Prepared::Failed {
                         object,
                         error,
@@ -735,7 +873,7 @@ async fn drive(d: Drive<'_>) -> Outcome {
         plan.sink.clone(),
         stamp,
     ) {
-        Ok(w) => w,
+        Ok(w) => w.with_lease(Some(lease.clone())),
         Err(e) => {
             return Outcome {
                 rows_written: 0,
@@ -760,6 +898,7 @@ async fn drive(d: Drive<'_>) -> Outcome {
         stats: stats.clone(),
         stop,
         grace: plan.stop_grace,
+        lease,
     });
 
     // Both halves run on this task: the producer's error does not cancel the
@@ -805,6 +944,7 @@ struct Consumer {
     stats: Arc<Stats>,
     stop: Stop,
     grace: Duration,
+    lease: LeaseWatch,
 }
 
 /// Infer, score and write until the producer is done; after a stop request, for at
@@ -822,6 +962,7 @@ async fn consume(
         stats,
         stop,
         grace,
+        lease,
     } = c;
     let (embedder, views) = (scoring.embedder.clone(), scoring.views);
     let results = tokio_stream_from(rx)
@@ -869,6 +1010,8 @@ async fn consume(
                 _ = stop.requested(), if deadline.is_none() => {
                     deadline = Some(Box::pin(tokio::time::sleep(grace)));
                 }
+                // Another worker took the shard over: stop at once, publishing nothing.
+                _ = lease.lost() => return Err(lease.lost_error()),
                 _ = tick.tick() => {
                     let t = Instant::now();
                     writer.tick().await?;
@@ -898,6 +1041,9 @@ async fn consume(
     }
     .await;
     let published = (writer.rows_written, writer.parts.clone());
+    if lease.is_lost() {
+        return Err((lease.lost_error(), published.0, published.1));
+    }
     match result {
         Ok(()) => {
             let t = Instant::now();
@@ -1013,6 +1159,7 @@ fn with_preprocessor<R>(
 /// Fetch, decode and preprocess one object (the CPU part on the decode pool).
 struct PrepareJob {
     stats: Arc<Stats>,
+    unchanged: Arc<Unchanged>,
     spec: PreprocessSpec,
     tta: Tta,
     limits: DecodeLimits,
@@ -1046,6 +1193,12 @@ impl PrepareJob {
         let bytes = match fetched {
             Ok((bytes, meta)) => {
                 object.update_from(&meta);
+                if !matches!(object.origin, source::Origin::Input)
+                    && self.unchanged.contains(&object)
+                {
+                    self.stats.unchanged.fetch_add(1, Relaxed);
+                    return Ok(Prepared::Unchanged);
+                }
                 bytes
             }
             Err(source::FetchError::TooLarge { size }) => {

@@ -53,6 +53,11 @@ pub struct RunRecord {
     pub fingerprint: Option<String>,
     #[serde(default)]
     pub started_at: Option<String>,
+    /// What decides a row's content given the object (model, preprocessing, tta,
+    /// top-k, embeddings); a new run with the same one skips unchanged objects (see
+    /// [`crate::rerun`]). Absent from records written before the check existed.
+    #[serde(default)]
+    pub labels_fingerprint: Option<String>,
 }
 
 /// `_runs/<run_id>/s<I>of<N>.json` below the output.

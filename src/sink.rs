@@ -37,6 +37,7 @@ use parquet::file::properties::WriterProperties;
 
 use crate::error::{Error, Result};
 use crate::infer::{Embedded, Scored};
+use crate::lease::LeaseWatch;
 use crate::schema;
 use crate::source::{ObjectRef, Shard};
 use crate::store::Location;
@@ -242,10 +243,20 @@ pub async fn embedding_columns(
 
 /// Ranged reads of one committed part, for the async Parquet reader: only the footer
 /// and the projected columns' pages are fetched.
-struct PartReader {
+pub(crate) struct PartReader {
     store: Arc<dyn object_store::ObjectStore>,
     path: Path,
     size: u64,
+}
+
+impl PartReader {
+    pub(crate) fn new(output: &Location, meta: &object_store::ObjectMeta) -> Self {
+        Self {
+            store: output.store.clone(),
+            path: meta.location.clone(),
+            size: meta.size,
+        }
+    }
 }
 
 fn parquet_store_error(e: object_store::Error) -> parquet::errors::ParquetError {
@@ -515,6 +526,8 @@ pub struct PartWriter {
     /// When the oldest row not yet published arrived.
     pending_since: Option<Instant>,
     seq: u32,
+    /// The shard's lease, checked before each part is published.
+    lease: Option<LeaseWatch>,
     /// Parts published so far (full URIs).
     pub parts: Vec<String>,
     /// Rows in published parts.
@@ -547,9 +560,17 @@ impl PartWriter {
             part: None,
             pending_since: None,
             seq: 0,
+            lease: None,
             parts: Vec::new(),
             rows_written: 0,
         })
+    }
+
+    /// Publish a part only while `lease` is held: a worker that lost its shard to
+    /// another stops before it publishes rows the other one writes too.
+    pub fn with_lease(mut self, lease: Option<LeaseWatch>) -> Self {
+        self.lease = lease;
+        self
     }
 
     fn properties(&self) -> WriterProperties {
@@ -640,6 +661,14 @@ impl PartWriter {
     }
 
     async fn close_part(&mut self) -> Result<()> {
+        if let (Some(lease), true) = (&self.lease, self.part.is_some()) {
+            if let Err(e) = lease.check().await {
+                // The open part is dropped unpublished (a multipart upload is never
+                // completed; a local staging file is removed by the next run).
+                self.part = None;
+                return Err(e);
+            }
+        }
         if let Some(part) = self.part.take() {
             let uri = self.output.uri(&part.path);
             part.writer

@@ -14,6 +14,7 @@ mod integration {
     mod hostile;
     mod import;
     mod interop;
+    mod operate;
     mod query;
     mod reliability;
     mod report;

@@ -3,6 +3,11 @@
 pub fn run(ort_lib: Option<&std::path::Path>) -> anyhow::Result<u8> {
     use labelflow::runtime;
     println!("labelflow {}", env!("CARGO_PKG_VERSION"));
+    if labelflow::decode::jpeg_simd() {
+        println!("JPEG decoder:   libjpeg-turbo, SIMD on");
+    } else {
+        println!("JPEG decoder:   libjpeg-turbo, SIMD off (about 1.4x slower; rebuild with nasm installed: apt-get install nasm)");
+    }
     let gpus = runtime::gpus_seen();
     if gpus.is_empty() {
         println!("GPUs:           none seen (no NVIDIA driver)");

@@ -161,6 +161,11 @@ pub struct JobFlags {
     /// Start a new run even when an unfinished run of the same job exists.
     #[arg(long)]
     pub new_run: bool,
+    /// Label every selected object. By default a new run skips objects that an earlier
+    /// run with the same model, preprocessing, tta, top-k and embeddings labelled
+    /// unchanged (same uri and ETag, or size and modification time) and retries error rows.
+    #[arg(long)]
+    pub relabel_all: bool,
     /// Also write each image's feature vector (column `embedding`: the penultimate
     /// layer, AlexNet's fc7, L2-normalised, half floats; 8 KB a row for 4 096-d) and a
     /// binary code of it (column `code`), for `similar` and `near_duplicates`.
@@ -257,6 +262,14 @@ pub struct TuningFlags {
     /// once. Keep it below the scheduler's grace (Kubernetes: 30 s).
     #[arg(long, value_name = "SECS", default_value_t = Tuning::default().stop_grace_seconds)]
     pub stop_grace: u64,
+    /// One worker writes a shard at a time: another worker's lease on it is taken over
+    /// this many seconds after its last heartbeat (a killed or stuck worker).
+    #[arg(long, value_name = "SECS", default_value_t = Tuning::default().lease_ttl_seconds)]
+    pub lease_ttl: u64,
+    /// When another live worker is writing this shard: wait until it stops (or its
+    /// lease expires), then continue its run, instead of exiting with code 4.
+    #[arg(long)]
+    pub wait: bool,
 }
 
 impl TuningFlags {
@@ -273,6 +286,8 @@ impl TuningFlags {
             request_timeout_seconds: self.request_timeout,
             max_store_failures: self.max_store_failures,
             stop_grace_seconds: self.stop_grace,
+            lease_ttl_seconds: self.lease_ttl,
+            wait_for_lease: self.wait,
         }
     }
 }
@@ -317,6 +332,7 @@ impl JobFlags {
                 flush_seconds: self.flush_seconds,
                 zstd_level: None,
                 new_run: self.new_run.then_some(true),
+                relabel_all: self.relabel_all.then_some(true),
                 embeddings: self.embeddings.then_some(true),
                 embedding_output: self.embedding_output.clone(),
                 code_bits: self.code_bits,

@@ -38,7 +38,7 @@ impl Progress for Bars {
             while !stop.load(Relaxed) {
                 let labelled = stats.labelled.load(Relaxed);
                 let failed = stats.failed.load(Relaxed);
-                let skipped = stats.skipped.load(Relaxed);
+                let skipped = stats.skipped.load(Relaxed) + stats.unchanged.load(Relaxed);
                 let done = labelled + failed;
                 let rate = done as f64 / start.elapsed().as_secs_f64().max(1e-3);
                 let listing = &stats.listing;
@@ -118,8 +118,15 @@ impl Progress for Notes {
 /// The summary every run prints on stderr.
 pub fn print_summary(s: &RunSummary) {
     eprintln!(
-        "run {}: {} labelled, {} failed, {} skipped (already written) of {} listed in {:.1}s ({:.1} img/s)",
-        s.run_id, s.labelled, s.failed, s.skipped, s.listed, s.seconds, s.images_per_second
+        "run {}: {} labelled, {} failed, {} skipped (already written), {} skipped unchanged (labelled by an earlier run; --relabel-all labels them again) of {} listed in {:.1}s ({:.1} img/s)",
+        s.run_id,
+        s.labelled,
+        s.failed,
+        s.skipped,
+        s.skipped_unchanged,
+        s.listed,
+        s.seconds,
+        s.images_per_second
     );
     eprintln!(
         "model {} (sha256 {}…) on {}, batch {}",

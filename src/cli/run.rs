@@ -8,7 +8,8 @@ use labelflow::pipeline::{self, Progress};
 
 use super::{progress, BenchArgs, RunArgs};
 
-/// `labelflow run`: the run's exit code (0, 1 with error rows, 3 interrupted).
+/// `labelflow run`: the run's exit code (0, 1 with error rows, 3 interrupted, 4 another
+/// worker holds the shard).
 pub async fn run(
     args: RunArgs,
     ort_lib: Option<std::path::PathBuf>,
@@ -23,7 +24,22 @@ pub async fn run(
     };
     let stop = pipeline::Stop::new();
     watch_signals(stop.clone());
-    let summary = pipeline::run_until(&plan, progress, stop).await?;
+    let summary = match pipeline::run_until(&plan, progress, stop).await {
+        Ok(s) => s,
+        // Not a failure of the job: another worker is writing this shard.
+        Err(e @ labelflow::Error::LeaseHeld { .. }) => {
+            eprintln!(
+                "labelflow: {e}; not starting a second writer (exit {}): rerun once it stops, or pass --wait to wait for it",
+                pipeline::EXIT_LEASE_HELD
+            );
+            return Ok(pipeline::EXIT_LEASE_HELD);
+        }
+        Err(e @ labelflow::Error::LeaseLost { .. }) => {
+            eprintln!("labelflow: {e} (exit {})", pipeline::EXIT_LEASE_HELD);
+            return Ok(pipeline::EXIT_LEASE_HELD);
+        }
+        Err(e) => return Err(e.into()),
+    };
     progress::print_summary(&summary);
     if json {
         println!("{}", serde_json::to_string_pretty(&summary)?);

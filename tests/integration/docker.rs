@@ -222,6 +222,26 @@ fn the_kubernetes_job_has_the_fields_a_sharded_run_needs() {
     let completions = spec["completions"].as_u64().unwrap();
     assert!(spec["parallelism"].as_u64().unwrap() <= completions);
     assert!(spec["backoffLimitPerIndex"].as_u64().unwrap() >= 1);
+    assert_eq!(spec["podReplacementPolicy"], "Failed", "never two pods of one index");
+    // The exit codes: 2 fails the index, 4 (the shard's lease is held) is retried
+    // without counting.
+    let action_for = |code: u64| {
+        spec["podFailurePolicy"]["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| {
+                r["onExitCodes"]["values"]
+                    .as_array()
+                    .is_some_and(|v| v.iter().any(|c| c.as_u64() == Some(code)))
+            })
+            .map(|r| r["action"].as_str().unwrap().to_string())
+    };
+    assert_eq!(action_for(2).as_deref(), Some("FailIndex"));
+    assert_eq!(
+        action_for(u64::from(labelflow::pipeline::EXIT_LEASE_HELD)).as_deref(),
+        Some("Ignore")
+    );
     let pod = &spec["template"]["spec"];
     assert_eq!(pod["restartPolicy"], "Never");
     let container = &pod["containers"][0];

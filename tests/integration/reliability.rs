@@ -13,7 +13,7 @@ use labelflow::onnx::writer::{
 use super::common::*;
 
 /// `n` small JPEGs of distinct colours in `dir` (keys `img-0000.jpg`, …).
-fn make_images(dir: &Path, n: usize) -> Vec<String> {
+pub(super) fn make_images(dir: &Path, n: usize) -> Vec<String> {
     std::fs::create_dir_all(dir).unwrap();
     let mut keys = Vec::new();
     for i in 0..n {
@@ -27,7 +27,7 @@ fn make_images(dir: &Path, n: usize) -> Vec<String> {
     keys
 }
 
-fn run_args(input: &Path, output: &Path) -> Vec<String> {
+pub(super) fn run_args(input: &Path, output: &Path) -> Vec<String> {
     [
         "run",
         "--input",
@@ -55,7 +55,7 @@ fn run_args(input: &Path, output: &Path) -> Vec<String> {
 
 /// The keys of every row in the output (all runs), as a multiset check: each key
 /// once, the set equal to `want`.
-fn assert_exactly_once(out: &Path, want: &[String]) {
+pub(super) fn assert_exactly_once(out: &Path, want: &[String]) {
     let rows = preds(&read_parts(out));
     let keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
     let unique: BTreeSet<&str> = keys.iter().copied().collect();
@@ -81,15 +81,15 @@ fn partial_files(out: &Path) -> Vec<PathBuf> {
 
 /// A running `labelflow run` whose stderr is read as it comes: how many objects it
 /// has labelled so far (from its debug log) and everything it printed.
-struct Watched {
-    child: Child,
+pub(super) struct Watched {
+    pub(super) child: Child,
     lines: std::sync::mpsc::Receiver<String>,
-    stderr: String,
+    pub(super) stderr: String,
     labelled: u64,
 }
 
 impl Watched {
-    fn start(args: &[String]) -> Self {
+    pub(super) fn start(args: &[String]) -> Self {
         let mut child = spawn(args, &[]);
         let err = child.stderr.take().unwrap();
         let (tx, lines) = std::sync::mpsc::channel();
@@ -116,7 +116,7 @@ impl Watched {
     }
 
     /// Wait until it has labelled at least `n` objects; false if it exited first.
-    fn wait_labelled(&mut self, n: u64) -> bool {
+    pub(super) fn wait_labelled(&mut self, n: u64) -> bool {
         while self.labelled < n {
             match self.lines.recv_timeout(Duration::from_secs(120)) {
                 Ok(line) => self.take(line),
@@ -127,7 +127,7 @@ impl Watched {
     }
 
     /// Wait for the exit; returns the code (None: killed by a signal).
-    fn finish(mut self) -> (Option<i32>, String, u64) {
+    pub(super) fn finish(mut self) -> (Option<i32>, String, u64) {
         let status = self.child.wait().unwrap();
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
             self.take(line);

@@ -637,6 +637,23 @@ fn model_init_passes_the_onnx_checker() {
     }
 }
 
+/// The binary the suite builds has the JPEG decoder's SIMD kernels (build.rs refuses
+/// to build without nasm unless asked), and `doctor` says so.
+#[test]
+fn doctor_reports_the_jpeg_decoders_simd() {
+    let doctor = run_cli(&["doctor"]);
+    let text = String::from_utf8_lossy(&doctor.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("JPEG decoder:"))
+        .unwrap_or_else(|| panic!("doctor names no JPEG decoder: {text}"));
+    if std::env::var("LABELFLOW_JPEG_SIMD").is_ok_and(|v| v == "off") {
+        assert!(line.contains("SIMD off"), "{line}");
+    } else {
+        assert!(line.contains("SIMD on"), "{line}");
+    }
+}
+
 /// `--device cuda` fails loudly where CUDA cannot be used, unless CPU fallback is asked
 /// for, and the summary then names the device that really ran.
 #[test]
