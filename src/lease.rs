@@ -149,12 +149,12 @@ fn epoch_path(dir: &Path, epoch: u64) -> Path {
 
 /// The epochs present in a lease folder, highest last.
 async fn epochs(output: &Location, dir: &Path) -> Result<Vec<u64>> {
-    let listed: Vec<object_store::ObjectMeta> = match output.store.list(Some(dir)).try_collect().await
-    {
-        Ok(l) => l,
-        Err(object_store::Error::NotFound { .. }) => Vec::new(),
-        Err(e) => return Err(store_error(output, e)),
-    };
+    let listed: Vec<object_store::ObjectMeta> =
+        match output.store.list(Some(dir)).try_collect().await {
+            Ok(l) => l,
+            Err(object_store::Error::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(store_error(output, e)),
+        };
     let mut epochs: Vec<u64> = listed
         .iter()
         .filter_map(|m| m.location.filename()?.strip_suffix(".json")?.parse().ok())
@@ -203,8 +203,8 @@ impl LeaseState {
     }
 
     async fn write(&self, released: bool) -> Result<()> {
-        let body = serde_json::to_vec(&self.record(released))
-            .map_err(|e| Error::Encode(e.to_string()))?;
+        let body =
+            serde_json::to_vec(&self.record(released)).map_err(|e| Error::Encode(e.to_string()))?;
         self.output
             .store
             .put(&epoch_path(&self.dir, self.epoch), body.into())
@@ -342,8 +342,7 @@ impl Lease {
                     Some(current) => {
                         let age = current.age_seconds();
                         let dead = !current.released && current.holder.is_dead_here();
-                        let expired =
-                            dead || age > current.ttl_seconds.max(ttl.as_secs_f64());
+                        let expired = dead || age > current.ttl_seconds.max(ttl.as_secs_f64());
                         if !current.released && !expired {
                             if !opts.wait {
                                 return Err(Error::LeaseHeld {
@@ -360,7 +359,8 @@ impl Lease {
                                 ));
                                 said_waiting = true;
                             }
-                            let pause = (ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(2));
+                            let pause =
+                                (ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(2));
                             tokio::time::sleep(pause).await;
                             continue;
                         }
@@ -511,11 +511,20 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, Error::LeaseHeld { .. }), "{err}");
         let text = err.to_string();
-        assert!(text.contains(&format!("pid {}", std::process::id())), "{text}");
+        assert!(
+            text.contains(&format!("pid {}", std::process::id())),
+            "{text}"
+        );
         // Another shard, or another job, is another lease.
-        Lease::acquire(&out, "fp", Shard::new(1, 2).unwrap(), opts(60_000, false), &|_| {})
-            .await
-            .unwrap();
+        Lease::acquire(
+            &out,
+            "fp",
+            Shard::new(1, 2).unwrap(),
+            opts(60_000, false),
+            &|_| {},
+        )
+        .await
+        .unwrap();
         Lease::acquire(&out, "other", s, opts(60_000, false), &|_| {})
             .await
             .unwrap();
@@ -566,7 +575,10 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(b.epoch(), 2);
-        assert!(notes.lock().unwrap()[0].contains("taking over"), "{notes:?}");
+        assert!(
+            notes.lock().unwrap()[0].contains("taking over"),
+            "{notes:?}"
+        );
         let err = watch.check().await.unwrap_err();
         assert!(matches!(err, Error::LeaseLost { .. }), "{err}");
         assert!(watch.is_lost());
@@ -588,9 +600,9 @@ mod tests {
             .unwrap();
         let waiter = {
             let out = out.clone();
-            tokio::spawn(async move {
-                Lease::acquire(&out, "fp", s, opts(400, true), &|_| {}).await
-            })
+            tokio::spawn(
+                async move { Lease::acquire(&out, "fp", s, opts(400, true), &|_| {}).await },
+            )
         };
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(!waiter.is_finished());

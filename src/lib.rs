@@ -16,6 +16,7 @@ pub mod decode;
 pub mod error;
 pub mod infer;
 pub mod lease;
+pub mod link;
 pub mod manifest;
 pub mod onnx;
 pub mod pipeline;

@@ -19,7 +19,7 @@ use url::Url;
 
 use crate::error::{Error, Result};
 use crate::source::{Filter, ListingCounters, ObjectRef, Origin, Verdict};
-use crate::store::{Access, Location, RetryPolicy};
+use crate::store::{self, Location, RetryPolicy};
 
 /// The file formats read as manifests, by extension of the input's last segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,12 +68,52 @@ pub fn is_manifest(input: &Location) -> bool {
 /// One store a manifest's rows point into: a bucket, container or web host.
 #[derive(Debug)]
 pub struct Host {
-    pub location: Location,
+    /// How its objects are fetched.
+    pub access: Access,
     /// Requests to this store in flight at once.
     pub slots: tokio::sync::Semaphore,
     /// A plain web host: a failed fetch is that URL's own (an error row), never
     /// "the store is down".
     pub web: bool,
+}
+
+/// How a [`Host`]'s objects are fetched.
+#[derive(Debug)]
+pub enum Access {
+    /// Through the store, by the object's path (and the store's credentials).
+    Store(Location),
+    /// Web links with a query string, each fetched exactly as written (see
+    /// [`crate::link`]).
+    Links(crate::link::Links),
+}
+
+impl Host {
+    /// Fetch one of its objects (`uri` as the manifest wrote it, `path` its path in
+    /// the store) once a slot of the host is free; refused when larger than
+    /// `max_bytes`.
+    pub async fn get(
+        &self,
+        uri: &str,
+        path: &Path,
+        max_bytes: u64,
+    ) -> std::result::Result<(bytes::Bytes, object_store::ObjectMeta), crate::source::FetchError>
+    {
+        let _slot = self.slots.acquire().await.ok();
+        match &self.access {
+            Access::Store(location) => {
+                crate::source::get_within(&location.store, path, max_bytes).await
+            }
+            Access::Links(links) => links.get(uri, path, max_bytes).await,
+        }
+    }
+
+    /// The store, when the host is one (links have none).
+    pub fn location(&self) -> Option<&Location> {
+        match &self.access {
+            Access::Store(l) => Some(l),
+            Access::Links(_) => None,
+        }
+    }
 }
 
 /// How many stores a manifest run keeps open at once. A list of web links can name
@@ -124,7 +164,7 @@ impl Hosts {
     /// The store holding `uri` and the object's path in it, or why it cannot be
     /// fetched.
     pub fn resolve(&self, uri: &str) -> std::result::Result<(Arc<Host>, Path), String> {
-        let (root, path, scheme) = split_uri(uri)?;
+        let (root, path, scheme, link) = split_uri(uri)?;
         let mut known = self
             .known
             .lock()
@@ -134,11 +174,19 @@ impl Hosts {
             *used = now;
             return Ok((host.clone(), path));
         }
-        let web = scheme == ObjectStoreScheme::Http;
-        let location = if root == self.manifest.root {
-            Location::from_store(self.manifest.store.clone(), root.clone(), "")
+        let web = scheme == ObjectStoreScheme::Http || link;
+        let access = if link {
+            let links = crate::link::Links::new(self.retry, root.starts_with("link http://"))
+                .map_err(|e| format!("cannot open its host: {e}"))?;
+            Access::Links(links)
+        } else if root == self.manifest.root {
+            Access::Store(Location::from_store(
+                self.manifest.store.clone(),
+                root.clone(),
+                "",
+            ))
         } else {
-            match scheme {
+            Access::Store(match scheme {
                 ObjectStoreScheme::Local => {
                     Location::from_store(Arc::new(LocalFileSystem::new()), "file://", "")
                 }
@@ -148,12 +196,12 @@ impl Hosts {
                             .to_string(),
                     )
                 }
-                _ => Location::parse(&root, Access::Read, self.retry)
+                _ => Location::parse(&root, store::Access::Read, self.retry)
                     .map_err(|e| format!("cannot open its store: {e}"))?,
-            }
+            })
         };
         let host = Arc::new(Host {
-            location,
+            access,
             slots: tokio::sync::Semaphore::new(self.per_host),
             web,
         });
@@ -171,10 +219,16 @@ impl Hosts {
     }
 }
 
+/// The parts of a manifest row's URI: its store's root, the object's path in that
+/// store (decoded once from the URL), the store's kind, and whether it is a link
+/// fetched as written (then the root is `link ` and the URL's origin).
+type Split = (String, Path, ObjectStoreScheme, bool);
+
 /// Split a URI into its store's root (`s3://bucket`, `https://host:port`,
 /// `https://account.blob.core.windows.net/container`, `file://`), the object's path
 /// in that store, and the store's kind. Absolute local paths are taken as `file://`.
-fn split_uri(uri: &str) -> std::result::Result<(String, Path, ObjectStoreScheme), String> {
+/// A web URL with a query string is a link (see [`crate::link`]), whatever its host.
+fn split_uri(uri: &str) -> std::result::Result<Split, String> {
     if uri.starts_with('/') {
         let url = Url::from_file_path(uri).map_err(|_| "not a valid absolute path".to_string())?;
         return split_url(&url);
@@ -189,14 +243,16 @@ fn split_uri(uri: &str) -> std::result::Result<(String, Path, ObjectStoreScheme)
     split_url(&url)
 }
 
-fn split_url(url: &Url) -> std::result::Result<(String, Path, ObjectStoreScheme), String> {
-    let (scheme, path) = ObjectStoreScheme::parse(url).map_err(|e| e.to_string())?;
-    if scheme == ObjectStoreScheme::Http && url.query().is_some() {
-        return Err(
-            "URLs with a query string (…?a=b) are not supported: the HTTP store fetches paths only"
-                .to_string(),
-        );
+fn split_url(url: &Url) -> std::result::Result<Split, String> {
+    if crate::link::is_link(url) {
+        let path = Path::from_url_path(url.path()).map_err(|e| e.to_string())?;
+        if path.as_ref().is_empty() {
+            return Err("the URL names no object".to_string());
+        }
+        let origin = format!("link {}", &url[..url::Position::BeforePath]);
+        return Ok((origin, path, ObjectStoreScheme::Http, true));
     }
+    let (scheme, path) = ObjectStoreScheme::parse(url).map_err(|e| e.to_string())?;
     if path.as_ref().is_empty() {
         return Err("the URL names no object".to_string());
     }
@@ -212,12 +268,12 @@ fn split_url(url: &Url) -> std::result::Result<(String, Path, ObjectStoreScheme)
         root.push('/');
         root.push_str(segment);
     }
-    Ok((root, path, scheme))
+    Ok((root, path, scheme, false))
 }
 
 /// Stream the selected rows of the manifest at `manifest` as objects to label, in
-/// the file's order. A row whose URI cannot be fetched (not a URL, a query string, a
-/// store that cannot be built) is still yielded, with [`Origin::Invalid`], so it
+/// the file's order. A row whose URI cannot be fetched (not a URL, a store that
+/// cannot be built) is still yielded, with [`Origin::Invalid`], so it
 /// becomes an error row.
 pub fn list<'a>(
     manifest: &'a Location,
@@ -372,16 +428,26 @@ mod tests {
                 "http://127.0.0.1:8080",
                 "img/a b.jpg",
             ),
+            // Decoded exactly once: `%2520` is a key holding `%20`.
+            ("s3://b/p%2520q%23r%3Fs.jpg", "s3://b", "p%20q#r?s.jpg"),
+            ("file:///d/caf%C3%A9%20x.jpg", "file://", "d/café x.jpg"),
+            // Links: fetched as written, one client per origin.
+            (
+                "https://b.s3.amazonaws.com/k/x.jpg?X-Amz-Signature=1",
+                "link https://b.s3.amazonaws.com",
+                "k/x.jpg",
+            ),
+            ("https://h/x.jpg?w=200", "link https://h", "x.jpg"),
             ("file:///data/x.jpg", "file://", "data/x.jpg"),
             ("/data/x.jpg", "file://", "data/x.jpg"),
         ];
         for (uri, root, path) in cases {
-            let (r, p, _) = split_uri(uri).unwrap_or_else(|e| panic!("{uri}: {e}"));
+            let (r, p, _, _) = split_uri(uri).unwrap_or_else(|e| panic!("{uri}: {e}"));
             assert_eq!((r.as_str(), p.as_ref()), (root, path), "{uri}");
         }
         for bad in [
             "photos/x.jpg",
-            "https://h/x.jpg?w=200",
+            "https://h/?w=200",
             "s3://bucket",
             "ht tp://x",
         ] {
@@ -394,7 +460,7 @@ mod tests {
         let manifest = Location::memory();
         let hosts = Hosts::new(manifest.clone(), RetryPolicy::default(), 4);
         let (a, _) = hosts.resolve("memory:///in/a.jpg").unwrap();
-        assert!(Arc::ptr_eq(&a.location.store, &manifest.store));
+        assert!(Arc::ptr_eq(&a.location().unwrap().store, &manifest.store));
         let (b, p) = hosts.resolve("http://127.0.0.1:9/x/y.jpg").unwrap();
         let (c, _) = hosts.resolve("http://127.0.0.1:9/z.jpg").unwrap();
         assert!(Arc::ptr_eq(&b, &c));

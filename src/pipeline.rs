@@ -621,7 +621,7 @@ impl StoreHealth {
         // A manifest's object names its own store.
         let origin = row.object.origin.clone();
         let input = match &origin {
-            source::Origin::Store(host) => &host.location,
+            source::Origin::Store(host) => host.location().unwrap_or(input),
             _ => input,
         };
         if crate::store::is_credentials_error(&fault) {

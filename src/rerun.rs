@@ -200,14 +200,25 @@ async fn read_run(
         let mut batches = builder.with_projection(mask).build()?;
         while let Some(batch) = batches.try_next().await? {
             let column = |name: &str| {
-                batch.column_by_name(name).ok_or_else(|| {
-                    Error::Encode(format!("{}: no `{name}` column", meta.location))
-                })
+                batch
+                    .column_by_name(name)
+                    .ok_or_else(|| Error::Encode(format!("{}: no `{name}` column", meta.location)))
             };
-            let bad = |name: &str| Error::Encode(format!("{}: `{name}` has an unexpected type", meta.location));
-            let uri = column(schema::URI)?.as_string_opt::<i32>().ok_or_else(|| bad(schema::URI))?;
-            let key = column(schema::KEY)?.as_string_opt::<i32>().ok_or_else(|| bad(schema::KEY))?;
-            let etag = column(schema::ETAG)?.as_string_opt::<i32>().ok_or_else(|| bad(schema::ETAG))?;
+            let bad = |name: &str| {
+                Error::Encode(format!(
+                    "{}: `{name}` has an unexpected type",
+                    meta.location
+                ))
+            };
+            let uri = column(schema::URI)?
+                .as_string_opt::<i32>()
+                .ok_or_else(|| bad(schema::URI))?;
+            let key = column(schema::KEY)?
+                .as_string_opt::<i32>()
+                .ok_or_else(|| bad(schema::KEY))?;
+            let etag = column(schema::ETAG)?
+                .as_string_opt::<i32>()
+                .ok_or_else(|| bad(schema::ETAG))?;
             let size = column(schema::SIZE_BYTES)?
                 .as_primitive_opt::<Int64Type>()
                 .ok_or_else(|| bad(schema::SIZE_BYTES))?;

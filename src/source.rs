@@ -5,7 +5,8 @@ use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStoreExt};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::store::Location;
@@ -433,11 +434,20 @@ pub async fn fetch(
     obj: &ObjectRef,
     max_bytes: u64,
 ) -> std::result::Result<(Bytes, ObjectMeta), FetchError> {
-    let (store, _slot) = match &obj.origin {
-        Origin::Store(host) => (&host.location.store, host.slots.acquire().await.ok()),
-        _ => (&input.store, None),
-    };
-    let got = store.get(&obj.path).await.map_err(FetchError::Store)?;
+    match &obj.origin {
+        Origin::Store(host) => host.get(&obj.uri, &obj.path, max_bytes).await,
+        _ => get_within(&input.store, &obj.path, max_bytes).await,
+    }
+}
+
+/// GET `path` from `store`, refused from the response headers (the body unread) when
+/// larger than `max_bytes`.
+pub async fn get_within(
+    store: &Arc<dyn ObjectStore>,
+    path: &Path,
+    max_bytes: u64,
+) -> std::result::Result<(Bytes, ObjectMeta), FetchError> {
+    let got = store.get(path).await.map_err(FetchError::Store)?;
     if got.meta.size > max_bytes {
         return Err(FetchError::TooLarge {
             size: got.meta.size,

@@ -307,13 +307,11 @@ impl Location {
         })
     }
 
-    /// The full URI of an object path in this location's store.
+    /// The full URI of an object path in this location's store: an RFC 3986 URL, each
+    /// segment of the key percent-encoded where it needs to be (see [`encode_key`]), so
+    /// that the URI names the same object when it is read back, e.g. in a manifest.
     pub fn uri(&self, path: &Path) -> String {
-        if path.as_ref().is_empty() {
-            format!("{}/", self.root)
-        } else {
-            format!("{}/{}", self.root, path)
-        }
+        format!("{}/{}", self.root, encode_key(path.as_ref()))
     }
 
     /// A path below this location's prefix.
@@ -345,6 +343,43 @@ impl Location {
     pub fn is_local(&self) -> bool {
         self.root == "file://"
     }
+}
+
+/// What a key segment keeps as it is in a URI: RFC 3986's `pchar` less the
+/// percent-encoded triplets, i.e. the unreserved characters, the sub-delimiters and
+/// `:` `@`. Everything else — space, `%`, `?`, `#`, quotes, brackets, control
+/// characters and every non-ASCII byte — is percent-encoded.
+const KEY_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'!')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b'*')
+    .remove(b'+')
+    .remove(b',')
+    .remove(b';')
+    .remove(b'=')
+    .remove(b':')
+    .remove(b'@');
+
+/// A raw object key (`a/p%20q #1.jpg`) as the path of a URL (`a/p%2520q%20%231.jpg`):
+/// each `/`-separated segment percent-encoded with [`KEY_SEGMENT`]. A key of plain
+/// characters comes back unchanged. [`Path::from_url_path`] is its inverse.
+pub fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for (i, segment) in key.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        out.extend(percent_encoding::utf8_percent_encode(segment, KEY_SEGMENT));
+    }
+    out
 }
 
 fn bucket_of(url: &Url) -> String {
@@ -420,6 +455,35 @@ mod tests {
         assert!(uri.starts_with("file:///"), "{uri}");
         assert!(uri.ends_with("/x.jpg"), "{uri}");
         assert_eq!(loc.relative(&loc.child("sub/x.jpg")), "sub/x.jpg");
+    }
+
+    #[test]
+    fn uris_percent_encode_what_the_key_needs_and_read_back_to_the_key() {
+        let loc = Location::from_store(Arc::new(InMemory::new()), "s3://b", "");
+        let keys = [
+            ("plain/a-b_c.~d.jpg", "s3://b/plain/a-b_c.~d.jpg"),
+            ("sp ace/x.jpg", "s3://b/sp%20ace/x.jpg"),
+            ("p%20q.jpg", "s3://b/p%2520q.jpg"),
+            ("what?.jpg", "s3://b/what%3F.jpg"),
+            ("x#y.jpg", "s3://b/x%23y.jpg"),
+            (
+                "a+b=c,d;e@f:g!h$i&j'(k)*.jpg",
+                "s3://b/a+b=c,d;e@f:g!h$i&j'(k)*.jpg",
+            ),
+            ("caf\u{e9}/\u{6771}.jpg", "s3://b/caf%C3%A9/%E6%9D%B1.jpg"),
+            (
+                "q\"<>[]{}|\\^`.jpg",
+                "s3://b/q%22%3C%3E%5B%5D%7B%7D%7C%5C%5E%60.jpg",
+            ),
+        ];
+        for (key, want) in keys {
+            let uri = loc.uri(&Path::parse(key).unwrap());
+            assert_eq!(uri, want, "{key}");
+            let url = Url::parse(&uri).unwrap();
+            assert!(url.query().is_none() && url.fragment().is_none(), "{uri}");
+            let (_, back) = ObjectStoreScheme::parse(&url).unwrap();
+            assert_eq!(back.as_ref(), key, "{uri}");
+        }
     }
 
     #[test]

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use object_store::ObjectStoreExt;
 
 use crate::decode::{self, DecodeLimits};
 use crate::manifest::Hosts;
 use crate::redact::redact;
+use crate::source::FetchError;
 use crate::store::{Location, RetryPolicy};
 
 /// How thumbnails are made.
@@ -103,19 +103,16 @@ async fn one(hosts: &Hosts, uri: &str, options: ThumbnailOptions) -> Result<Stri
     let (host, path) = hosts
         .resolve(uri)
         .map_err(|reason| format!("cannot fetch: {reason}"))?;
-    let got = host
-        .location
-        .store
-        .get(&path)
+    let (bytes, _) = host
+        .get(uri, &path, options.max_bytes)
         .await
-        .map_err(|e| fetch_reason(&e))?;
-    if got.meta.size > options.max_bytes {
-        return Err(format!(
-            "object is {} bytes, above the {} bytes fetched for a thumbnail",
-            got.meta.size, options.max_bytes
-        ));
-    }
-    let bytes = got.bytes().await.map_err(|e| fetch_reason(&e))?;
+        .map_err(|e| match e {
+            FetchError::Store(e) => fetch_reason(&e),
+            FetchError::TooLarge { size } => format!(
+                "object is {size} bytes, above the {} bytes fetched for a thumbnail",
+                options.max_bytes
+            ),
+        })?;
     tokio::task::spawn_blocking(move || thumbnail(&bytes, options))
         .await
         .map_err(|e| format!("thumbnail task failed: {e}"))?

@@ -222,7 +222,10 @@ fn the_kubernetes_job_has_the_fields_a_sharded_run_needs() {
     let completions = spec["completions"].as_u64().unwrap();
     assert!(spec["parallelism"].as_u64().unwrap() <= completions);
     assert!(spec["backoffLimitPerIndex"].as_u64().unwrap() >= 1);
-    assert_eq!(spec["podReplacementPolicy"], "Failed", "never two pods of one index");
+    assert_eq!(
+        spec["podReplacementPolicy"], "Failed",
+        "never two pods of one index"
+    );
     // The exit codes: 2 fails the index, 4 (the shard's lease is held) is retried
     // without counting.
     let action_for = |code: u64| {

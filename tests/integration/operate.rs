@@ -17,7 +17,9 @@ fn code(o: &Output) -> Option<i32> {
 /// The `--json` summary a run printed on stdout.
 fn summary(o: &Output) -> serde_json::Value {
     let text = String::from_utf8_lossy(&o.stdout);
-    let start = text.find('{').unwrap_or_else(|| panic!("no JSON summary: {text}{}", stderr(o)));
+    let start = text
+        .find('{')
+        .unwrap_or_else(|| panic!("no JSON summary: {text}{}", stderr(o)));
     serde_json::from_str(&text[start..]).unwrap()
 }
 
@@ -114,7 +116,8 @@ fn a_second_worker_writes_nothing_on_s3() {
     let keys = make_images(&input, 240);
     let url = "s3://lease/preds";
     let s3 = |c: &mut Command| {
-        c.env("AWS_ENDPOINT", &endpoint).env("AWS_ALLOW_HTTP", "true");
+        c.env("AWS_ENDPOINT", &endpoint)
+            .env("AWS_ALLOW_HTTP", "true");
     };
     let args = run_args(&input, Path::new(url));
     let mut first = {
@@ -167,12 +170,17 @@ fn on_another_host(args: &[String]) -> Option<Command> {
         "run the tests as root on Linux with util-linux installed",
     )?;
     let mut c = Command::new("unshare");
-    c.args(["-u", "sh", "-c", "hostname worker-elsewhere && exec \"$0\" \"$@\""])
-        .arg(env!("CARGO_BIN_EXE_labelflow"))
-        .arg("--no-progress")
-        .args(args)
-        .env("ORT_DYLIB_PATH", ort_lib())
-        .env("LABELFLOW_LOG", "labelflow=debug");
+    c.args([
+        "-u",
+        "sh",
+        "-c",
+        "hostname worker-elsewhere && exec \"$0\" \"$@\"",
+    ])
+    .arg(env!("CARGO_BIN_EXE_labelflow"))
+    .arg("--no-progress")
+    .args(args)
+    .env("ORT_DYLIB_PATH", ort_lib())
+    .env("LABELFLOW_LOG", "labelflow=debug");
     Some(c)
 }
 
@@ -186,22 +194,40 @@ fn a_killed_holder_is_taken_over_after_the_ttl() {
     let keys = make_images(&input, 240);
     let out = dir.join("out");
     let mut args = run_args(&input, &out);
-    args.extend(["--lease-ttl".into(), "4".into(), "--flush-seconds".into(), "1".into()]);
+    args.extend([
+        "--lease-ttl".into(),
+        "4".into(),
+        "--flush-seconds".into(),
+        "1".into(),
+    ]);
     let Some(mut holder) = on_another_host(&args) else {
         return;
     };
-    let mut child = holder.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    let mut child = holder
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
     // Wait until it published a part, then kill it outright.
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while preds(&read_parts(&out)).is_empty() {
-        assert!(std::time::Instant::now() < deadline, "the holder published nothing");
-        assert!(child.try_wait().unwrap().is_none(), "the holder ended too soon");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the holder published nothing"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the holder ended too soon"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     child.kill().unwrap();
     child.wait().unwrap();
     let published = preds(&read_parts(&out)).len();
-    assert!(published < keys.len(), "the input is too small to kill mid-run");
+    assert!(
+        published < keys.len(),
+        "the input is too small to kill mid-run"
+    );
     // Its lease is still live: refused at once.
     let refused = labelflow().args(&args).output().unwrap();
     let err = stderr(&refused);
@@ -262,7 +288,10 @@ fn a_paused_holder_notices_it_lost_the_lease_and_publishes_nothing() {
     assert_eq!(code(&taker), Some(0), "{err}");
     assert!(err.contains("taking over shard"), "{err}");
     assert_eq!(summary(&taker)["resumed"], true);
-    assert!(before > 0 && before < keys.len(), "paused after {before} rows");
+    assert!(
+        before > 0 && before < keys.len(),
+        "paused after {before} rows"
+    );
     signal(pid, "CONT");
     let (paused_code, paused_err, _) = paused.finish();
     assert_eq!(paused_code, Some(4), "{paused_err}");
@@ -379,8 +408,16 @@ fn a_rerun_labels_only_new_and_changed_objects() {
     // Another model is another job: it labels everything, then its own rerun skips.
     let other = scratch("rerun-model").join("other.onnx");
     let o = run_cli(&[
-        "model", "init", "--out", other.to_str().unwrap(), "--classes", "10", "--width", "0.25",
-        "--seed", "8",
+        "model",
+        "init",
+        "--out",
+        other.to_str().unwrap(),
+        "--classes",
+        "10",
+        "--width",
+        "0.25",
+        "--seed",
+        "8",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let other_args = rerun_args(&input, &out, &other);
