@@ -332,6 +332,10 @@ impl Lease {
         let holder = Holder::this_process();
         let ttl = opts.ttl.max(Duration::from_millis(100));
         let mut said_waiting = false;
+        // An epoch whose create failed without an answer (a timeout, a reset): it may
+        // have been written all the same, and then it is ours.
+        let mut unanswered: Option<u64> = None;
+        let mut failures = 0u32;
         loop {
             let found = epochs(output, &dir).await?;
             let next = match found.last() {
@@ -339,6 +343,10 @@ impl Lease {
                 Some(&top) => match read(output, &epoch_path(&dir, top)).await? {
                     // Removed between the listing and the read: look again.
                     None => continue,
+                    Some(current) if unanswered == Some(top) && current.holder == holder => {
+                        let state = LeaseState::new(output, &dir, shard, top, &holder, ttl);
+                        return Ok(Self::start(state));
+                    }
                     Some(current) => {
                         let age = current.age_seconds();
                         let dead = !current.released && current.holder.is_dead_here();
@@ -379,18 +387,7 @@ impl Lease {
                     }
                 },
             };
-            let state = LeaseState {
-                output: output.clone(),
-                dir: dir.clone(),
-                shard,
-                epoch: next,
-                holder: holder.clone(),
-                ttl,
-                lost: AtomicBool::new(false),
-                lost_to: Mutex::new(None),
-                renewed: Mutex::new(Instant::now()),
-                notify: tokio::sync::Notify::new(),
-            };
+            let state = LeaseState::new(output, &dir, shard, next, &holder, ttl);
             let body = serde_json::to_vec(&state.record(false))
                 .map_err(|e| Error::Encode(e.to_string()))?;
             let create = PutOptions::from(PutMode::Create);
@@ -408,6 +405,16 @@ impl Lease {
                         reason: "this store cannot create an object only if it is absent, which the shard's lease needs (one writer per shard); write the predictions to a local folder, S3, GCS or Azure".into(),
                     })
                 }
+                // A conditional create is not retried by the store client (it is not
+                // idempotent): retry it here, a few times, and look first whether the
+                // unanswered attempt landed.
+                Err(e) if failures < CREATE_RETRIES && !crate::store::is_credentials_error(&e) => {
+                    failures += 1;
+                    unanswered = Some(next);
+                    tracing::debug!(error = %e, attempt = failures, "creating the shard's lease failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200) * 2u32.pow(failures.min(5))).await;
+                    continue;
+                }
                 Err(e) => return Err(store_error(output, e)),
             }
             // Older epochs are history; the newest two stay so that a paused holder of
@@ -415,10 +422,14 @@ impl Lease {
             for old in found.iter().filter(|&&e| e + 1 < next) {
                 let _ = output.store.delete(&epoch_path(&dir, *old)).await;
             }
-            let state = Arc::new(state);
-            let heartbeat = tokio::spawn(heartbeat(state.clone()));
-            return Ok(Self { state, heartbeat });
+            return Ok(Self::start(state));
         }
+    }
+
+    fn start(state: LeaseState) -> Self {
+        let state = Arc::new(state);
+        let heartbeat = tokio::spawn(heartbeat(state.clone()));
+        Self { state, heartbeat }
     }
 
     /// For the writer: check before publishing, notice a loss.
@@ -448,6 +459,33 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         self.heartbeat.abort();
+    }
+}
+
+/// How many times a failed conditional create of the lease is tried again.
+const CREATE_RETRIES: u32 = 8;
+
+impl LeaseState {
+    fn new(
+        output: &Location,
+        dir: &Path,
+        shard: Shard,
+        epoch: u64,
+        holder: &Holder,
+        ttl: Duration,
+    ) -> Self {
+        Self {
+            output: output.clone(),
+            dir: dir.clone(),
+            shard,
+            epoch,
+            holder: holder.clone(),
+            ttl,
+            lost: AtomicBool::new(false),
+            lost_to: Mutex::new(None),
+            renewed: Mutex::new(Instant::now()),
+            notify: tokio::sync::Notify::new(),
+        }
     }
 }
 

@@ -132,11 +132,16 @@ pub fn validate_run_id(run_id: &str) -> Result<()> {
     }
 }
 
-/// A new run id: UTC time (sortable) plus a random suffix.
+/// A new run id: UTC time to the millisecond (run ids sort by start time: `latest` and
+/// reruns take the newest run's row) plus a random suffix.
 pub fn new_run_id() -> String {
     let now = chrono::Utc::now();
     let nanos = now.timestamp_subsec_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32);
-    format!("{}-{:06x}", now.format("%Y%m%dT%H%M%SZ"), nanos & 0xff_ffff)
+    format!(
+        "{}-{:06x}",
+        now.format("%Y%m%dT%H%M%S%.3fZ"),
+        nanos & 0xff_ffff
+    )
 }
 
 /// The objects a run has already written, as 128-bit URI digests
@@ -793,5 +798,9 @@ mod tests {
         assert!(validate_run_id("../x").is_err());
         assert!(validate_run_id("").is_err());
         validate_run_id(&new_run_id()).unwrap();
+        // Two runs started in the same second still sort by start time.
+        let first = new_run_id();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert!(new_run_id() > first);
     }
 }

@@ -189,7 +189,7 @@ pub fn base64(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
     use object_store::path::Path;
-    use object_store::PutPayload;
+    use object_store::{ObjectStoreExt, PutPayload};
 
     #[test]
     fn base64_matches_the_rfc_vectors() {

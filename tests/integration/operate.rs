@@ -78,8 +78,7 @@ fn workers_started_at_the_same_instant_write_each_object_once() {
     let input = dir.join("in");
     let keys = make_images(&input, 40);
     let out = dir.join("out");
-    let mut args = run_args(&input, &out);
-    args.extend(["--tta".into(), "none".into()]);
+    let args = run_args(&input, &out);
     for round in 0..3 {
         let spawn = || {
             labelflow()
@@ -140,10 +139,9 @@ fn a_second_worker_writes_nothing_on_s3() {
             "query",
             "--data",
             url,
-            "--sql",
-            "SELECT count(*) AS n, count(DISTINCT uri) AS uris FROM predictions",
             "--format",
             "csv",
+            "SELECT count(*) AS n, count(DISTINCT uri) AS uris FROM predictions",
         ])
         .output()
         .unwrap();
@@ -369,11 +367,10 @@ fn a_rerun_labels_only_new_and_changed_objects() {
         "query",
         "--data",
         out.to_str().unwrap(),
-        "--sql",
-        "SELECT count(*) AS n, count(DISTINCT uri) AS uris, \
-         max(CASE WHEN key = 'img-0007.jpg' THEN run_id END) AS replaced_run FROM latest",
         "--format",
         "csv",
+        "SELECT count(*) AS n, count(DISTINCT uri) AS uris, \
+         max(CASE WHEN key = 'img-0007.jpg' THEN run_id END) AS replaced_run FROM latest",
     ]);
     let text = String::from_utf8_lossy(&q.stdout);
     assert_eq!(

@@ -171,10 +171,15 @@ fn label(input: &Path, out: &Path, extra: &[&str]) -> i32 {
 fn report_is_a_self_contained_page_that_chromium_renders() {
     let input = mixed_input("report-in");
     let preds = scratch("report-preds");
-    // Run 1: photos and odd files (some fail); run 2: the photos again.
+    // Run 1: photos and odd files (some fail); run 2: the photos again (unchanged, so
+    // only --relabel-all labels them a second time).
     assert_eq!(label(&input, &preds, &[]), 1, "run 1 has error rows");
     assert_eq!(
-        label(&input, &preds, &["--new-run", "--exclude", "odd/**"]),
+        label(
+            &input,
+            &preds,
+            &["--new-run", "--relabel-all", "--exclude", "odd/**"]
+        ),
         0
     );
     // A labelled image gone from the store since: its thumbnail becomes a placeholder.
