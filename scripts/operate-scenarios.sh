@@ -42,17 +42,25 @@ make_images() {
   done
 }
 
-run() { # run IN OUT [FLAGS...]
+# job IN OUT [FLAGS...]: the run command, in the array `cmd` (started in the background
+# as "$BIN" "${cmd[@]}" & so that $! is labelflow's own pid, for the signals).
+job() {
   local in="$1" out="$2"
   shift 2
-  "$BIN" run --input "$in" --output "$out" --model "$MODEL" --tta 10crop --batch-size 20 \
-    --decode-threads 1 --fetch-concurrency 4 --intra-threads 1 --rows-per-part 40 "$@"
+  cmd=(run --input "$in" --output "$out" --model "$MODEL" --tta 10crop --batch-size 20
+    --decode-threads 1 --fetch-concurrency 4 --intra-threads 1 --rows-per-part 40 "$@")
 }
+run() { job "$@"; "$BIN" "${cmd[@]}"; }
 
-# counts OUT: "rows unique duplicates" over every run in OUT.
+# counts OUT: "rows unique duplicates latest" over every run in OUT. A duplicate is a
+# second row of the same version of an object (same uri, etag, size and time); a
+# replaced object's new row is not one. `latest` should hold one row per uri.
 counts() {
   "$BIN" query --data "$1" --format csv \
-    "SELECT count(*) AS n, count(DISTINCT uri) AS u, count(*) - count(DISTINCT uri) AS d FROM predictions" \
+    "SELECT count(*) AS n, count(DISTINCT uri) AS u, \
+            count(*) - count(DISTINCT concat(uri, '|', coalesce(etag, ''), '|', size_bytes, '|', last_modified)) AS d, \
+            (SELECT count(*) FROM latest) AS l \
+     FROM predictions" \
     | tail -n1 | tr ',' ' '
 }
 
@@ -61,25 +69,26 @@ labelled() { # labelled OUT: rows written per the JSON summary on stdin's file
 }
 
 table=()
-row() { table+=("$(printf '| %s | %s | %s | %s | %s | %s |' "$@")"); }
+row() { table+=("$(printf '| %s | %s | %s | %s | %s | %s | %s |' "$@")"); }
 
 # --- two workers, then a third run ------------------------------------------------
 in="$WORK/two/in"; out="$WORK/two/out"
 make_images "$in" "$N"
 set +e
-run "$in" "$out" --json >"$WORK/a.json" 2>"$WORK/a.err" &
+job "$in" "$out" --json
+"$BIN" "${cmd[@]}" >"$WORK/a.json" 2>"$WORK/a.err" &
 a=$!
 sleep 1
 run "$in" "$out" --json >"$WORK/b.json" 2>"$WORK/b.err"
 b_code=$?
 wait "$a"; a_code=$?
-read -r n u d < <(counts "$out")
-row "two workers, same command, 1 s apart" "$N" "$n" "$u" "$d" "$a_code and $b_code"
+read -r n u d l < <(counts "$out")
+row "two workers, same command, 1 s apart" "$N" "$n" "$u" "$d" "$l" "$a_code and $b_code"
 run "$in" "$out" --json >"$WORK/c.json" 2>"$WORK/c.err"; c_code=$?
 set -e
-read -r n u d < <(counts "$out")
+read -r n u d l < <(counts "$out")
 read -r w s < <(labelled "$WORK/c.json")
-row "the same command a third time ($w labelled, $s skipped unchanged)" "$N" "$n" "$u" "$d" "$c_code"
+row "the same command a third time ($w labelled, $s skipped unchanged)" "$N" "$n" "$u" "$d" "$l" "$c_code"
 
 # --- rerun over a grown bucket ----------------------------------------------------
 in="$WORK/grow/in"; out="$WORK/grow/out"
@@ -92,18 +101,20 @@ set +e
 run "$in" "$out" --json >"$WORK/g.json" 2>"$WORK/g.err"; g_code=$?
 set -e
 read -r w s < <(labelled "$WORK/g.json")
-read -r n u d < <(counts "$out")
-row "rerun after +20 images and 1 replaced ($w labelled, $s skipped unchanged)" 220 "$n" "$u" "$d" "$g_code"
+read -r n u d l < <(counts "$out")
+row "rerun after +20 images and 1 replaced ($w labelled, $s skipped unchanged)" 220 "$n" "$u" "$d" "$l" "$g_code"
 set +e
 run "$in" "$out" --json --relabel-all >"$WORK/r.json" 2>"$WORK/r.err"; r_code=$?
 set -e
 read -r w s < <(labelled "$WORK/r.json")
-row "the same with --relabel-all ($w labelled)" 220 "$(counts "$out" | cut -d' ' -f1)" "$(counts "$out" | cut -d' ' -f2)" "-" "$r_code"
+read -r n u d l < <(counts "$out")
+row "the same with --relabel-all ($w labelled, asked for)" 220 "$n" "$u" "$d" "$l" "$r_code"
 
 # --- kill -9 of the holder, then --wait takes over --------------------------------
 in="$WORK/kill/in"; out="$WORK/kill/out"
 make_images "$in" "$N"
-run "$in" "$out" --lease-ttl 5 >/dev/null 2>"$WORK/k1.err" &
+job "$in" "$out" --lease-ttl 5
+"$BIN" "${cmd[@]}" >/dev/null 2>"$WORK/k1.err" &
 k=$!
 until compgen -G "$out/run_id=*/*.parquet" >/dev/null; do sleep 0.2; done
 kill -9 "$k"; wait "$k" 2>/dev/null || true
@@ -112,13 +123,14 @@ set +e
 # the TTL. Both paths continue the same run.
 run "$in" "$out" --lease-ttl 5 --wait --json >"$WORK/k2.json" 2>"$WORK/k2.err"; k_code=$?
 set -e
-read -r n u d < <(counts "$out")
-row "holder killed (kill -9) mid-run, the same command with --wait" "$N" "$n" "$u" "$d" "137 and $k_code"
+read -r n u d l < <(counts "$out")
+row "holder killed (kill -9) mid-run, the same command with --wait" "$N" "$n" "$u" "$d" "$l" "137 and $k_code"
 
 # --- SIGSTOP past the TTL, a taker, then SIGCONT ----------------------------------
 in="$WORK/stop/in"; out="$WORK/stop/out"
 make_images "$in" "$N"
-run "$in" "$out" --lease-ttl 2 >/dev/null 2>"$WORK/s1.err" &
+job "$in" "$out" --lease-ttl 2
+"$BIN" "${cmd[@]}" >/dev/null 2>"$WORK/s1.err" &
 p=$!
 until compgen -G "$out/run_id=*/*.parquet" >/dev/null; do sleep 0.2; done
 kill -STOP "$p"
@@ -128,11 +140,11 @@ run "$in" "$out" --lease-ttl 2 --wait --json >"$WORK/s2.json" 2>"$WORK/s2.err"; 
 kill -CONT "$p"
 wait "$p"; p_code=$?
 set -e
-read -r n u d < <(counts "$out")
-row "holder paused (SIGSTOP) past its TTL, taken over, then resumed" "$N" "$n" "$u" "$d" "$p_code (paused) and $t_code"
+read -r n u d l < <(counts "$out")
+row "holder paused (SIGSTOP) past its TTL, taken over, then resumed" "$N" "$n" "$u" "$d" "$l" "$p_code (paused) and $t_code"
 
-echo "| scenario | objects | rows written | unique uris | duplicates | exit codes |"
-echo "|---|---|---|---|---|---|"
+echo "| scenario | objects | rows written | unique uris | duplicates | rows in latest | exit codes |"
+echo "|---|---|---|---|---|---|---|"
 printf '%s\n' "${table[@]}"
 echo
 echo "binary: $BIN ($("$BIN" --version 2>/dev/null || echo labelflow)); $(nproc) cores"

@@ -249,3 +249,47 @@ async fn read_run(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_come_from_the_etag_else_size_and_time() {
+        let a = version_token(Some("\"v1\""), 10, 5);
+        assert_eq!(a, version_token(Some("\"v1\""), 99, 7), "the etag decides");
+        assert_ne!(a, version_token(Some("\"v2\""), 10, 5));
+        let plain = version_token(None, 10, 5);
+        assert_eq!(
+            plain,
+            version_token(Some(""), 10, 5),
+            "an empty etag is none"
+        );
+        assert_ne!(plain, version_token(None, 11, 5));
+        assert_ne!(plain, version_token(None, 10, 6));
+        assert_ne!(plain, 0);
+    }
+
+    #[test]
+    fn an_object_is_unchanged_only_in_the_version_its_row_has() {
+        let mut keys: Vec<(u128, u64)> = ["s3://b/a.jpg", "s3://b/b.jpg"]
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                (
+                    crate::stable::uri_digest(u),
+                    version_token(None, i as i64, 0),
+                )
+            })
+            .collect();
+        keys.sort_unstable();
+        let set = Unchanged {
+            uris: keys.iter().map(|k| k.0).collect(),
+            versions: keys.iter().map(|k| k.1).collect(),
+        };
+        assert!(set.contains_version("s3://b/a.jpg", version_token(None, 0, 0)));
+        assert!(!set.contains_version("s3://b/a.jpg", version_token(None, 1, 0)));
+        assert!(!set.contains_version("s3://b/c.jpg", version_token(None, 0, 0)));
+        assert_eq!(set.heap_bytes() / set.len(), 24);
+    }
+}
