@@ -95,9 +95,8 @@ impl Unchanged {
         owns: Owns<'_>,
     ) -> Result<Self> {
         let mut runs = dataset_runs(output).await?;
-        runs.retain(|r| r != current);
         // Newest first, the order `latest` uses (run ids sort by time).
-        runs.sort_unstable_by(|a, b| b.cmp(a));
+        runs.retain(|r| r != current);
         // (uri digest, rank of its run: 0 is the newest, version or 0 for "relabel").
         let mut rows: Vec<(u128, u32, u64)> = Vec::new();
         for (rank, run_id) in runs.iter().enumerate() {
@@ -119,23 +118,13 @@ impl Unchanged {
     }
 }
 
-/// The `run_id=` folders of a dataset.
+/// The `run_id=` folders of a dataset, newest first (none before its first run).
 async fn dataset_runs(output: &Location) -> Result<Vec<String>> {
-    let prefix = (!output.prefix.as_ref().is_empty()).then_some(&output.prefix);
-    let listing = match output.store.list_with_delimiter(prefix).await {
-        Ok(l) => l,
-        Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
-        Err(e) => return Err(store_error(output, e)),
-    };
-    Ok(listing
-        .common_prefixes
-        .iter()
-        .filter_map(|p| {
-            p.filename()?
-                .strip_prefix(&format!("{}=", schema::RUN_ID))
-                .map(str::to_string)
-        })
-        .collect())
+    match crate::query::dataset_run_ids(output).await {
+        Ok(runs) => Ok(runs),
+        Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
+        Err(e) => Err(store_error(output, e)),
+    }
 }
 
 /// The labels fingerprint a run recorded (any shard's record; all shards of a run run

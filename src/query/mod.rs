@@ -157,12 +157,19 @@ pub async fn register_predictions(ctx: &SessionContext, data: &Location) -> Resu
 
 /// The `run_id=` folders directly under the dataset (one listing call), newest first.
 async fn run_ids(data: &Location) -> Result<Vec<String>> {
-    let prefix = (!data.prefix.as_ref().is_empty()).then_some(&data.prefix);
-    let listing = data.store.list_with_delimiter(prefix).await.map_err(|e| {
+    dataset_run_ids(data).await.map_err(|e| {
         Error::Input(format!(
             "cannot list the predictions dataset at {data}: {e}"
         ))
-    })?;
+    })
+}
+
+/// [`run_ids`] with the store's own error (a rerun reads the same listing).
+pub(crate) async fn dataset_run_ids(
+    data: &Location,
+) -> std::result::Result<Vec<String>, object_store::Error> {
+    let prefix = (!data.prefix.as_ref().is_empty()).then_some(&data.prefix);
+    let listing = data.store.list_with_delimiter(prefix).await?;
     let mut runs: Vec<String> = listing
         .common_prefixes
         .iter()
