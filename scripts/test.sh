@@ -24,6 +24,9 @@
 #      about 550 MB, once), LIBTORCH and LD_LIBRARY_PATH exported; then the tests, with
 #      `--features train` so the training tests are part of the one build and run.
 #      LABELFLOW_TRAIN_TESTS=0 skips libtorch (tests of the batch job and SQL only).
+#   6. The container image: scripts/image.sh smoke (podman from apt when missing; see its
+#      header), after the tests and only when no ARGS narrow them;
+#      LABELFLOW_IMAGE_TESTS=0 skips it.
 #
 # Exit status: the test command's.
 #
@@ -164,4 +167,22 @@ set +e
 "${servers[@]}" "${cmd[@]}"
 rc=$?
 set -e
+
+# --- 6. The container image, built and run ----------------------------------------
+# scripts/image.sh smoke: podman (apt, when missing), the base images (made locally
+# when no registry answers, kept between runs), the CPU image from a binary built here
+# without --features train, then doctor, model init, run over the S3 server and query
+# inside it, the Indexed Job emulated with one container per index, and
+# docker/compose.yaml with podman-compose. LABELFLOW_IMAGE_TESTS=0 leaves it out.
+if [[ "${LABELFLOW_IMAGE_TESTS:-1}" != 0 && $# -eq 0 ]]; then
+  say "scripts/image.sh smoke"
+  t_image=$SECONDS
+  set +e
+  "${servers[@]}" --only s3 "$REPO/scripts/image.sh" smoke
+  image_rc=$?
+  set -e
+  say "image smoke: exit $image_rc in $((SECONDS - t_image)) s"
+  [[ $image_rc == 0 ]] || say "error: scripts/image.sh smoke failed"
+  [[ $rc != 0 || $image_rc == 0 ]] || rc=$image_rc
+fi
 exit "$rc"

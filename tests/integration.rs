@@ -9,6 +9,7 @@ mod integration {
     mod decode;
     mod docker;
     mod embeddings;
+    mod engines;
     mod faults;
     mod golden;
     mod hostile;

@@ -79,6 +79,11 @@ pub struct RunArgs {
     /// Print the run summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// A run that finished with some error rows exits 0 instead of 1 (the rows still
+    /// carry their error). For schedulers that retry every non-zero exit: such a run is
+    /// done, and its failures are in the `errors` query.
+    #[arg(long)]
+    pub allow_error_rows: bool,
 }
 
 /// Flags mirroring the pipeline file.

@@ -245,6 +245,19 @@ fn the_kubernetes_job_has_the_fields_a_sharded_run_needs() {
         action_for(u64::from(labelflow::pipeline::EXIT_LEASE_HELD)).as_deref(),
         Some("Ignore")
     );
+    assert_eq!(
+        action_for(u64::from(labelflow::pipeline::EXIT_INTERRUPTED)).as_deref(),
+        Some("Ignore")
+    );
+    assert!(
+        spec["podFailurePolicy"]["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["action"] == "Ignore"
+                && r["onPodConditions"][0]["type"] == "DisruptionTarget"),
+        "an eviction or preemption is retried without counting"
+    );
     let pod = &spec["template"]["spec"];
     assert_eq!(pod["restartPolicy"], "Never");
     let container = &pod["containers"][0];
@@ -263,6 +276,9 @@ fn the_kubernetes_job_has_the_fields_a_sharded_run_needs() {
         args.iter().any(|a| a.starts_with("--run-id=")),
         "a fixed run id lets retried workers resume: {args:?}"
     );
+    for flag in ["--wait", "--allow-error-rows"] {
+        assert!(args.contains(&flag), "{flag} (see the Job's comments): {args:?}");
+    }
     let grace = args
         .iter()
         .find_map(|a| a.strip_prefix("--stop-grace="))
@@ -336,4 +352,116 @@ fn the_entry_point_finds_onnx_runtime_in_the_python_environment() {
         out.contains("onnxruntime/capi/libonnxruntime.so"),
         "doctor should report the library the entry point found: {out}"
     );
+}
+
+/// Every manifest under docker/k8s/ validates against the Kubernetes 1.33 schemas, with
+/// no field the API server would reject (`kubernetes-validate --strict`, offline).
+#[test]
+fn every_kubernetes_manifest_validates_against_kubernetes_1_33() {
+    let Some(py) = super::common::require_python("kubernetes-validate") else {
+        return;
+    };
+    let tool = std::path::Path::new(&py).with_file_name("kubernetes-validate");
+    let tool = super::common::require(
+        "kubernetes-validate",
+        tool.exists().then_some(tool),
+        "scripts/requirements-test.txt has it (scripts/test.sh installs it into .venv)",
+    );
+    let Some(tool) = tool else { return };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("docker/k8s"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    let o = std::process::Command::new(tool)
+        .args(["--strict", "-k", "1.33.0"])
+        .args(&files)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains("passed for resource job/"), "{text}");
+    assert!(!text.contains("ERROR"), "{text}");
+}
+
+/// The build context is only what the Dockerfile copies: .dockerignore shuts out
+/// everything (the target folder, the test tools) and lets each COPY source back in.
+#[test]
+fn the_build_context_lets_in_every_copy_source() {
+    let root = root();
+    let ignore = std::fs::read_to_string(root.join(".dockerignore")).unwrap();
+    let lines: Vec<&str> = ignore
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert_eq!(lines.first(), Some(&"*"), "everything is shut out first");
+    let allowed: Vec<&str> = lines.iter().filter_map(|l| l.strip_prefix('!')).collect();
+    let dockerfile = std::fs::read_to_string(root.join("docker/Dockerfile")).unwrap();
+    for stage in ["build", "runtime", "cpu", "cuda"] {
+        for src in copied(&dockerfile, stage) {
+            let src = src.trim_end_matches('/');
+            assert!(
+                allowed
+                    .iter()
+                    .any(|a| src == *a || src.starts_with(&format!("{a}/"))),
+                "COPY {src} (stage {stage}) is not let in by .dockerignore: {allowed:?}"
+            );
+        }
+    }
+}
+
+/// The AWS Batch job definition is a valid RegisterJobDefinition request (botocore's
+/// own API model, offline), and its retry strategy knows the exit codes.
+#[test]
+fn the_aws_batch_job_definition_validates_and_knows_the_exit_codes() {
+    let Some(py) = super::common::require_python("boto3") else {
+        return;
+    };
+    let path = root().join("docker/aws-batch/job-definition.json");
+    let o = std::process::Command::new(py)
+        .args([
+            "-c",
+            "import json, sys, botocore.session\n\
+from botocore.validate import ParamValidator\n\
+op = botocore.session.get_session().get_service_model('batch').operation_model('RegisterJobDefinition')\n\
+r = ParamValidator().validate(json.load(open(sys.argv[1])), op.input_shape)\n\
+sys.exit(r.generate_report() if r.has_errors() else 0)",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let def: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let rules = def["retryStrategy"]["evaluateOnExit"].as_array().unwrap();
+    let action = |code: &str| {
+        rules
+            .iter()
+            .find(|r| r["onExitCode"] == code)
+            .map(|r| r["action"].as_str().unwrap().to_string())
+    };
+    assert_eq!(action("2").as_deref(), Some("EXIT"), "fatal: not retried");
+    assert_eq!(action("3").as_deref(), Some("RETRY"), "interrupted: retried");
+    assert_eq!(action("4").as_deref(), Some("RETRY"), "lease held: retried");
+    assert!(
+        rules
+            .iter()
+            .any(|r| r["onStatusReason"] == "Host EC2*" && r["action"] == "RETRY"),
+        "a reclaimed Spot host is retried"
+    );
+    let command: Vec<&str> = def["containerProperties"]["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(command[0], "run");
+    assert!(command.contains(&"--shards"), "{command:?}");
 }

@@ -163,6 +163,19 @@ fn labels_a_folder_of_photos_and_odd_files_with_error_rows() {
     check_rows(&rows, &files, "file:///");
     // The run summary sits beside the data, not among the parts.
     assert!(out.join(format!("_runs/{run_id}/s0of1.json")).exists());
+
+    // For a scheduler that retries every non-zero exit, --allow-error-rows makes the
+    // same outcome (the error rows retried and failing again) exit 0.
+    let again = labelflow()
+        .args(["run", "--input", input.to_str().unwrap()])
+        .args(["--output", out.to_str().unwrap()])
+        .args(["--model", model.to_str().unwrap()])
+        .args(["--batch-size", "4", "--json", "--allow-error-rows"])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    let summary: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(summary["failed"].as_u64(), Some(bad as u64), "{summary}");
 }
 
 #[test]
