@@ -72,6 +72,13 @@ ensure_podman() {
 # sets runc and lower limits. Used only when the defaults fail.
 ensure_runs() {
   local image="$1" err
+  # Debian's podman picks CNI when its bridge config is present, but the CNI plugins are
+  # only a recommended package: compose's network (and its service names) needs netavark.
+  if [[ -z "${CONTAINERS_CONF:-}" && "$(podman info --format '{{.Host.NetworkBackend}}' 2>/dev/null)" == cni ]] \
+      && [[ ! -x /usr/lib/cni/bridge && ! -x /usr/libexec/cni/bridge && ! -x /opt/cni/bin/bridge ]]; then
+    export CONTAINERS_CONF="$REPO/docker/podman/containers.conf"
+    say "podman's network backend is CNI without its plugins; using docker/podman/containers.conf (netavark, runc)"
+  fi
   if err="$(podman run --rm --network=none "$image" true 2>&1)"; then
     return
   fi
@@ -137,8 +144,10 @@ EOF
 host_binary() {
   local bin="${1:-${LABELFLOW_BIN:-}}"
   if [[ -z "$bin" ]]; then
-    say "cargo build --bin labelflow (the image's binary, without --features train)"
-    cargo build --quiet --bin labelflow || die "cargo build --bin labelflow failed"
+    # The test profile (the dev profile's settings) reuses the dependencies the test
+    # build compiled; a plain `cargo build` would compile all of them a second time.
+    say "cargo build --profile test --bin labelflow (the image's binary, without --features train)"
+    cargo build --quiet --profile test --bin labelflow || die "cargo build --profile test --bin labelflow failed"
     bin="$REPO/target/debug/labelflow"
   fi
   [[ -x "$bin" ]] || die "no labelflow binary at $bin"
@@ -245,7 +254,7 @@ smoke() {
   [[ $rc == 0 ]] || { cat "$SMOKE_DIR/run.log" >&2; die "labelflow run in $CPU_TAG exited $rc"; }
   local got
   got="$(in_image "$CPU_TAG" query --data s3://image-smoke/preds/ --format csv \
-    --sql "SELECT count(*) AS n, count(DISTINCT uri) AS u, count(error) AS e FROM latest" | tail -n1)"
+    "SELECT count(*) AS n, count(DISTINCT uri) AS u, count(error) AS e FROM latest" | tail -n1)"
   check_count "rows, distinct uris, errors from run+query in the image" "$got" "$want,$want,0"
 
   # The Kubernetes Indexed Job, emulated: one container per index, the index in
@@ -262,7 +271,7 @@ smoke() {
     podman rm -f "$id" >/dev/null
   done
   got="$(in_image "$CPU_TAG" query --data s3://image-smoke/sharded/ --format csv \
-    --sql "SELECT count(*) AS n, count(DISTINCT uri) AS u, count(DISTINCT run_id) AS r FROM predictions" | tail -n1)"
+    "SELECT count(*) AS n, count(DISTINCT uri) AS u, count(DISTINCT run_id) AS r FROM predictions" | tail -n1)"
   check_count "rows, distinct uris, runs of $n indexed containers" "$got" "$want,$want,$n"
 
   [[ "${LABELFLOW_IMAGE_COMPOSE:-1}" == 0 ]] || compose
@@ -283,8 +292,11 @@ compose() {
   # class_counts as a table: the labelled images add up to the bundled photos.
   local want got
   want="$(find tests/data/photos -type f | wc -l)"
-  got="$(grep -E '^\S*labelflow.*\| *[0-9]+ *\|' "$log" | awk -F'|' '{s += $(NF-1)} END {print s+0}')"
-  check_count "images counted by compose's query (${SECONDS}-${t0} s)" "$got" "$want"
+  # podman-compose prefixes each line with "[service] | "; the table's rows are then
+  # "| label | images | share | mean_score |".
+  got="$(grep -E '^\[labelflow\]' "$log" | sed -E 's/^\[[^]]*\] *\| ?//' \
+    | awk -F'|' 'NF >= 6 && $3 ~ /^ *[0-9]+ *$/ {s += $3} END {print s + 0}')"
+  check_count "images counted by compose's query ($((SECONDS - t0)) s)" "$got" "$want"
 }
 
 # --- commands ------------------------------------------------------------------------

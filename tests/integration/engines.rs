@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use object_store::{ObjectStore, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::common::*;
 
@@ -90,7 +90,7 @@ fn query_rows(data: &str, sql: &str, env: &[(&str, &str)]) -> Vec<String> {
         cmd.env(k, v);
     }
     let o = cmd
-        .args(["query", "--data", data, "--format", "csv", "--sql", sql])
+        .args(["query", "--data", data, "--format", "csv", sql])
         .output()
         .unwrap();
     assert!(o.status.success(), "query {sql}: {}", stderr(&o));
@@ -359,8 +359,13 @@ fn slurm_runs_a_job_array_and_requeues_a_killed_worker() {
     // Until every task has left the queue. A requeued task waits out Slurm's requeue
     // delay (about two minutes); once it is back in the queue it is released now.
     let mut released = false;
+    let mut last = String::new();
     loop {
         let queue = slurm.stdout("squeue", &["-h", "-r", "-j", &job, "-o", "%i %T %r"]);
+        if queue != last {
+            eprintln!("{:6.1} s  {}", started.elapsed().as_secs_f64(), queue.trim().replace('\n', "; "));
+            last = queue.clone();
+        }
         if queue.trim().is_empty() {
             break;
         }
