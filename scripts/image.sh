@@ -16,7 +16,8 @@
 #       labelflow`), resolve cuda, then in the CPU image: `doctor`, `model init`, `run`
 #       over an S3 server, `query`, the rows checked; then the Kubernetes Indexed Job
 #       emulated with one container per index (JOB_COMPLETION_INDEX, --restart
-#       on-failure), the union checked; then docker/compose.yaml with podman-compose.
+#       on-failure), the union checked; then docker/compose.yaml with podman-compose
+#       (netavark, which needs iptables).
 #       The S3 server is the tests' (LABELFLOW_TEST_S3_ENDPOINT) or one started with
 #       scripts/with-servers.py --only s3 around the smoke.
 #   scripts/image.sh bases
@@ -55,14 +56,15 @@ as_root() {
 # --- podman ------------------------------------------------------------------------
 ensure_podman() {
   if command -v podman >/dev/null && command -v mmdebstrap >/dev/null \
-      && [[ -x /usr/lib/podman/aardvark-dns || -n "$(command -v aardvark-dns)" ]]; then
+      && [[ -x /usr/lib/podman/aardvark-dns || -n "$(command -v aardvark-dns)" ]] \
+      && { command -v iptables >/dev/null || [[ -x /usr/sbin/iptables ]]; }; then
     return
   fi
-  say "installing podman (apt: podman runc mmdebstrap uidmap netavark aardvark-dns)"
+  say "installing podman (apt: podman runc mmdebstrap uidmap netavark aardvark-dns iptables)"
   local t0=$SECONDS
   { as_root apt-get update -qq \
       && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
-        podman runc buildah mmdebstrap uidmap netavark aardvark-dns fuse-overlayfs slirp4netns >/dev/null; } \
+        podman runc buildah mmdebstrap uidmap netavark aardvark-dns iptables fuse-overlayfs slirp4netns >/dev/null; } \
     || die "could not install podman (Debian 12: apt-get install podman runc mmdebstrap netavark aardvark-dns, as root)"
   say "podman installed in $((SECONDS - t0)) s"
 }
@@ -209,8 +211,11 @@ EOF
 }
 
 # labelflow inside the CPU image, on the host's network (the S3 server is on loopback).
+# `in_image --keep ...` leaves the container for `podman wait` (--restart excludes --rm).
 in_image() {
-  podman run --rm --network=host -v "$SMOKE_DIR:/work:Z" -w /work \
+  local rm=(--rm)
+  [[ "${1:-}" == --keep ]] && { rm=(); shift; }
+  podman run "${rm[@]}" --network=host -v "$SMOKE_DIR:/work:Z" -w /work \
     -e AWS_ACCESS_KEY_ID=testing -e AWS_SECRET_ACCESS_KEY=testing -e AWS_REGION=us-east-1 \
     -e AWS_ENDPOINT="$S3" -e AWS_ALLOW_HTTP=true "$@"
 }
@@ -261,7 +266,7 @@ smoke() {
   # JOB_COMPLETION_INDEX, restarted on failure like backoffLimitPerIndex.
   local n=4 i ids=()
   for ((i = 0; i < n; i++)); do
-    ids+=("$(in_image -d --restart=on-failure:3 -e JOB_COMPLETION_INDEX=$i "$CPU_TAG" \
+    ids+=("$(in_image --keep -d --restart=on-failure:3 -e JOB_COMPLETION_INDEX=$i "$CPU_TAG" \
       run --input s3://image-smoke/photos/ --output s3://image-smoke/sharded/ \
       --model /work/alexnet.onnx --batch-size 4 --shards=$n --no-progress)")
   done
@@ -284,17 +289,35 @@ compose() {
   pc="$(dirname "$PY")/podman-compose"
   [[ -x "$pc" ]] || die "podman-compose is missing from $(dirname "$PY") (pip install podman-compose; scripts/requirements-test.txt has it)"
   make_moto
-  local log="$SMOKE_DIR/compose.log" rc=0 t0=$SECONDS
-  "$pc" -f docker/compose.yaml -p labelflow-smoke up --abort-on-container-exit --exit-code-from labelflow \
-    >"$log" 2>&1 || rc=$?
+  local log="$SMOKE_DIR/compose.log" rc=0 t0=$SECONDS up i
+  # `up` in the foreground as a user runs it; the S3 server keeps running after the
+  # one-shot job, so the job's exit is awaited and then the project is taken down.
+  # (--abort-on-container-exit would stop everything when `seed` finishes.)
+  "$pc" -f docker/compose.yaml -p labelflow-smoke up >"$log" 2>&1 &
+  up=$!
+  # (`podman wait` returns at once for a container still in "created", so poll its state.)
+  local job=labelflow-smoke_labelflow_1 state=""
+  for ((i = 0; i < 600; i++)); do
+    state="$(podman inspect --format '{{.State.Status}}' "$job" 2>/dev/null || true)"
+    [[ "$state" == exited ]] && break
+    kill -0 "$up" 2>/dev/null || break
+    sleep 1
+  done
+  if [[ "$state" == exited ]]; then
+    rc="$(podman inspect --format '{{.State.ExitCode}}' "$job")"
+  else
+    rc="not finished (state: ${state:-none})"
+  fi
+  sleep 1
   "$pc" -f docker/compose.yaml -p labelflow-smoke down -t 2 >/dev/null 2>&1 || true
-  [[ $rc == 0 ]] || { tail -n 40 "$log" >&2; die "compose up exited $rc"; }
+  wait "$up" 2>/dev/null || true
+  [[ "$rc" == 0 ]] || { tail -n 40 "$log" >&2; die "compose's labelflow job exited $rc"; }
   # class_counts as a table: the labelled images add up to the bundled photos.
   local want got
   want="$(find tests/data/photos -type f | wc -l)"
-  # podman-compose prefixes each line with "[service] | "; the table's rows are then
+  # podman-compose prefixes each line with a coloured "[service] | "; the table's rows are then
   # "| label | images | share | mean_score |".
-  got="$(grep -E '^\[labelflow\]' "$log" | sed -E 's/^\[[^]]*\] *\| ?//' \
+  got="$(sed -E 's/\x1b\[[0-9;]*m//g' "$log" | grep -E '^\[labelflow\]' | sed -E 's/^\[[^]]*\] *\| ?//' \
     | awk -F'|' 'NF >= 6 && $3 ~ /^ *[0-9]+ *$/ {s += $3} END {print s + 0}')"
   check_count "images counted by compose's query ($((SECONDS - t0)) s)" "$got" "$want"
 }
