@@ -67,6 +67,9 @@ SlurmdPort=$(free_port)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+# A requeued task waits out the credential lifetime (default 120 s) before it may start
+# again; a local cluster has no slow nodes to wait for.
+AuthInfo=cred_expire=10
 StateSaveLocation=$dir/state
 SlurmdSpoolDir=$dir/spool
 SlurmctldPidFile=$dir/slurmctld.pid

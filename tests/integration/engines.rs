@@ -356,8 +356,9 @@ fn slurm_runs_a_job_array_and_requeues_a_killed_worker() {
         ],
     );
     let job = job.trim().to_string();
-    // Until every task has left the queue. A requeued task waits out Slurm's requeue
-    // delay (about two minutes); once it is back in the queue it is released now.
+    // Until every task has left the queue. A requeued task waits out the credential
+    // lifetime (scripts/slurm-local.sh sets AuthInfo=cred_expire=10; Slurm's default is
+    // 120 s); once it is back in the queue it is also asked to start now.
     let mut released = false;
     let mut last = String::new();
     loop {
