@@ -277,7 +277,10 @@ fn the_kubernetes_job_has_the_fields_a_sharded_run_needs() {
         "a fixed run id lets retried workers resume: {args:?}"
     );
     for flag in ["--wait", "--allow-error-rows"] {
-        assert!(args.contains(&flag), "{flag} (see the Job's comments): {args:?}");
+        assert!(
+            args.contains(&flag),
+            "{flag} (see the Job's comments): {args:?}"
+        );
     }
     let grace = args
         .iter()
@@ -448,7 +451,11 @@ sys.exit(r.generate_report() if r.has_errors() else 0)",
             .map(|r| r["action"].as_str().unwrap().to_string())
     };
     assert_eq!(action("2").as_deref(), Some("EXIT"), "fatal: not retried");
-    assert_eq!(action("3").as_deref(), Some("RETRY"), "interrupted: retried");
+    assert_eq!(
+        action("3").as_deref(),
+        Some("RETRY"),
+        "interrupted: retried"
+    );
     assert_eq!(action("4").as_deref(), Some("RETRY"), "lease held: retried");
     assert!(
         rules

@@ -174,11 +174,31 @@ fn ray_runs_eight_shards_and_retries_a_killed_worker() {
         .current_dir(root())
         .envs(s3_env)
         .env("ORT_DYLIB_PATH", ort_lib())
-        .args(["tests/tools/ray_cluster.py", "--nodes", "2", "--cpus-per-node", "1", "--"])
+        .args([
+            "tests/tools/ray_cluster.py",
+            "--nodes",
+            "2",
+            "--cpus-per-node",
+            "1",
+            "--",
+        ])
         .arg(&py)
-        .args(["docker/ray/run.py", "--shards", "8", "--address", "{address}", "--bin"])
+        .args([
+            "docker/ray/run.py",
+            "--shards",
+            "8",
+            "--address",
+            "{address}",
+            "--bin",
+        ])
         .arg(env!("CARGO_BIN_EXE_labelflow"))
-        .args(["--", "--input", &format!("s3://{bucket}/photos/"), "--output", &output])
+        .args([
+            "--",
+            "--input",
+            &format!("s3://{bucket}/photos/"),
+            "--output",
+            &output,
+        ])
         .arg("--model")
         .arg(&model)
         .args(["--batch-size", "2"])
@@ -187,7 +207,10 @@ fn ray_runs_eight_shards_and_retries_a_killed_worker() {
     done.store(true, Ordering::Relaxed);
     let killed = killer.join().unwrap();
     eprintln!("{}", out_text(&o));
-    eprintln!("ray: 8 shards, 160 objects, {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "ray: 8 shards, 160 objects, {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     assert!(killed, "shard 3's worker was never seen running");
     assert_eq!(o.status.code(), Some(0), "{}", out_text(&o));
     let table = String::from_utf8_lossy(&o.stdout);
@@ -197,14 +220,21 @@ fn ray_runs_eight_shards_and_retries_a_killed_worker() {
         .find(|l| l.trim_start().starts_with("3/8"))
         .unwrap_or_else(|| panic!("no row for shard 3: {table}"));
     let attempts: u32 = shard3.split_whitespace().nth(1).unwrap().parse().unwrap();
-    assert!(attempts >= 2, "shard 3 was killed, so Ray ran it again: {shard3}");
+    assert!(
+        attempts >= 2,
+        "shard 3 was killed, so Ray ran it again: {shard3}"
+    );
 
     let rows = query_rows(
         &output,
         "SELECT count(*), count(DISTINCT uri), count(error), count(DISTINCT run_id) FROM predictions",
         &s3_env,
     );
-    assert_eq!(rows, vec!["160,160,0,8"], "every object once, one run per shard");
+    assert_eq!(
+        rows,
+        vec!["160,160,0,8"],
+        "every object once, one run per shard"
+    );
     // One finished run record per shard.
     let records: Vec<_> = rt.block_on(async {
         futures::TryStreamExt::try_collect::<Vec<_>>(store.list(Some(&"preds/_runs".into())))
@@ -216,7 +246,15 @@ fn ray_runs_eight_shards_and_retries_a_killed_worker() {
             .iter()
             .find(|m| m.location.as_ref().ends_with(&format!("/s{i}of8.json")))
             .unwrap_or_else(|| panic!("no run record of shard {i}: {records:?}"));
-        let bytes = rt.block_on(async { store.get(&rec.location).await.unwrap().bytes().await.unwrap() });
+        let bytes = rt.block_on(async {
+            store
+                .get(&rec.location)
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+        });
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(v["status"], "finished", "shard {i}: {v}");
     }
@@ -247,7 +285,11 @@ fn ray_does_not_retry_a_fatal_shard() {
     assert_eq!(o.status.code(), Some(2), "{}", out_text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("shards 0/2, 1/2 failed"), "{}", out_text(&o));
-    assert!(err.contains("no-such-model.onnx"), "the cause is shown: {}", out_text(&o));
+    assert!(
+        err.contains("no-such-model.onnx"),
+        "the cause is shown: {}",
+        out_text(&o)
+    );
     let table = String::from_utf8_lossy(&o.stdout);
     for i in 0..2 {
         let row = table
@@ -282,7 +324,11 @@ impl Slurm {
             .arg(&dir)
             .output()
             .unwrap();
-        assert!(o.status.success(), "scripts/slurm-local.sh start: {}", out_text(&o));
+        assert!(
+            o.status.success(),
+            "scripts/slurm-local.sh start: {}",
+            out_text(&o)
+        );
         let conf = String::from_utf8_lossy(&o.stdout)
             .lines()
             .find_map(|l| l.strip_prefix("SLURM_CONF=").map(String::from))
@@ -344,7 +390,10 @@ fn slurm_runs_a_job_array_and_requeues_a_killed_worker() {
                 env!("CARGO_BIN_EXE_labelflow"),
                 ort_lib().display()
             ),
-            root().join("docker/slurm/labelflow.sbatch").to_str().unwrap(),
+            root()
+                .join("docker/slurm/labelflow.sbatch")
+                .to_str()
+                .unwrap(),
             "--input",
             input.to_str().unwrap(),
             "--output",
@@ -364,7 +413,11 @@ fn slurm_runs_a_job_array_and_requeues_a_killed_worker() {
     loop {
         let queue = slurm.stdout("squeue", &["-h", "-r", "-j", &job, "-o", "%i %T %r"]);
         if queue != last {
-            eprintln!("{:6.1} s  {}", started.elapsed().as_secs_f64(), queue.trim().replace('\n', "; "));
+            eprintln!(
+                "{:6.1} s  {}",
+                started.elapsed().as_secs_f64(),
+                queue.trim().replace('\n', "; ")
+            );
             last = queue.clone();
         }
         if queue.trim().is_empty() {
@@ -388,9 +441,18 @@ fn slurm_runs_a_job_array_and_requeues_a_killed_worker() {
     }
     done.store(true, Ordering::Relaxed);
     let killed = killer.join().unwrap();
-    eprintln!("slurm: 4 tasks, 60 images, {:.1} s", started.elapsed().as_secs_f64());
-    let log = |i: u32| std::fs::read_to_string(dir.join(format!("labelflow-{job}_{i}.log"))).unwrap_or_default();
-    assert!(killed, "shard 2's worker was never seen running:\n{}", log(2));
+    eprintln!(
+        "slurm: 4 tasks, 60 images, {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let log = |i: u32| {
+        std::fs::read_to_string(dir.join(format!("labelflow-{job}_{i}.log"))).unwrap_or_default()
+    };
+    assert!(
+        killed,
+        "shard 2's worker was never seen running:\n{}",
+        log(2)
+    );
     for i in 0..4 {
         let info = slurm.stdout("scontrol", &["show", "job", &format!("{job}_{i}")]);
         assert!(
@@ -399,7 +461,10 @@ fn slurm_runs_a_job_array_and_requeues_a_killed_worker() {
             log(i)
         );
         if i == 2 {
-            assert!(info.contains("Restarts=1"), "task 2 was requeued once: {info}");
+            assert!(
+                info.contains("Restarts=1"),
+                "task 2 was requeued once: {info}"
+            );
             assert!(
                 log(2).contains("requeueing (attempt 2)") && log(2).contains("attempt 2, on"),
                 "{}",
@@ -412,5 +477,9 @@ fn slurm_runs_a_job_array_and_requeues_a_killed_worker() {
         "SELECT count(*), count(DISTINCT uri), count(error), count(DISTINCT run_id) FROM predictions",
         &[],
     );
-    assert_eq!(rows, vec!["60,60,0,4"], "every image once, one run per shard");
+    assert_eq!(
+        rows,
+        vec!["60,60,0,4"],
+        "every image once, one run per shard"
+    );
 }
