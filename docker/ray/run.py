@@ -12,7 +12,7 @@ Usage:
   --address  a running cluster (`ray start --head` prints it; "auto" finds the local one);
              without it a local cluster of this machine is started for the job
 
-A shard's exit code decides what happens (README, exit codes):
+A shard's exit code decides what happens (docs/deploy.md, exit codes for schedulers):
   0   labelled                                       done
   1   finished, some images are error rows           done (the job exits 1)
   2   fatal: bad config, model, credentials, input   not retried; the job exits 2

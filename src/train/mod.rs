@@ -189,7 +189,7 @@ impl std::str::FromStr for Recipe {
 /// a flag given on the command line wins.
 ///
 /// Measured on a 6 000-image Fashion-MNIST subset (5 400 trained on, 15 epochs, a
-/// quarter-width AlexNet; the README has the table): with the recipe's own numbers
+/// quarter-width AlexNet; docs/training.md has the table): with the recipe's own numbers
 /// (batch 128, lr 2e-3, weight decay 0.05, dropout 0.5, random crops) it still
 /// underfits when the run ends, 84.2 % test top-1 at 64 px and 85.4 % at 128 px; with
 /// these, 87.3 % and 88.1–88.6 %. Each change adds to the others: random crops alone

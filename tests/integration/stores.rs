@@ -504,7 +504,7 @@ const AWKWARD_KEYS: [&str; 8] = [
     "sub folder/deep/z.jpg",
 ];
 
-/// The README's relabel loop over keys with awkward characters: label a folder, query
+/// The relabel loop of docs/stores.md over keys with awkward characters: label a folder, query
 /// its `uri` column into a manifest, label the manifest. Every `uri` is a URL that
 /// names its object: the second run fetches every one, with no error row, and writes
 /// the same `uri`s; `key` keeps the raw key.
