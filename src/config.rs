@@ -222,6 +222,23 @@ pub struct RunPlan {
 }
 
 impl RunPlan {
+    /// What loading the model needs of this plan.
+    pub fn model_options(&self) -> crate::infer::ModelOptions {
+        crate::infer::ModelOptions {
+            path: self.model.clone(),
+            ort_lib: self.ort_lib.clone(),
+            device: self.device,
+            allow_cpu_fallback: self.allow_cpu_fallback,
+            batch_size: self.batch_size,
+            tta: self.tta,
+            preprocess: self.preprocess.clone(),
+            embedding_output: self.embeddings.as_ref().map(|e| e.output.clone()),
+            sessions: self.tuning.sessions,
+            intra_threads: self.tuning.intra_threads,
+            batch_queue: self.tuning.batch_queue,
+        }
+    }
+
     /// A plan built in code, validated exactly as `labelflow run` validates a pipeline
     /// file and flags:
     ///

@@ -9,11 +9,12 @@
 // `clippy::unwrap_used` and `expect_used` are denied for every target in Cargo.toml.
 
 pub mod batch;
-pub mod bench;
 pub mod config;
 pub mod cpu_pool;
+pub mod dataset;
 pub mod decode;
 pub mod error;
+pub mod hosts;
 pub mod infer;
 pub mod lease;
 pub mod link;

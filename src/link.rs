@@ -19,7 +19,7 @@ use object_store::path::Path;
 use object_store::{ClientOptions, ObjectMeta};
 use url::Url;
 
-use crate::source::FetchError;
+use crate::store::FetchError;
 use crate::store::RetryPolicy;
 
 /// The first wait before a retry; it doubles each time, up to [`MAX_BACKOFF`].

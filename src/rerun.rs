@@ -174,7 +174,7 @@ async fn read_run(
     owns: Owns<'_>,
     rows: &mut Vec<(u128, u32, u64)>,
 ) -> Result<()> {
-    let dir: Path = crate::sink::run_dir(output, run_id);
+    let dir: Path = crate::dataset::run_dir(output, run_id);
     let parts: Vec<object_store::ObjectMeta> = output
         .store
         .list(Some(&dir))
@@ -183,7 +183,7 @@ async fn read_run(
         .await
         .map_err(|e| store_error(output, e))?;
     for meta in parts {
-        let reader = crate::sink::PartReader::new(output, &meta);
+        let reader = crate::dataset::PartReader::new(output, &meta);
         let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
         let mask = ProjectionMask::columns(builder.parquet_schema(), COLUMNS);
         let mut batches = builder.with_projection(mask).build()?;

@@ -132,7 +132,7 @@ pub async fn find_unfinished(
         let Some(run_id) = dir.filename() else {
             continue;
         };
-        if crate::sink::validate_run_id(run_id).is_err() {
+        if crate::dataset::validate_run_id(run_id).is_err() {
             continue;
         }
         let Some(record) = read_record(output, run_id, shard).await? else {

@@ -6,10 +6,10 @@ use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
-use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::store::Location;
+pub use crate::store::{get_within, FetchError};
 
 /// File extensions read by default (case-insensitive).
 pub const DEFAULT_EXTENSIONS: &[&str] =
@@ -208,8 +208,8 @@ pub enum Origin {
     /// The run's input location (a listed prefix).
     #[default]
     Input,
-    /// A store named by a manifest row (see [`crate::manifest`]).
-    Store(std::sync::Arc<crate::manifest::Host>),
+    /// A store named by a manifest row (see [`crate::hosts`]).
+    Store(std::sync::Arc<crate::hosts::Host>),
     /// A manifest row whose URI cannot be fetched; it becomes an error row.
     Invalid(std::sync::Arc<str>),
 }
@@ -415,17 +415,6 @@ async fn listing_error(loc: &Location, e: object_store::Error) -> Result<ObjectM
     Err(crate::store::store_error(loc, e))
 }
 
-/// Why a fetch produced no bytes.
-#[derive(Debug)]
-pub enum FetchError {
-    /// The store's error (object_store's type, so the caller can tell one bad object
-    /// from a failing store).
-    Store(object_store::Error),
-    /// The object is larger than the limit (known from the response's headers; the
-    /// body is not read).
-    TooLarge { size: u64 },
-}
-
 /// Fetch an object's bytes and metadata (object_store's retry policy applies). A
 /// manifest's objects wait for a slot of their host first, and are refused from the
 /// response headers when larger than `max_bytes`.
@@ -438,24 +427,6 @@ pub async fn fetch(
         Origin::Store(host) => host.get(&obj.uri, &obj.path, max_bytes).await,
         _ => get_within(&input.store, &obj.path, max_bytes).await,
     }
-}
-
-/// GET `path` from `store`, refused from the response headers (the body unread) when
-/// larger than `max_bytes`.
-pub async fn get_within(
-    store: &Arc<dyn ObjectStore>,
-    path: &Path,
-    max_bytes: u64,
-) -> std::result::Result<(Bytes, ObjectMeta), FetchError> {
-    let got = store.get(path).await.map_err(FetchError::Store)?;
-    if got.meta.size > max_bytes {
-        return Err(FetchError::TooLarge {
-            size: got.meta.size,
-        });
-    }
-    let meta = got.meta.clone();
-    let bytes = got.bytes().await.map_err(FetchError::Store)?;
-    Ok((bytes, meta))
 }
 
 #[cfg(test)]

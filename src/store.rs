@@ -14,7 +14,9 @@ use object_store::http::HttpBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, ObjectStoreScheme, RetryConfig};
+use object_store::{
+    BackoffConfig, ClientConfigKey, ObjectStore, ObjectStoreExt, ObjectStoreScheme, RetryConfig,
+};
 use url::Url;
 
 use crate::error::{Error, Result};
@@ -411,6 +413,35 @@ fn azure_root(url: &Url, input: &str, path: &Path) -> String {
     }
     let _ = url;
     full.to_string()
+}
+
+/// Why a fetch produced no bytes.
+#[derive(Debug)]
+pub enum FetchError {
+    /// The store's error (object_store's type, so the caller can tell one bad object
+    /// from a failing store).
+    Store(object_store::Error),
+    /// The object is larger than the limit (known from the response's headers; the
+    /// body is not read).
+    TooLarge { size: u64 },
+}
+
+/// GET `path` from `store`, refused from the response headers (the body unread) when
+/// larger than `max_bytes`.
+pub async fn get_within(
+    store: &Arc<dyn object_store::ObjectStore>,
+    path: &Path,
+    max_bytes: u64,
+) -> std::result::Result<(bytes::Bytes, object_store::ObjectMeta), FetchError> {
+    let got = store.get(path).await.map_err(FetchError::Store)?;
+    if got.meta.size > max_bytes {
+        return Err(FetchError::TooLarge {
+            size: got.meta.size,
+        });
+    }
+    let meta = got.meta.clone();
+    let bytes = got.bytes().await.map_err(FetchError::Store)?;
+    Ok((bytes, meta))
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! Everything that reads flags, prints, draws progress or watches signals lives under
 //! `cli/`; the library never does.
 
+pub mod bench;
 pub mod doctor;
 pub mod model;
 pub mod progress;

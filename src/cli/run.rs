@@ -25,7 +25,12 @@ pub async fn run(
     };
     let stop = pipeline::Stop::new();
     watch_signals(stop.clone());
-    let summary = match pipeline::run_until(&plan, progress, stop).await {
+    let summary = match pipeline::Run::new(&plan)
+        .progress(progress)
+        .stop(stop)
+        .execute()
+        .await
+    {
         Ok(s) => s,
         // Not a failure of the job: another worker is writing this shard.
         Err(e @ labelflow::Error::LeaseHeld { .. }) => {
@@ -75,11 +80,11 @@ pub fn validate(args: RunArgs, ort_lib: Option<std::path::PathBuf>) -> anyhow::R
 pub async fn bench(args: BenchArgs, ort_lib: Option<std::path::PathBuf>) -> anyhow::Result<u8> {
     if args.listing {
         let retry = args.tuning.tuning().retry_policy();
-        let report = labelflow::bench::listing(&args.input, retry, args.sample_every).await?;
+        let report = super::bench::listing(&args.input, retry, args.sample_every).await?;
         println!("{}", report.table());
         return Ok(0);
     }
-    let opts = labelflow::bench::BenchOptions {
+    let opts = super::bench::BenchOptions {
         input: args.input,
         model: args.model,
         batch_size: args.batch_size,
@@ -90,9 +95,9 @@ pub async fn bench(args: BenchArgs, ort_lib: Option<std::path::PathBuf>) -> anyh
         device: args.device,
         baseline: args
             .baseline
-            .then(|| args.python.unwrap_or_else(labelflow::bench::default_python)),
+            .then(|| args.python.unwrap_or_else(super::bench::default_python)),
     };
-    let report = labelflow::bench::run(&opts).await?;
+    let report = super::bench::run(&opts).await?;
     println!("{}", report.table());
     Ok(0)
 }

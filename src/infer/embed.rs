@@ -64,6 +64,29 @@ impl Embedder {
         self.bits / 8
     }
 
+    /// The stored embeddings of `images` images from one batch's raw features,
+    /// `views × dim` values an image. Errs when the model returned fewer.
+    pub fn embed_images(
+        &self,
+        raw: &[f32],
+        images: usize,
+        views: usize,
+    ) -> crate::Result<Vec<Embedded>> {
+        let per = self.dim() * views;
+        if raw.len() < images * per {
+            return Err(crate::Error::Inference(format!(
+                "the embedding output returned {} values for {images} images of {} features",
+                raw.len(),
+                self.dim()
+            )));
+        }
+        Ok(raw
+            .chunks(per.max(1))
+            .take(images)
+            .map(|one| self.embed(one))
+            .collect())
+    }
+
     /// One image's row values from its `views × dim` raw features (with test-time
     /// augmentation, the views' vectors are averaged first).
     pub fn embed(&self, views: &[f32]) -> Embedded {

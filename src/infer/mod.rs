@@ -4,13 +4,15 @@
 //! normalised embeddings and binary codes ([`embed`]).
 
 pub mod embed;
+pub mod info;
 pub mod model;
 pub mod pool;
 pub mod score;
 pub mod session;
 
 pub use embed::{Embedded, Embedder};
-pub use model::{check_spec, describe, load_model, LoadedModel, ModelBytes, ModelInfo, OutputKind};
+pub use info::{check_spec, ModelBytes, ModelInfo, OutputKind};
+pub use model::{describe, load_model, LoadedModel, ModelOptions};
 pub use pool::{Described, InferenceHandle, InferencePool, Outputs, PoolOptions};
-pub use score::{average_views, softmax, top_k, Scored};
+pub use score::{average_views, classify, softmax, top_k, Scored};
 pub use session::{build_session, build_session_on, SessionOptions};

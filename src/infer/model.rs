@@ -2,132 +2,19 @@
 //! metadata say ([`describe`]), the preprocessing it needs, and [`load_model`], which
 //! turns a plan into running sessions.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::PathBuf;
 
 use ort::session::Session;
 use ort::value::ValueType;
-use sha2::{Digest, Sha256};
 
+pub use super::info::{check_spec, ModelBytes, ModelInfo, OutputKind};
 use super::pool::{Described, InferencePool, PoolOptions};
 use super::session::{build_session_on, SessionOptions};
-use crate::config::RunPlan;
 use crate::error::{Error, Result};
-use crate::onnx::embedding::{add_embedding_output, EmbeddingOutput};
+use crate::onnx::embedding::EmbeddingOutput;
 use crate::onnx::metadata;
-use crate::preprocess::{Layout, PreprocessSpec};
+use crate::preprocess::{Layout, PreprocessOverrides, PreprocessSpec, Tta};
 use crate::runtime::Device;
-
-/// Whether the model's output is raw scores or already probabilities.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputKind {
-    Logits,
-    Probabilities,
-    /// Not declared by the model: decided per row (rows that already sum to 1 with
-    /// values in [0, 1] are taken as probabilities).
-    Unknown,
-}
-
-/// What the job needs to know about a model, read once from the file.
-#[derive(Debug, Clone)]
-pub struct ModelInfo {
-    /// Display name (file stem, or the metadata's graph name).
-    pub name: String,
-    pub sha256: String,
-    pub input_name: String,
-    pub output_name: String,
-    /// The batch size the model demands, when its batch dimension is fixed.
-    pub fixed_batch: Option<usize>,
-    pub layout: Layout,
-    /// Spatial input size when the model fixes it.
-    pub input_size: Option<u32>,
-    pub classes: Vec<String>,
-    pub output_kind: OutputKind,
-    /// Preprocessing declared by the model's metadata, if any.
-    pub preprocess: Option<PreprocessSpec>,
-    /// With `--embeddings`: the extra output read per image.
-    pub embedding: Option<EmbeddingOutput>,
-}
-
-impl ModelInfo {
-    pub fn num_classes(&self) -> usize {
-        self.classes.len()
-    }
-}
-
-/// A model file loaded into memory.
-#[derive(Clone)]
-pub struct ModelBytes {
-    pub name: String,
-    pub location: String,
-    pub bytes: Arc<Vec<u8>>,
-    /// The sha256 of the file as read (kept when the bytes gain an embedding output,
-    /// so rows name the file the user has).
-    digest: String,
-}
-
-impl ModelBytes {
-    /// Read a model from a local path.
-    pub fn read(path: &Path) -> Result<Self> {
-        let model_err = |reason: String| Error::Model {
-            path: path.display().to_string(),
-            reason,
-        };
-        if !path.exists() {
-            return Err(model_err(
-                "file not found; create one with `labelflow model init --out PATH` or pass --model"
-                    .into(),
-            ));
-        }
-        let bytes = std::fs::read(path).map_err(|e| model_err(format!("cannot read: {e}")))?;
-        let name = display_name(path);
-        Ok(Self {
-            name,
-            location: path.display().to_string(),
-            digest: hex::encode(Sha256::digest(bytes.as_slice())),
-            bytes: Arc::new(bytes),
-        })
-    }
-
-    /// The sha256 of the model file.
-    pub fn sha256(&self) -> String {
-        self.digest.clone()
-    }
-
-    /// The same model with its feature tensor (`named`, or the input of the last
-    /// fully connected layer) as an extra output; the file's sha256 is kept.
-    pub fn with_embedding_output(&self, named: Option<&str>) -> Result<(Self, EmbeddingOutput)> {
-        let (bytes, output) =
-            add_embedding_output(&self.bytes, named).map_err(|e| Error::Model {
-                path: self.location.clone(),
-                reason: e.to_string(),
-            })?;
-        Ok((
-            Self {
-                bytes: Arc::new(bytes),
-                ..self.clone()
-            },
-            output,
-        ))
-    }
-}
-
-/// The name a model is known by in the output's `model` column: the file stem, or
-/// for the training job's `<version>/model.onnx` layout the version folder's name
-/// (`models/v2/model.onnx` → `v2`), so runs of different versions tell apart.
-fn display_name(path: &Path) -> String {
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
-    if stem == "model" {
-        if let Some(dir) = path
-            .parent()
-            .and_then(|p| p.file_name())
-            .and_then(|d| d.to_str())
-        {
-            return dir.to_string();
-        }
-    }
-    stem.to_string()
-}
 
 /// Read the model's inputs, outputs and metadata from a built session.
 pub fn describe(model: &ModelBytes, session: &Session) -> Result<ModelInfo> {
@@ -287,25 +174,6 @@ fn check_embedding_output(
     }
 }
 
-/// Checks the preprocessing output fits the model's input.
-pub fn check_spec(model: &ModelBytes, info: &ModelInfo, spec: &PreprocessSpec) -> Result<()> {
-    if let Some(size) = info.input_size {
-        if size != spec.crop {
-            return Err(Error::Config(format!(
-                "model {} takes {size}x{size} images but the crop is {}; pass --crop {size} (or drop the crop override)",
-                model.location, spec.crop
-            )));
-        }
-    }
-    if info.layout != spec.layout {
-        return Err(Error::Config(format!(
-            "model {} expects {:?} input but the layout is set to {:?}",
-            model.location, info.layout, spec.layout
-        )));
-    }
-    Ok(())
-}
-
 /// A loaded model ready to run, with its resolved preprocessing. The file's bytes
 /// are not kept: once the sessions are built they hold the weights, and a second copy
 /// would cost the model's size in memory for the whole run.
@@ -319,13 +187,35 @@ pub struct LoadedModel {
     pub pool: InferencePool,
 }
 
+/// What [`load_model`] needs: the model file, where it runs, and how it is fed.
+#[derive(Debug, Clone)]
+pub struct ModelOptions {
+    pub path: PathBuf,
+    /// The ONNX Runtime library to load (else the usual places, see [`crate::runtime`]).
+    pub ort_lib: Option<PathBuf>,
+    pub device: Device,
+    pub allow_cpu_fallback: bool,
+    /// Inputs per inference call (rounded up to whole images' views with `tta`).
+    pub batch_size: usize,
+    pub tta: Tta,
+    /// Preprocessing set by the caller over the model's own.
+    pub preprocess: PreprocessOverrides,
+    /// With embeddings: which tensor (`Some(None)`: the input of the last fully
+    /// connected layer).
+    pub embedding_output: Option<Option<String>>,
+    pub sessions: usize,
+    /// ONNX Runtime intra-op threads per session (0: its default).
+    pub intra_threads: usize,
+    pub batch_queue: usize,
+}
+
 /// Load ONNX Runtime and the model, resolve preprocessing, start the sessions.
-pub fn load_model(plan: &RunPlan) -> Result<LoadedModel> {
+pub fn load_model(plan: &ModelOptions) -> Result<LoadedModel> {
     crate::runtime::init(plan.ort_lib.as_deref())?;
-    let bytes = ModelBytes::read(&plan.model)?;
-    let (bytes, embedding) = match &plan.embeddings {
-        Some(e) => {
-            let (with, output) = bytes.with_embedding_output(e.output.as_deref())?;
+    let bytes = ModelBytes::read(&plan.path)?;
+    let (bytes, embedding) = match &plan.embedding_output {
+        Some(named) => {
+            let (with, output) = bytes.with_embedding_output(named.as_deref())?;
             (with, Some(output))
         }
         None => (bytes, None),
@@ -336,7 +226,7 @@ pub fn load_model(plan: &RunPlan) -> Result<LoadedModel> {
     let opts = SessionOptions {
         device: gpus.first().copied().unwrap_or(plan.device),
         allow_cpu_fallback: plan.allow_cpu_fallback,
-        intra_threads: plan.tuning.intra_threads,
+        intra_threads: plan.intra_threads,
     };
     let (first, device) = build_session_on(&bytes, &opts)?;
     // After a permitted CPU fallback every session runs on CPU; otherwise the sessions
@@ -375,10 +265,10 @@ pub fn load_model(plan: &RunPlan) -> Result<LoadedModel> {
         &PoolOptions {
             session: opts,
             // One session per GPU at least.
-            sessions: plan.tuning.sessions.max(devices.len()),
+            sessions: plan.sessions.max(devices.len()),
             devices,
             batch_size: batch,
-            queue_capacity: plan.tuning.batch_queue,
+            queue_capacity: plan.batch_queue,
         },
     )?;
     if pool.batch_size() < views {
@@ -387,7 +277,7 @@ pub fn load_model(plan: &RunPlan) -> Result<LoadedModel> {
         return Err(Error::Config(format!(
             "--tta {} needs {views} inputs per image, but {} has a fixed batch size of {fixed}; use --tta none or a model with a dynamic (or larger) batch",
             plan.tta,
-            plan.model.display()
+            plan.path.display()
         )));
     }
     Ok(LoadedModel {
@@ -397,16 +287,4 @@ pub fn load_model(plan: &RunPlan) -> Result<LoadedModel> {
         device: run_device,
         pool,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn model_names_come_from_the_file_or_its_version_folder() {
-        assert_eq!(display_name(Path::new("out/alexnet.onnx")), "alexnet");
-        assert_eq!(display_name(Path::new("models/v2/model.onnx")), "v2");
-        assert_eq!(display_name(Path::new("model.onnx")), "model");
-    }
 }

@@ -9,7 +9,7 @@ use ort::session::Session;
 use ort::value::TensorRef;
 use tokio::sync::{mpsc, oneshot};
 
-use super::model::{check_spec, ModelBytes, ModelInfo};
+use super::info::{check_spec, ModelBytes, ModelInfo};
 use super::session::{session_for, SessionOptions};
 use crate::batch::BatchInput;
 use crate::error::{Error, Result};
@@ -65,7 +65,8 @@ struct Job {
 }
 
 /// A pool of inference threads, each owning one session, fed by a bounded queue.
-/// Dropping the pool closes the queue; the threads finish their current batch and stop.
+/// Dropping the pool closes the queue and waits for the threads: they finish their
+/// current batch and stop (once every [`InferenceHandle`] is dropped too).
 pub struct InferencePool {
     queue: mpsc::Sender<Job>,
     info: ModelInfo,
@@ -159,11 +160,18 @@ impl InferencePool {
         }
     }
 
-    /// Close the queue and wait for the threads.
+    /// Close the queue and wait for the threads (what dropping the pool does).
     pub fn shutdown(self) {
-        let InferencePool { queue, threads, .. } = self;
-        drop(queue);
-        for t in threads {
+        drop(self);
+    }
+}
+
+impl Drop for InferencePool {
+    fn drop(&mut self) {
+        // Our sender goes; the threads end once the handles' senders are gone too.
+        let (closed, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.queue, closed));
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }

@@ -1,6 +1,6 @@
 //! A model's output row → probabilities → the best classes; ten-crop views averaged.
 
-use super::model::OutputKind;
+use super::info::OutputKind;
 
 /// One top-k entry.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +61,38 @@ pub fn average_views(rows: &mut [f32], classes: usize, kind: OutputKind) -> Vec<
         }
     }
     mean
+}
+
+/// The `k` best classes of each of `images` images from one batch's raw outputs:
+/// `views × classes` values an image, its views averaged as probabilities (test-time
+/// augmentation). Errs when the model returned fewer values than that.
+pub fn classify(
+    scores: &mut [f32],
+    images: usize,
+    classes: usize,
+    views: usize,
+    kind: OutputKind,
+    k: usize,
+) -> crate::Result<Vec<Vec<Scored>>> {
+    let per_image = classes * views;
+    if scores.len() < images * per_image {
+        return Err(crate::Error::Inference(format!(
+            "the model returned {} values for {images} images of {classes} classes",
+            scores.len()
+        )));
+    }
+    Ok(scores
+        .chunks_mut(per_image.max(1))
+        .take(images)
+        .map(|row| {
+            if views == 1 {
+                top_k(row, kind, k)
+            } else {
+                let mut mean = average_views(row, classes, kind);
+                top_k(&mut mean, OutputKind::Probabilities, k)
+            }
+        })
+        .collect())
 }
 
 /// Turn one output row into probabilities (per `kind`) and return the `k` best,

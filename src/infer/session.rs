@@ -4,7 +4,7 @@
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 
-use super::model::ModelBytes;
+use super::info::ModelBytes;
 use crate::error::{Error, Result};
 use crate::runtime::{self, Device};
 

@@ -142,7 +142,8 @@ pub async fn register_predictions(ctx: &SessionContext, data: &Location) -> Resu
     // The columns every part has, and the embedding columns when a run wrote them
     // (rows of runs without them read as NULL there).
     let runs = run_ids(data).await?;
-    let table_schema = schema::predictions_with(crate::sink::embedding_columns(data, &runs).await?);
+    let table_schema =
+        schema::predictions_with(crate::dataset::embedding_columns(data, &runs).await?);
     let config = ListingTableConfig::new(table_url)
         .with_listing_options(options)
         .with_schema(table_schema.clone());

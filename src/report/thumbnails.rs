@@ -11,9 +11,9 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use crate::decode::{self, DecodeLimits};
-use crate::manifest::Hosts;
+use crate::hosts::Hosts;
 use crate::redact::redact;
-use crate::source::FetchError;
+use crate::store::FetchError;
 use crate::store::{Location, RetryPolicy};
 
 /// How thumbnails are made.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use labelflow::onnx::writer::{
     attr_int, model_proto, write_model_file, Dim, F32Tensor, GraphBuilder,
 };
-use labelflow::pipeline::{self, NoProgress};
+use labelflow::pipeline;
 use labelflow::store::Location;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
@@ -472,8 +472,10 @@ async fn upload(store: &dyn ObjectStore, prefix: &str, dir: &Path) -> Vec<String
 /// The same job through the library over any object store, and over the local store.
 async fn run_over_store(input: Location, output: Location, files: &[String]) {
     let p = plan("unused://", "unused://");
-    let loaded = labelflow::infer::load_model(&p).unwrap();
-    let summary = pipeline::run_with(&p, &input, &output, loaded, Arc::new(NoProgress))
+    let loaded = labelflow::infer::load_model(&p.model_options()).unwrap();
+    let summary = pipeline::Run::new(&p)
+        .opened(input.clone(), output.clone(), loaded)
+        .execute()
         .await
         .unwrap();
     let bad = odd_expectations().iter().filter(|e| !e.1).count() as u64;

@@ -206,22 +206,19 @@ impl Backend {
                     b = b.include(glob);
                 }
                 let plan = b.rows_per_part(4).build().unwrap();
-                let model = labelflow::infer::load_model(&plan).unwrap();
+                let model = labelflow::infer::load_model(&plan.model_options()).unwrap();
                 let stop = pipeline::Stop::new();
                 let progress = Arc::new(StopAfterFirst {
                     stop: stop.clone(),
                     armed: job.interrupt,
                 });
-                let summary = pipeline::run_with_stop(
-                    &plan,
-                    &self.location(job.input),
-                    &self.location(job.output),
-                    model,
-                    progress,
-                    stop,
-                )
-                .await
-                .unwrap_or_else(|e| panic!("{}: run failed: {e}", self.name));
+                let summary = pipeline::Run::new(&plan)
+                    .opened(self.location(job.input), self.location(job.output), model)
+                    .progress(progress)
+                    .stop(stop)
+                    .execute()
+                    .await
+                    .unwrap_or_else(|e| panic!("{}: run failed: {e}", self.name));
                 let code = i32::from(summary.exit_code());
                 (code, serde_json::to_value(&summary).unwrap())
             }
@@ -1302,19 +1299,15 @@ fn a_manifest_keeps_to_the_per_host_bound() {
                 .ort_lib(ort_lib())
                 .build()
                 .unwrap();
-            let model = labelflow::infer::load_model(&plan).unwrap();
+            let model = labelflow::infer::load_model(&plan.model_options()).unwrap();
             let shared: Arc<dyn ObjectStore> = store.clone();
             let input = Location::from_store(shared.clone(), "memory://", "list.csv");
             let output = Location::from_store(shared, "memory://", "out");
-            let summary = pipeline::run_with(
-                &plan,
-                &input,
-                &output,
-                model,
-                Arc::new(pipeline::NoProgress),
-            )
-            .await
-            .unwrap();
+            let summary = pipeline::Run::new(&plan)
+                .opened(input.clone(), output.clone(), model)
+                .execute()
+                .await
+                .unwrap();
             assert_eq!(summary.rows_written, 30);
             assert_eq!(summary.failed, 0);
             let most = store.most.load(std::sync::atomic::Ordering::SeqCst);

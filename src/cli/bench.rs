@@ -1,10 +1,10 @@
 //! `labelflow bench`: one run measuring each stage and the whole pipeline on the same
 //! images and model, so the figures compare as ratios on one machine.
 //!
-//! - decode+preprocess: images/s of [`crate::decode`] + [`crate::preprocess`] on
+//! - decode+preprocess: images/s of [`labelflow::decode`] + [`labelflow::preprocess`] on
 //!   `decode_threads` threads, bytes already in memory;
 //! - inference-only: images/s of the session(s) on preprocessed batches;
-//! - end-to-end: images/s of [`crate::pipeline::run_with`] over a folder of N images
+//! - end-to-end: images/s of [`labelflow::pipeline::Run`] over a folder of N images
 //!   (hard links to the input files), writing Parquet to a temporary folder;
 //! - peak RSS of each end-to-end run (the kernel's high-water mark, reset before each);
 //! - with a baseline, the same measurements of `benches/baseline.py` — the PIL +
@@ -12,18 +12,18 @@
 //!   images, model, batch size and thread count, and the ratios labelflow ÷ Python.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+
 use std::time::Instant;
 
 use futures::StreamExt;
 
-use crate::batch::BatchInput;
-use crate::config::Tuning;
-use crate::decode::{self, DecodeLimits};
-use crate::error::{Error, Result};
-use crate::pipeline::{self, NoProgress};
-use crate::preprocess::{Preprocessor, Tta};
-use crate::store::{Access, Location, RetryPolicy};
+use labelflow::batch::BatchInput;
+use labelflow::config::Tuning;
+use labelflow::decode::{self, DecodeLimits};
+use labelflow::pipeline;
+use labelflow::preprocess::{Preprocessor, Tta};
+use labelflow::store::{Access, Location, RetryPolicy};
+use labelflow::{Error, Result};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -36,13 +36,13 @@ pub struct BenchOptions {
     pub tuning: Tuning,
     pub ort_lib: Option<PathBuf>,
     /// Where the sessions run.
-    pub device: crate::runtime::Device,
+    pub device: labelflow::runtime::Device,
     /// Run the Python baseline with this interpreter.
     pub baseline: Option<PathBuf>,
 }
 
 /// The Python baseline, embedded so that an installed binary can run it anywhere.
-pub const BASELINE_SCRIPT: &str = include_str!("../benches/baseline.py");
+pub const BASELINE_SCRIPT: &str = include_str!("../../benches/baseline.py");
 
 /// The interpreter `--baseline` uses unless told: `LABELFLOW_PYTHON`, the project's
 /// `.venv`, then `python3` on the PATH.
@@ -64,7 +64,7 @@ pub struct Measurement {
     pub images: usize,
     pub seconds: f64,
     pub peak_rss_mib: Option<f64>,
-    /// For an end-to-end run: the stage that bounded it (see [`crate::stages`]).
+    /// For an end-to-end run: the stage that bounded it (see [`labelflow::stages`]).
     pub bound: Option<String>,
 }
 
@@ -197,8 +197,8 @@ fn plan_for(
     model: &std::path::Path,
     input: &str,
     output: &str,
-) -> Result<crate::config::RunPlan> {
-    let mut plan = crate::config::RunPlan::builder(input, output, model)
+) -> Result<labelflow::config::RunPlan> {
+    let mut plan = labelflow::config::RunPlan::builder(input, output, model)
         .batch_size(opts.batch_size)
         .device(opts.device)
         .tuning(opts.tuning.clone());
@@ -210,24 +210,24 @@ fn plan_for(
 
 /// Run every measurement.
 pub async fn run(opts: &BenchOptions) -> Result<BenchReport> {
-    crate::runtime::init(opts.ort_lib.as_deref())?;
+    labelflow::runtime::init(opts.ort_lib.as_deref())?;
     let scratch = tempfile_dir()?;
     let model = match &opts.model {
         Some(m) => m.clone(),
         None => {
-            use crate::onnx::alexnet::{self, AlexNetSpec};
+            use labelflow::onnx::alexnet::{self, AlexNetSpec};
             let spec = AlexNetSpec::default();
             let path = scratch.join("alexnet.onnx");
             let weights = spec
                 .random_weights()
-                .map_err(|e| crate::onnx::model_error(&path, e))?;
+                .map_err(|e| labelflow::onnx::model_error(&path, e))?;
             alexnet::write_alexnet(
                 &path,
                 &spec,
                 &weights,
                 &alexnet::default_class_names(spec.num_classes),
             )
-            .map_err(|e| crate::onnx::model_error(&path, e))?;
+            .map_err(|e| labelflow::onnx::model_error(&path, e))?;
             path
         }
     };
@@ -241,7 +241,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport> {
         &opts.input,
         &scratch.join("probe").display().to_string(),
     )?;
-    let loaded = crate::infer::load_model(&probe_plan)?;
+    let loaded = labelflow::infer::load_model(&probe_plan.model_options())?;
     let spec = loaded.spec.clone();
     let device = loaded.device;
 
@@ -325,10 +325,12 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport> {
         )?;
         let input = Location::parse(&plan.input, Access::Read, RetryPolicy::default())?;
         let output = Location::parse(&plan.output, Access::Write, RetryPolicy::default())?;
-        let loaded = crate::infer::load_model(&plan)?;
+        let loaded = labelflow::infer::load_model(&plan.model_options())?;
         reset_peak_rss();
-        let summary =
-            pipeline::run_with(&plan, &input, &output, loaded, Arc::new(NoProgress)).await?;
+        let summary = pipeline::Run::new(&plan)
+            .opened(input, output, loaded)
+            .execute()
+            .await?;
         rows.push(Measurement {
             stage: format!("end-to-end ({count} images)"),
             images: (summary.labelled + summary.failed) as usize,
@@ -373,7 +375,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport> {
 /// fails costs its attempt only.
 fn measure_decode(
     files: &[(PathBuf, Vec<u8>)],
-    spec: &crate::preprocess::PreprocessSpec,
+    spec: &labelflow::preprocess::PreprocessSpec,
     n: usize,
     threads: usize,
 ) -> Measurement {
@@ -623,21 +625,21 @@ impl ListingReport {
 /// extension), counting keys and sampling resident memory every `sample_every` keys.
 pub async fn listing(
     input: &str,
-    retry: crate::store::RetryPolicy,
+    retry: labelflow::store::RetryPolicy,
     sample_every: u64,
 ) -> Result<ListingReport> {
     use futures::TryStreamExt;
-    let location = crate::store::Location::parse(input, crate::store::Access::Read, retry)?;
-    let filter = crate::source::Filter::new(&crate::source::Selection {
+    let location = labelflow::store::Location::parse(input, labelflow::store::Access::Read, retry)?;
+    let filter = labelflow::source::Filter::new(&labelflow::source::Selection {
         extensions: Vec::new(),
         ..Default::default()
     })?;
     reset_peak_rss();
-    let counters = std::sync::Arc::new(crate::source::ListingCounters::default());
+    let counters = std::sync::Arc::new(labelflow::source::ListingCounters::default());
     let mut samples = vec![(0, rss_mib().unwrap_or(0.0))];
     let started = Instant::now();
     let mut keys = 0u64;
-    let mut stream = crate::source::list(&location, filter, None, counters);
+    let mut stream = labelflow::source::list(&location, filter, None, counters);
     while let Some(_object) = stream.try_next().await? {
         keys += 1;
         if keys % sample_every.max(1) == 0 {
