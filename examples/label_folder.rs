@@ -6,10 +6,9 @@
 //! cargo run --release --example label_folder -- tests/data/photos out/alexnet.onnx out/example-preds
 //! ```
 
-use std::sync::Arc;
 
 use labelflow::config::RunPlan;
-use labelflow::pipeline::{self, NoProgress};
+use labelflow::pipeline;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -23,7 +22,7 @@ async fn main() -> anyhow::Result<()> {
         .top_k(3)
         .build()?;
 
-    let summary = pipeline::run(&plan, Arc::new(NoProgress)).await?;
+    let summary = pipeline::Run::new(&plan).execute().await?;
     println!(
         "run {}: {} labelled, {} failed in {:.1}s",
         summary.run_id, summary.labelled, summary.failed, summary.seconds

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use labelflow::config::RunPlan;
-use labelflow::pipeline::{self, NoProgress};
+use labelflow::pipeline;
 use labelflow::train::{self, NoTrainProgress, SmallSet, TrainConfig};
 
 #[tokio::main]
@@ -61,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
     // 2. Label the unseen folder with the exported model (what `labelflow run` does).
     let preds = out.join("preds").display().to_string();
     let plan = RunPlan::builder(unseen, preds.clone(), &report.model).build()?;
-    let summary = pipeline::run(&plan, Arc::new(NoProgress)).await?;
+    let summary = pipeline::Run::new(&plan).execute().await?;
     println!("labelled {} images into {preds}", summary.labelled);
 
     // 3. Query: accuracy per true class, which is the first folder of each key.

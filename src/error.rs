@@ -1,5 +1,9 @@
 //! The crate's error type. Module-level detail is mapped into these variants, each of
 //! which names the thing a user has to fix (a path, a URL, a flag, a key).
+//!
+//! A variant with a cause keeps it as its [`source`](std::error::Error::source) (the
+//! object store's, DataFusion's, ONNX's, the training job's error, typed) and does not
+//! repeat it in its own text: [`Error::report`] prints the whole chain in one line.
 
 use std::path::PathBuf;
 
@@ -9,13 +13,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything that can stop a job. Per-image problems are not errors of this type: they
 /// become rows with an `error` column (see [`crate::decode::DecodeError`]).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A URL or path given by the user could not be understood.
     #[error("invalid location {location:?}: {reason}")]
     InvalidLocation { location: String, reason: String },
 
     /// The object store rejected an operation.
-    #[error("object store error at {location}: {source}")]
+    #[error("object store error at {location}")]
     Store {
         location: String,
         #[source]
@@ -52,7 +57,7 @@ pub enum Error {
     Config(String),
 
     /// A configuration file could not be read.
-    #[error("cannot read configuration file {path}: {source}")]
+    #[error("cannot read configuration file {path}")]
     ConfigFile {
         path: PathBuf,
         #[source]
@@ -88,19 +93,31 @@ pub enum Error {
     Encode(String),
 
     /// Arrow failed to build or convert a batch.
-    #[error("arrow: {0}")]
+    #[error("arrow")]
     Arrow(#[from] arrow::error::ArrowError),
 
     /// Reading or writing Parquet failed.
-    #[error("parquet: {0}")]
+    #[error("parquet")]
     Parquet(#[from] parquet::errors::ParquetError),
 
-    /// A SQL query failed to parse, plan or run.
+    /// A SQL query is not valid here (the message says why).
     #[error("{0}")]
     Query(String),
 
+    /// DataFusion failed to parse, plan or run a query.
+    #[error("the query failed")]
+    DataFusion(#[source] Box<datafusion::error::DataFusionError>),
+
+    /// An ONNX file could not be read, written or understood.
+    #[error("model {path}")]
+    Onnx {
+        path: String,
+        #[source]
+        source: OnnxError,
+    },
+
     /// Local I/O failed.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         context: String,
         #[source]
@@ -111,6 +128,11 @@ pub enum Error {
     /// what to fix.
     #[error("training: {0}")]
     Train(String),
+
+    /// The training job failed (its error says what to fix).
+    #[cfg(feature = "train")]
+    #[error("training")]
+    Training(#[source] TrainError),
 
     /// Another worker holds this shard's lease and is alive: this one writes nothing.
     #[error("shard {shard} of this job is being written by {holder}; its last heartbeat was {age_seconds:.1} s ago (it is taken over {ttl_seconds:.0} s after the last one)")]
@@ -147,8 +169,123 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The error and its causes in one line, `: ` between them, each said once (a
+    /// cause whose text the line already holds is left out: some foreign errors, the
+    /// object store's among them, repeat their own source in their text).
+    pub fn report(&self) -> String {
+        report(self)
+    }
+}
+
+/// [`Error::report`] for any error.
+pub fn report(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = String::new();
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let text = e.to_string();
+        let text = text.trim();
+        if !text.is_empty() && !line.contains(text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(text);
+        }
+        next = e.source();
+    }
+    line
+}
+
 impl From<tokio::task::JoinError> for Error {
     fn from(e: tokio::task::JoinError) -> Self {
         Error::Task(e.to_string())
     }
+}
+
+/// Everything that can go wrong while building, writing or reading an ONNX model.
+#[derive(Debug, thiserror::Error)]
+pub enum OnnxError {
+    /// The AlexNet options cannot describe a working network (size, width, classes).
+    #[error("invalid model options: {0}")]
+    Spec(String),
+
+    /// A weight tensor is missing or has the wrong shape or length.
+    #[error("weights: {0}")]
+    Weights(String),
+
+    /// The model read back is not an AlexNet of a shape this project knows.
+    #[error("not an AlexNet model: {0}")]
+    NotAlexNet(String),
+
+    /// An initializer cannot be read as f32 (type, length, external data).
+    #[error("initializer `{name}`: {reason}")]
+    Tensor {
+        /// The initializer's name in the graph.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A metadata property is present but cannot be understood.
+    #[error("metadata `{key}`: {reason}")]
+    Metadata {
+        /// The `metadata_props` key.
+        key: String,
+        /// What is wrong with its value.
+        reason: String,
+    },
+
+    /// The file could not be created, written, renamed or opened.
+    #[error("{}", path.display())]
+    Io {
+        /// The file concerned.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The feature tensor for `--embeddings` cannot be found or sized.
+    #[error("embedding output: {0}")]
+    Embedding(String),
+
+    /// Protobuf encoding or decoding failed (a corrupt or non-ONNX file when reading).
+    #[error("{context}")]
+    Protobuf {
+        /// What was being done, including the file when there is one.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: protobuf::Error,
+    },
+}
+
+impl OnnxError {
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        OnnxError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Why the training job stopped.
+#[cfg(feature = "train")]
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The labelled data cannot be used (empty, one class, unreadable manifest…).
+    #[error("{0}")]
+    Data(String),
+    /// The options do not describe a run that can work.
+    #[error("{0}")]
+    Options(String),
+    /// The model to start from cannot be used.
+    #[error("{0}")]
+    Model(String),
+    /// A checkpoint could not be written or read back.
+    #[error("checkpoint {}: {reason}", path.display())]
+    Checkpoint { path: PathBuf, reason: String },
+    /// libtorch reported an error.
+    #[error("libtorch")]
+    Torch(#[from] tch::TchError),
 }

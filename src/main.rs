@@ -51,23 +51,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
-/// The error and its causes in one line, each cause said once: store errors repeat
-/// their source's text in their own, which would print the same failure many times
-/// over. Secrets are masked.
+/// The error and its causes in one line (`labelflow::error::report`: each cause said
+/// once), secrets masked.
 fn error_message(e: &anyhow::Error) -> String {
-    let mut message = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        let text = text.trim();
-        if text.is_empty() || message.contains(text) {
-            continue;
-        }
-        if !message.is_empty() {
-            message.push_str(": ");
-        }
-        message.push_str(text);
-    }
-    labelflow::redact::redact(&message).into_owned()
+    let error: &(dyn std::error::Error + 'static) = e.as_ref();
+    labelflow::redact::redact(&labelflow::error::report(error)).into_owned()
 }
 
 fn init_tracing(verbose: u8) {

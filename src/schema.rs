@@ -130,3 +130,13 @@ pub fn predictions() -> SchemaRef {
         Field::new(ERROR, DataType::Utf8, true),
     ]))
 }
+
+/// The files of a training job's output folder, which `labelflow report` reads back.
+pub mod training_files {
+    /// The exported model.
+    pub const MODEL_FILE: &str = "model.onnx";
+    /// The model card beside the model.
+    pub const CARD_FILE: &str = "card.json";
+    /// The per-epoch metrics.
+    pub const METRICS_FILE: &str = "metrics.parquet";
+}

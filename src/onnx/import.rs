@@ -15,6 +15,7 @@ use std::path::Path;
 
 use super::alexnet::{self, AlexNetSpec, AlexNetWeights};
 use super::reader::OnnxModel;
+use super::torch_file::FloatKind;
 use super::writer::F32Tensor;
 use super::{metadata, OnnxError};
 
@@ -176,50 +177,6 @@ fn normalise_names(tensors: &mut NamedTensors) {
     }
 }
 
-/// A floating-point element type stored little-endian in weight files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FloatKind {
-    F32,
-    F64,
-    F16,
-    Bf16,
-}
-
-impl FloatKind {
-    /// Bytes per element.
-    pub(crate) fn width(self) -> usize {
-        match self {
-            Self::F32 => 4,
-            Self::F64 => 8,
-            Self::F16 | Self::Bf16 => 2,
-        }
-    }
-
-    /// The elements of `raw` (a whole number of them) as f32.
-    pub(crate) fn decode(self, raw: &[u8]) -> Vec<f32> {
-        match self {
-            Self::F32 => raw
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Self::F64 => raw
-                .chunks_exact(8)
-                .map(|c| {
-                    f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
-                })
-                .collect(),
-            Self::Bf16 => raw
-                .chunks_exact(2)
-                .map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16))
-                .collect(),
-            Self::F16 => raw
-                .chunks_exact(2)
-                .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
-                .collect(),
-        }
-    }
-}
-
 /// Read every floating-point tensor of a safetensors file (F32, F16, BF16, F64; other
 /// element types are skipped) as f32.
 pub fn read_safetensors(path: &Path) -> Result<NamedTensors, OnnxError> {
@@ -294,29 +251,6 @@ fn parse_safetensors(bytes: &[u8]) -> Result<NamedTensors, String> {
     Ok(out)
 }
 
-/// IEEE 754 half precision to single precision.
-fn f16_to_f32(h: u16) -> f32 {
-    let sign = u32::from(h >> 15) << 31;
-    let exp = u32::from((h >> 10) & 0x1f);
-    let frac = u32::from(h & 0x3ff);
-    let bits = match (exp, frac) {
-        (0, 0) => sign,
-        (0, _) => {
-            // Subnormal: normalise the fraction.
-            let mut e = 127 - 15 + 1;
-            let mut f = frac;
-            while f & 0x400 == 0 {
-                f <<= 1;
-                e -= 1;
-            }
-            sign | (e << 23) | ((f & 0x3ff) << 13)
-        }
-        (0x1f, _) => sign | 0x7f80_0000 | (frac << 13),
-        _ => sign | ((exp + 127 - 15) << 23) | (frac << 13),
-    };
-    f32::from_bits(bits)
-}
-
 /// Write `tensors` as a safetensors file (F32), e.g. to hand weights to PyTorch.
 pub fn write_safetensors(path: &Path, tensors: &NamedTensors) -> Result<(), OnnxError> {
     let mut header = serde_json::Map::new();
@@ -351,11 +285,15 @@ mod tests {
 
     #[test]
     fn half_precision_converts_exactly() {
-        assert_eq!(f16_to_f32(0x3c00), 1.0);
-        assert_eq!(f16_to_f32(0xc000), -2.0);
-        assert_eq!(f16_to_f32(0x3555), 0.333_251_95);
-        assert_eq!(f16_to_f32(0x0001), 5.960_464_5e-8);
-        assert!(f16_to_f32(0x7c00).is_infinite());
+        let f16 = |h: u16| FloatKind::F16.decode(&h.to_le_bytes())[0];
+        assert_eq!(f16(0x3c00), 1.0);
+        assert_eq!(f16(0xc000), -2.0);
+        assert_eq!(f16(0x3555), 0.333_251_95);
+        assert_eq!(f16(0x0001), 5.960_464_5e-8);
+        assert!(f16(0x7c00).is_infinite());
+        let bf16 = |h: u16| FloatKind::Bf16.decode(&h.to_le_bytes())[0];
+        assert_eq!(bf16(0x3f80), 1.0);
+        assert_eq!(bf16(0xc000), -2.0);
     }
 
     #[test]

@@ -21,78 +21,13 @@ pub mod reader;
 pub mod torch_file;
 pub mod writer;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub use alexnet::{AlexNetModel, AlexNetSpec, AlexNetWeights, Variant};
 pub use reader::{OnnxModel, ValueShape};
 pub use writer::{Dim, F32Tensor, GraphBuilder};
 
-/// Everything that can go wrong while building, writing or reading an ONNX model.
-#[derive(Debug, thiserror::Error)]
-pub enum OnnxError {
-    /// The AlexNet options cannot describe a working network (size, width, classes).
-    #[error("invalid model options: {0}")]
-    Spec(String),
-
-    /// A weight tensor is missing or has the wrong shape or length.
-    #[error("weights: {0}")]
-    Weights(String),
-
-    /// The model read back is not an AlexNet of a shape this project knows.
-    #[error("not an AlexNet model: {0}")]
-    NotAlexNet(String),
-
-    /// An initializer cannot be read as f32 (type, length, external data).
-    #[error("initializer `{name}`: {reason}")]
-    Tensor {
-        /// The initializer's name in the graph.
-        name: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-
-    /// A metadata property is present but cannot be understood.
-    #[error("metadata `{key}`: {reason}")]
-    Metadata {
-        /// The `metadata_props` key.
-        key: String,
-        /// What is wrong with its value.
-        reason: String,
-    },
-
-    /// The file could not be created, written, renamed or opened.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file concerned.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
-
-    /// The feature tensor for `--embeddings` cannot be found or sized.
-    #[error("embedding output: {0}")]
-    Embedding(String),
-
-    /// Protobuf encoding or decoding failed (a corrupt or non-ONNX file when reading).
-    #[error("{context}: {source}")]
-    Protobuf {
-        /// What was being done, including the file when there is one.
-        context: String,
-        /// The underlying error.
-        #[source]
-        source: protobuf::Error,
-    },
-}
-
-impl OnnxError {
-    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        OnnxError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
-    }
-}
+pub use crate::error::OnnxError;
 
 impl From<OnnxError> for crate::Error {
     fn from(err: OnnxError) -> Self {
@@ -100,10 +35,7 @@ impl From<OnnxError> for crate::Error {
             OnnxError::Io { path, .. } => path.display().to_string(),
             _ => String::from("(onnx)"),
         };
-        crate::Error::Model {
-            path,
-            reason: err.to_string(),
-        }
+        crate::Error::Onnx { path, source: err }
     }
 }
 
@@ -111,8 +43,8 @@ impl From<OnnxError> for crate::Error {
 pub fn model_error(path: &Path, err: OnnxError) -> crate::Error {
     let reason = match err {
         // The path is already in the message's prefix; keep only the cause.
-        OnnxError::Io { source, .. } => source.to_string(),
-        other => other.to_string(),
+        OnnxError::Io { source, .. } => crate::error::report(&source),
+        other => crate::error::report(&other),
     };
     crate::Error::Model {
         path: path.display().to_string(),

@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 
-use super::import::FloatKind;
 use super::writer::F32Tensor;
 
 /// A decoded pickle value (the subset a `state_dict` uses).
@@ -606,6 +605,50 @@ fn call(callable: Value, args: Value) -> Result<Value, String> {
             }))
         }
         other => Ok(Value::Opaque(other.to_string())),
+    }
+}
+
+/// A floating-point element type stored little-endian in weight files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FloatKind {
+    F32,
+    F64,
+    F16,
+    Bf16,
+}
+
+impl FloatKind {
+    /// Bytes per element.
+    pub(crate) fn width(self) -> usize {
+        match self {
+            Self::F32 => 4,
+            Self::F64 => 8,
+            Self::F16 | Self::Bf16 => 2,
+        }
+    }
+
+    /// The elements of `raw` (a whole number of them) as f32.
+    pub(crate) fn decode(self, raw: &[u8]) -> Vec<f32> {
+        match self {
+            Self::F32 => raw
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Self::F64 => raw
+                .chunks_exact(8)
+                .map(|c| {
+                    f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
+                })
+                .collect(),
+            Self::Bf16 => raw
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Self::F16 => raw
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+        }
     }
 }
 

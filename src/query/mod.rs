@@ -79,7 +79,7 @@ pub fn table_name(name: &str) -> std::result::Result<String, String> {
 }
 
 fn df_err(e: DataFusionError) -> Error {
-    Error::Query(e.strip_backtrace())
+    Error::DataFusion(Box::new(e))
 }
 
 fn new_context() -> SessionContext {

@@ -7,28 +7,11 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::dataset::{DatasetStats, SCORE_BINS};
+pub use super::markup::escape;
 use super::svg::{self, count, Bar, Series};
 use super::thumbnails::Thumbnail;
 use super::training::Training;
 use super::Report;
-
-/// `text` safe in HTML text and in quoted attribute values (and in SVG, which is XML).
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            // Control characters other than tab and newline have no business in a page.
-            c if c.is_control() && c != '\t' && c != '\n' => out.push('\u{fffd}'),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// The end of a long URI (the file name is the informative part).
 fn tail(text: &str, max: usize) -> String {

@@ -10,6 +10,7 @@
 
 pub mod dataset;
 pub mod html;
+pub mod markup;
 pub mod svg;
 pub mod thumbnails;
 pub mod training;

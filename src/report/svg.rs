@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use super::html::escape;
+use super::markup::escape;
 
 /// Chart width in SVG units (the page scales it down on narrow screens).
 const WIDTH: f64 = 720.0;

@@ -10,10 +10,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::error::{Error, Result};
 
-/// The per-epoch metrics `labelflow train` writes in its output folder.
-pub const METRICS_FILE: &str = "metrics.parquet";
-/// The model card `labelflow train` writes beside the model.
-pub const CARD_FILE: &str = "card.json";
+pub use crate::schema::training_files::{CARD_FILE, METRICS_FILE};
 
 /// One epoch's figures; a column missing from the file is `None`.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -14,9 +14,7 @@ use crate::preprocess::PreprocessSpec;
 use crate::{Error, Result};
 
 /// File names inside the output folder.
-pub const MODEL_FILE: &str = "model.onnx";
-pub const CARD_FILE: &str = "card.json";
-pub const METRICS_FILE: &str = "metrics.parquet";
+pub use crate::schema::training_files::{CARD_FILE, METRICS_FILE, MODEL_FILE};
 pub const CHECKPOINT_DIR: &str = "checkpoints";
 
 /// What `card.json` holds.

@@ -32,29 +32,11 @@ use crate::runtime::Device;
 
 pub use fit::{train, NoTrainProgress, TrainProgress, TrainReport};
 
-/// Why the training job stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum TrainError {
-    /// The labelled data cannot be used (empty, one class, unreadable manifest…).
-    #[error("{0}")]
-    Data(String),
-    /// The options do not describe a run that can work.
-    #[error("{0}")]
-    Options(String),
-    /// The model to start from cannot be used.
-    #[error("{0}")]
-    Model(String),
-    /// A checkpoint could not be written or read back.
-    #[error("checkpoint {}: {reason}", path.display())]
-    Checkpoint { path: PathBuf, reason: String },
-    /// libtorch reported an error.
-    #[error("libtorch: {0}")]
-    Torch(#[from] tch::TchError),
-}
+pub use crate::error::TrainError;
 
 impl From<TrainError> for crate::Error {
     fn from(e: TrainError) -> Self {
-        crate::Error::Train(e.to_string())
+        crate::Error::Training(e)
     }
 }
 

@@ -48,7 +48,7 @@ pub const HEAD_INIT_STD: f32 = 0.01;
 pub fn initial_weights(spec: &AlexNetSpec) -> Result<AlexNetWeights, TrainError> {
     let mut w = spec
         .random_weights()
-        .map_err(|e| TrainError::Options(e.to_string()))?;
+        .map_err(|e| TrainError::Options(crate::error::report(&e)))?;
     let name = format!("{HEAD}.weight");
     let head = w
         .get_mut(&name)
@@ -84,7 +84,7 @@ impl AlexNet {
     ) -> Result<Self, TrainError> {
         weights
             .check(&spec)
-            .map_err(|e| TrainError::Model(e.to_string()))?;
+            .map_err(|e| TrainError::Model(crate::error::report(&e)))?;
         let mut params = BTreeMap::new();
         for (name, t) in weights.iter() {
             let shape: Vec<i64> = t.shape().iter().map(|&d| d as i64).collect();
@@ -333,7 +333,7 @@ pub fn to_f32_tensor(t: &Tensor) -> Result<F32Tensor, TrainError> {
         .f_contiguous()?
         .f_flatten(0, -1)?;
     let data = Vec::<f32>::try_from(&flat)?;
-    F32Tensor::new(shape, data).map_err(|e| TrainError::Model(e.to_string()))
+    F32Tensor::new(shape, data).map_err(|e| TrainError::Model(crate::error::report(&e)))
 }
 
 /// The paper's local response normalisation over n = 5 channels (α = 1e-4, β = 0.75,

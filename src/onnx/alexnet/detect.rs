@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::spec::{default_class_names, AlexNetSpec, Op, Variant, INPUT_NAME};
-use super::weights::AlexNetWeights;
+use super::weights::{check_initializers, AlexNetWeights};
 use crate::onnx::metadata;
 use crate::onnx::reader::OnnxModel;
 use crate::onnx::writer::Dim;
@@ -148,29 +148,4 @@ pub fn detect(model: &OnnxModel) -> Result<AlexNetSpec, OnnxError> {
         }
     }
     Err(first_error.unwrap_or_else(|| OnnxError::NotAlexNet("no width fits".to_owned())))
-}
-
-/// Every parameter of `spec` is an initializer of `model` with the right shape.
-pub(super) fn check_initializers(spec: &AlexNetSpec, model: &OnnxModel) -> Result<(), OnnxError> {
-    for (name, shape) in spec.parameter_shapes()? {
-        match model.initializer(&name) {
-            None => {
-                return Err(OnnxError::NotAlexNet(format!(
-                    "missing initializer `{name}` (expected shape {shape:?} for {} width {})",
-                    spec.variant.architecture(),
-                    spec.width
-                )))
-            }
-            Some(t) if t.shape() != shape.as_slice() => {
-                return Err(OnnxError::NotAlexNet(format!(
-                    "initializer `{name}` has shape {:?}, expected {shape:?} for {} width {}",
-                    t.shape(),
-                    spec.variant.architecture(),
-                    spec.width
-                )))
-            }
-            Some(_) => {}
-        }
-    }
-    Ok(())
 }

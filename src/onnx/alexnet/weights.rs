@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use super::detect::check_initializers;
 use super::spec::AlexNetSpec;
 use crate::onnx::prng::{fill_normal_parallel, fnv1a64, mix64, NormalJob};
 use crate::onnx::reader::OnnxModel;
@@ -135,4 +134,28 @@ impl AlexNetWeights {
         }
         Ok(AlexNetWeights { tensors })
     }
+}
+/// Every parameter of `spec` is an initializer of `model` with the right shape.
+pub(super) fn check_initializers(spec: &AlexNetSpec, model: &OnnxModel) -> Result<(), OnnxError> {
+    for (name, shape) in spec.parameter_shapes()? {
+        match model.initializer(&name) {
+            None => {
+                return Err(OnnxError::NotAlexNet(format!(
+                    "missing initializer `{name}` (expected shape {shape:?} for {} width {})",
+                    spec.variant.architecture(),
+                    spec.width
+                )))
+            }
+            Some(t) if t.shape() != shape.as_slice() => {
+                return Err(OnnxError::NotAlexNet(format!(
+                    "initializer `{name}` has shape {:?}, expected {shape:?} for {} width {}",
+                    t.shape(),
+                    spec.variant.architecture(),
+                    spec.width
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }

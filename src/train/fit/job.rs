@@ -5,6 +5,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::progress::TrainProgress;
 use super::train_loop::fit;
 use crate::onnx::alexnet::read_alexnet;
 use crate::onnx::AlexNetSpec;
@@ -14,25 +15,6 @@ use crate::train::export::{self, ModelCard};
 use crate::train::metrics::EpochMetrics;
 use crate::train::{Optimiser, Recipe, TrainConfig, TrainError};
 use crate::{Error, Result};
-
-/// Hooks for progress display; every method has a no-op default.
-pub trait TrainProgress: Send + Sync {
-    /// A named phase starts (listing, loading, features…).
-    fn phase(&self, _what: &str) {}
-    /// Something the person running the job should read, e.g. which numbers the
-    /// recipe chose for this data.
-    fn notice(&self, _what: &str) {}
-    /// An epoch of `batches` batches starts.
-    fn epoch_start(&self, _epoch: u32, _epochs: u32, _batches: u64) {}
-    /// A training batch finished.
-    fn batch(&self, _loss: f64) {}
-    /// An epoch finished.
-    fn epoch_end(&self, _metrics: &EpochMetrics) {}
-}
-
-/// Progress that shows nothing.
-pub struct NoTrainProgress;
-impl TrainProgress for NoTrainProgress {}
 
 /// What a run produced.
 #[derive(Debug, Clone)]
@@ -83,7 +65,7 @@ pub async fn train(config: &TrainConfig, progress: Arc<dyn TrainProgress>) -> Re
             seed: config.seed,
         }
         .validate()
-        .map_err(|e| TrainError::Options(e.to_string()))?;
+        .map_err(|e| TrainError::Options(crate::error::report(&e)))?;
     }
     let resize = eval_spec(input_size).resize;
 

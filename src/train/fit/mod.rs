@@ -23,9 +23,11 @@ mod batches;
 mod checkpoint;
 mod job;
 mod optim;
+mod progress;
 mod train_loop;
 
-pub use job::{train, NoTrainProgress, TrainProgress, TrainReport};
+pub use job::{train, TrainReport};
+pub use progress::{NoTrainProgress, TrainProgress};
 pub use train_loop::evaluate;
 
 use crate::Error;

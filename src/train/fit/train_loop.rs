@@ -8,8 +8,8 @@ use tch::{Kind, Tensor};
 
 use super::batches::{run_epoch, BatchMaker};
 use super::checkpoint::{load_checkpoint, save_checkpoint, RunState};
-use super::job::TrainProgress;
 use super::optim::{Optimizer, Rule, EMA};
+use super::progress::TrainProgress;
 use crate::onnx::{AlexNetSpec, AlexNetWeights};
 use crate::train::augment::{ColourPca, Rng};
 use crate::train::data::{self, Sample};
