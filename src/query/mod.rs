@@ -602,7 +602,7 @@ mod tests {
     #[test]
     fn several_statements_are_split() {
         assert_eq!(statements("SELECT 1; SELECT 2;").unwrap().len(), 2);
-        let err = statements("SELEC 1").unwrap_err().to_string();
+        let err = statements("SELEC 1").unwrap_err().report();
         assert!(err.contains("SELEC"), "{err}");
     }
 }

@@ -220,7 +220,7 @@ async fn queries_of_embeddings_say_how_to_get_them() {
     for name in ["similar", "near_duplicates"] {
         let q = NamedQuery::builtin(name).unwrap().unwrap();
         assert!(q.needs_embeddings(), "{name}");
-        let e = query::named(&ctx, &q, &[]).await.unwrap_err().to_string();
+        let e = query::named(&ctx, &q, &[]).await.unwrap_err().report();
         assert!(e.contains("labelflow run --embeddings"), "{name}: {e}");
     }
     // A query by key finds the image by its uri too, and k limits the rows.
@@ -362,7 +362,7 @@ async fn parameters_are_typed_and_change_the_result() {
         let err = query::named(&ctx, &q, &[("threshold".into(), bad.into())])
             .await
             .unwrap_err()
-            .to_string();
+            .report();
         assert!(
             err.contains("threshold") && err.contains("not a number"),
             "{bad:?}: {err}"
@@ -371,7 +371,7 @@ async fn parameters_are_typed_and_change_the_result() {
     let err = query::named(&ctx, &q, &[("limit".into(), "3".into())])
         .await
         .unwrap_err()
-        .to_string();
+        .report();
     assert!(
         err.contains("\"limit\"") && err.contains("threshold"),
         "{err}"
@@ -411,17 +411,17 @@ async fn syntax_and_plan_errors_carry_datafusion_messages() {
     let err = query::sql(&ctx, "SELEC label FROM predictions", &[])
         .await
         .unwrap_err()
-        .to_string();
+        .report();
     assert!(err.contains("SQL error") && err.contains("SELEC"), "{err}");
     let err = query::sql(&ctx, "SELECT labl FROM predictions", &[])
         .await
         .unwrap_err()
-        .to_string();
+        .report();
     assert!(err.contains("labl"), "{err}");
     let err = query::sql(&ctx, "SELECT * FROM no_such_table", &[])
         .await
         .unwrap_err()
-        .to_string();
+        .report();
     assert!(
         err.contains("no_such_table") && err.contains("not found"),
         "{err}"
@@ -493,7 +493,7 @@ async fn extra_tables_join_the_predictions() {
     let err = query::register_table(&ctx, "gone", "/no/such/labels.csv")
         .await
         .unwrap_err()
-        .to_string();
+        .report();
     assert!(err.contains("/no/such/labels.csv"), "{err}");
 }
 

@@ -163,7 +163,9 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
             .map(|_| ()),
     };
     outcome.map_err(|e| match (&args.name, e) {
-        (Some(name), Error::Query(m)) => Error::Query(format!("named query {name}: {m}")),
+        (Some(name), e @ (Error::Query(_) | Error::DataFusion(_))) => {
+            Error::Query(format!("named query {name}: {}", e.report()))
+        }
         (_, e) => e,
     })?;
     Ok(0)

@@ -469,7 +469,7 @@ fn non_alexnet_models_are_refused_naming_the_initializer() {
         "not an AlexNet model: missing initializer `features.0.weight` (the first convolution)"
     );
     let crate_err: crate::Error = read_alexnet(&linear).unwrap_err().into();
-    assert!(matches!(crate_err, crate::Error::Model { .. }));
+    assert!(matches!(crate_err, crate::Error::Onnx { .. }));
 
     let path = dir.path().join("alexnet.onnx");
     let spec = small(Variant::Torchvision, 0);
