@@ -6,7 +6,6 @@
 //! cargo run --release --example label_folder -- tests/data/photos out/alexnet.onnx out/example-preds
 //! ```
 
-
 use labelflow::config::RunPlan;
 use labelflow::pipeline;
 

@@ -151,6 +151,10 @@ pub enum Error {
     /// A background task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(String),
+
+    /// An error and what the caller can change to get past it ([`Error::hint`]).
+    #[error(transparent)]
+    Hinted(Box<Hinted>),
 }
 
 impl Error {
@@ -172,18 +176,200 @@ impl Error {
 impl Error {
     /// The error and its causes in one line, `: ` between them, each said once (a
     /// cause whose text the line already holds is left out: some foreign errors, the
-    /// object store's among them, repeat their own source in their text).
+    /// object store's among them, repeat their own source in their text). Settings a
+    /// hint names are shown as the pipeline file's keys.
     pub fn report(&self) -> String {
         report(self)
+    }
+
+    /// This error with `hint` (what to change to get past it) attached.
+    pub fn with_hint(self, hint: Hint) -> Self {
+        Error::Hinted(Box::new(Hinted { error: self, hint }))
+    }
+
+    /// What the caller can change to get past this error, when it is known.
+    pub fn hint(&self) -> Option<&Hint> {
+        match self {
+            Error::Hinted(h) => Some(&h.hint),
+            _ => None,
+        }
+    }
+
+    /// The error itself, without its hint: what to match on.
+    pub fn kind(&self) -> &Error {
+        match self {
+            Error::Hinted(h) => h.error.kind(),
+            e => e,
+        }
+    }
+}
+
+/// A setting of the batch job that an error's [`Hint`] names. It is carried as data so
+/// that each caller reads it under the name it set it by: the command line shows the
+/// flag (`--new-run`), a pipeline file or [`crate::config::RunPlan`] user the key
+/// (`output.new_run`, whose last part is also the builder's setter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Setting {
+    Input,
+    Extensions,
+    Include,
+    Exclude,
+    AllowEmpty,
+    Model,
+    Crop,
+    Tta,
+    AllowCpuFallback,
+    Output,
+    RunId,
+    NewRun,
+    Embeddings,
+    EmbeddingOutput,
+    CodeBits,
+}
+
+impl Setting {
+    /// Every setting, in the pipeline file's order.
+    pub const ALL: &'static [Setting] = &[
+        Setting::Input,
+        Setting::Extensions,
+        Setting::Include,
+        Setting::Exclude,
+        Setting::AllowEmpty,
+        Setting::Model,
+        Setting::Crop,
+        Setting::Tta,
+        Setting::AllowCpuFallback,
+        Setting::Output,
+        Setting::RunId,
+        Setting::NewRun,
+        Setting::Embeddings,
+        Setting::EmbeddingOutput,
+        Setting::CodeBits,
+    ];
+
+    /// The pipeline file's key, `section.name`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Setting::Input => "input.url",
+            Setting::Extensions => "input.extensions",
+            Setting::Include => "input.include",
+            Setting::Exclude => "input.exclude",
+            Setting::AllowEmpty => "input.allow_empty",
+            Setting::Model => "model.path",
+            Setting::Crop => "preprocess.crop",
+            Setting::Tta => "model.tta",
+            Setting::AllowCpuFallback => "model.allow_cpu_fallback",
+            Setting::Output => "output.url",
+            Setting::RunId => "output.run_id",
+            Setting::NewRun => "output.new_run",
+            Setting::Embeddings => "output.embeddings",
+            Setting::EmbeddingOutput => "output.embedding_output",
+            Setting::CodeBits => "output.code_bits",
+        }
+    }
+}
+
+/// What to change to get past an error: a short sentence with the [`Setting`]s it
+/// names kept apart from its text, so each caller renders them by its own names.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Hint {
+    parts: Vec<HintPart>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HintPart {
+    Text(String),
+    Setting(Setting),
+}
+
+impl Hint {
+    /// A hint starting with `text`; [`Hint::setting`] and [`Hint::then`] go on.
+    pub fn new(text: impl Into<String>) -> Self {
+        Self::default().then(text)
+    }
+
+    /// The hint, then more text.
+    pub fn then(mut self, text: impl Into<String>) -> Self {
+        self.parts.push(HintPart::Text(text.into()));
+        self
+    }
+
+    /// The hint, then a setting's name.
+    pub fn setting(mut self, setting: Setting) -> Self {
+        self.parts.push(HintPart::Setting(setting));
+        self
+    }
+
+    /// The settings the hint names, in order.
+    pub fn settings(&self) -> impl Iterator<Item = Setting> + '_ {
+        self.parts.iter().filter_map(|p| match p {
+            HintPart::Setting(s) => Some(*s),
+            HintPart::Text(_) => None,
+        })
+    }
+
+    /// The sentence, each setting as `name` gives it.
+    pub fn render(&self, name: &dyn Fn(Setting) -> String) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                HintPart::Text(t) => out.push_str(t),
+                HintPart::Setting(s) => out.push_str(&name(*s)),
+            }
+        }
+        out
+    }
+}
+
+impl std::fmt::Display for Hint {
+    /// Settings as the pipeline file's keys.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.render(&|s| s.key().to_string()))
+    }
+}
+
+/// An [`Error`] with its [`Hint`]: shown as `error; hint`, its causes the error's own.
+#[derive(Debug)]
+pub struct Hinted {
+    pub error: Error,
+    pub hint: Hint,
+}
+
+impl std::fmt::Display for Hinted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}; {}", self.error, self.hint)
+    }
+}
+
+impl std::error::Error for Hinted {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.error)
     }
 }
 
 /// [`Error::report`] for any error.
 pub fn report(error: &(dyn std::error::Error + 'static)) -> String {
+    report_with(error, &|s| s.key().to_string())
+}
+
+/// [`report`] with each setting a hint names as `name` gives it (the command line
+/// passes its flags).
+pub fn report_with(
+    error: &(dyn std::error::Error + 'static),
+    name: &dyn Fn(Setting) -> String,
+) -> String {
     let mut line = String::new();
     let mut next = Some(error);
     while let Some(e) = next {
-        let text = e.to_string();
+        let hinted = match e.downcast_ref::<Error>() {
+            Some(Error::Hinted(h)) => Some(&**h),
+            _ => e.downcast_ref::<Hinted>(),
+        };
+        let text = match hinted {
+            Some(h) => format!("{}; {}", h.error, h.hint.render(name)),
+            None => e.to_string(),
+        };
         let text = text.trim();
         if !text.is_empty() && !line.contains(text) {
             if !line.is_empty() {
@@ -191,7 +377,12 @@ pub fn report(error: &(dyn std::error::Error + 'static)) -> String {
             }
             line.push_str(text);
         }
-        next = e.source();
+        // A hinted error's causes are its inner error's: skip the inner error itself,
+        // whose text is already on the line.
+        next = match hinted {
+            Some(h) => std::error::Error::source(&h.error),
+            None => e.source(),
+        };
     }
     line
 }
@@ -288,4 +479,70 @@ pub enum TrainError {
     /// libtorch reported an error.
     #[error("libtorch")]
     Torch(#[from] tch::TchError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused() -> Error {
+        Error::Config("run r1 already finished".into()).with_hint(
+            Hint::new("pass another ")
+                .setting(Setting::RunId)
+                .then(", or ")
+                .setting(Setting::NewRun),
+        )
+    }
+
+    #[test]
+    fn a_hint_names_settings_by_the_callers_names() {
+        let e = refused();
+        assert_eq!(
+            e.to_string(),
+            "configuration error: run r1 already finished; pass another output.run_id, or output.new_run"
+        );
+        assert_eq!(e.report(), e.to_string());
+        let flags = |s: Setting| match s {
+            Setting::RunId => "--run-id".to_string(),
+            Setting::NewRun => "--new-run".to_string(),
+            other => other.key().to_string(),
+        };
+        assert_eq!(
+            report_with(&e, &flags),
+            "configuration error: run r1 already finished; pass another --run-id, or --new-run"
+        );
+        assert!(matches!(e.kind(), Error::Config(_)));
+        assert_eq!(
+            e.hint().unwrap().settings().collect::<Vec<_>>(),
+            [Setting::RunId, Setting::NewRun]
+        );
+    }
+
+    #[test]
+    fn a_hinted_error_keeps_its_causes_and_says_each_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = Error::io("reading card.json", io)
+            .with_hint(Hint::new("pass ").setting(Setting::Model));
+        assert_eq!(
+            e.report(),
+            "reading card.json; pass model.path: no such file"
+        );
+        let text = e.to_string();
+        assert!(!text.contains("no such file"), "{text}");
+        assert_eq!(
+            std::error::Error::source(&e).map(|s| s.to_string()),
+            Some("no such file".to_string())
+        );
+    }
+
+    #[test]
+    fn every_setting_has_a_section_key() {
+        for s in Setting::ALL {
+            let (section, name) = s.key().split_once('.').unwrap();
+            assert!(
+                ["input", "model", "preprocess", "output"].contains(&section) && !name.is_empty(),
+                "{s:?}"
+            );
+        }
+    }
 }

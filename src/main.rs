@@ -51,11 +51,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
-/// The error and its causes in one line (`labelflow::error::report`: each cause said
-/// once), secrets masked.
+/// The error and its causes in one line (`labelflow::error::report_with`: each cause
+/// said once, the settings a hint names as flags), secrets masked.
 fn error_message(e: &anyhow::Error) -> String {
     let error: &(dyn std::error::Error + 'static) = e.as_ref();
-    labelflow::redact::redact(&labelflow::error::report(error)).into_owned()
+    labelflow::redact::redact(&labelflow::error::report_with(error, &cli::flag)).into_owned()
 }
 
 fn init_tracing(verbose: u8) {

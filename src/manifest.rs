@@ -8,10 +8,12 @@
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::DataType;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use arrow::datatypes::{DataType, Field, Schema};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use object_store::path::Path;
+use object_store::ObjectStoreExt;
+use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
+use parquet::arrow::ProjectionMask;
 
 use crate::error::{Error, Result};
 pub use crate::hosts::{Host, Hosts, MAX_OPEN_HOSTS};
@@ -46,7 +48,7 @@ impl Format {
         })
     }
 
-    /// The extension DataFusion is told to read.
+    /// The format's usual extension.
     pub fn extension(self) -> &'static str {
         match self {
             Self::Parquet => "parquet",
@@ -114,48 +116,122 @@ fn object(hosts: &Hosts, uri: &str) -> ObjectRef {
     }
 }
 
-/// The manifest's URI column as a stream of record batches (one column).
+/// The manifest's URI column as a stream of record batches (one `uri` column of
+/// text), read with the format's own reader: Parquet by ranged reads of that column
+/// only, CSV/TSV and JSON lines decoded as the bytes arrive.
 async fn open(manifest: &Location) -> Result<BoxStream<'static, Result<RecordBatch>>> {
     let format = Format::of(manifest.prefix.as_ref()).ok_or_else(|| {
         Error::Input(format!(
             "{manifest} is not a manifest: name a .parquet, .csv, .tsv or .jsonl file"
         ))
     })?;
-    // One partition: the rows come in the file's order, one batch at a time.
-    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
-    crate::query::register_file(&ctx, "manifest", manifest, format.extension())
-        .await
-        .map_err(|e| Error::Input(format!("cannot read the manifest {manifest}: {e}")))?;
-    let df = ctx
-        .table("manifest")
-        .await
-        .map_err(|e| Error::Input(format!("the manifest {manifest}: {e}")))?;
-    let names: Vec<String> = df
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
-    let column = ["uri", "url"]
-        .iter()
-        .find_map(|want| names.iter().find(|n| n.eq_ignore_ascii_case(want)))
-        .ok_or_else(|| {
-            Error::Input(format!(
-                "the manifest {manifest} has no `uri` column (nor `url`); its columns are: {}; \
-                 name the column of object URLs `uri`",
-                names.join(", ")
-            ))
-        })?
-        .clone();
-    let df = df
-        .select(vec![datafusion::prelude::ident(column)])
-        .map_err(|e| Error::Input(format!("the manifest {manifest}: {e}")))?;
-    let stream = df
-        .execute_stream()
-        .await
-        .map_err(|e| Error::Input(format!("cannot read the manifest {manifest}: {e}")))?;
     let what = manifest.to_string();
-    Ok(stream
+    let unreadable = |e: &dyn std::fmt::Display| {
+        Error::Input(format!("cannot read the manifest {manifest}: {e}"))
+    };
+    let meta = manifest
+        .store
+        .head(&manifest.prefix)
+        .await
+        .map_err(|e| unreadable(&e))?;
+    let batches = match format {
+        Format::Parquet => {
+            let reader = crate::dataset::PartReader::new(manifest, &meta);
+            let builder = ParquetRecordBatchStreamBuilder::new(reader)
+                .await
+                .map_err(|e| unreadable(&e))?;
+            let names: Vec<&str> = builder
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect();
+            let column = uri_column(&what, &names)?;
+            let mask = ProjectionMask::roots(builder.parquet_schema(), [column]);
+            builder
+                .with_projection(mask)
+                .with_batch_size(BATCH_ROWS)
+                .build()
+                .map_err(|e| unreadable(&e))?
+                .map_err(|e| e.to_string())
+                .boxed()
+        }
+        Format::Csv | Format::Tsv => {
+            let delimiter = if format == Format::Tsv { b'\t' } else { b',' };
+            let mut bytes = body(manifest, &meta).await?;
+            // The header: the first line, however many chunks it spans.
+            let mut head = Vec::new();
+            while !head.contains(&b'\n') {
+                match bytes.next().await {
+                    Some(chunk) => head.extend_from_slice(&chunk.map_err(|e| unreadable(&e))?),
+                    None => break,
+                }
+            }
+            let (inferred, _) = arrow::csv::reader::Format::default()
+                .with_header(true)
+                .with_delimiter(delimiter)
+                .infer_schema(std::io::Cursor::new(&head), Some(0))
+                .map_err(|e| unreadable(&e))?;
+            let names: Vec<&str> = inferred
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect();
+            let column = uri_column(&what, &names)?;
+            // Every column as text: only the URIs are kept, and nothing is guessed.
+            let text = Schema::new(
+                names
+                    .iter()
+                    .map(|n| Field::new(*n, DataType::Utf8, true))
+                    .collect::<Vec<_>>(),
+            );
+            let decoder = arrow::csv::ReaderBuilder::new(Arc::new(text))
+                .with_header(true)
+                .with_delimiter(delimiter)
+                .with_batch_size(BATCH_ROWS)
+                .with_projection(vec![column])
+                .build_decoder();
+            let chunks = stream::iter([Ok(bytes::Bytes::from(head))]).chain(bytes);
+            decoded(chunks, CsvLike(decoder)).boxed()
+        }
+        Format::JsonLines => {
+            let mut bytes = body(manifest, &meta).await?;
+            // The field names of the first lines (up to 1 MiB of them).
+            let mut head = Vec::new();
+            while head.len() < 1 << 20 {
+                match bytes.next().await {
+                    Some(chunk) => head.extend_from_slice(&chunk.map_err(|e| unreadable(&e))?),
+                    None => break,
+                }
+            }
+            let complete = match head.iter().rposition(|&b| b == b'\n') {
+                Some(end) if head.len() >= 1 << 20 => &head[..end],
+                _ => &head[..],
+            };
+            let (inferred, _) =
+                arrow::json::reader::infer_json_schema(std::io::Cursor::new(complete), None)
+                    .map_err(|e| unreadable(&e))?;
+            let names: Vec<&str> = inferred
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect();
+            let column = uri_column(&what, &names)?;
+            let name = names[column].to_string();
+            let decoder = arrow::json::ReaderBuilder::new(Arc::new(Schema::new(vec![Field::new(
+                name,
+                DataType::Utf8,
+                true,
+            )])))
+            .with_batch_size(BATCH_ROWS)
+            .with_coerce_primitive(true)
+            .build_decoder()
+            .map_err(|e| unreadable(&e))?;
+            let chunks = stream::iter([Ok(bytes::Bytes::from(head))]).chain(bytes);
+            decoded(chunks, JsonLike(decoder)).boxed()
+        }
+    };
+    Ok(batches
         .map(move |batch| {
             let batch =
                 batch.map_err(|e| Error::Input(format!("reading the manifest {what}: {e}")))?;
@@ -165,6 +241,119 @@ async fn open(manifest: &Location) -> Result<BoxStream<'static, Result<RecordBat
                 .map_err(|e| Error::Input(format!("the manifest {what}: {e}")))
         })
         .boxed())
+}
+
+/// Rows per record batch read from a manifest.
+const BATCH_ROWS: usize = 8192;
+
+/// The index of the column of object URLs: `uri`, else `url`, in any case.
+fn uri_column(manifest: &str, names: &[&str]) -> Result<usize> {
+    ["uri", "url"]
+        .iter()
+        .find_map(|want| names.iter().position(|n| n.eq_ignore_ascii_case(want)))
+        .ok_or_else(|| {
+            Error::Input(format!(
+                "the manifest {manifest} has no `uri` column (nor `url`); its columns are: {}; \
+                 name the column of object URLs `uri`",
+                names.join(", ")
+            ))
+        })
+}
+
+/// The manifest file's bytes as they arrive.
+async fn body(
+    manifest: &Location,
+    meta: &object_store::ObjectMeta,
+) -> Result<BoxStream<'static, object_store::Result<bytes::Bytes>>> {
+    let got = manifest
+        .store
+        .get(&meta.location)
+        .await
+        .map_err(|e| Error::Input(format!("cannot read the manifest {manifest}: {e}")))?;
+    Ok(got.into_stream())
+}
+
+/// A push decoder of text rows (arrow's CSV and JSON decoders have the same shape).
+trait RowDecoder: Send + 'static {
+    /// Take bytes; how many were used (fewer once a batch is full).
+    fn decode(&mut self, buf: &[u8]) -> std::result::Result<usize, String>;
+    /// The rows decoded so far, as a batch.
+    fn flush(&mut self) -> std::result::Result<Option<RecordBatch>, String>;
+}
+
+struct CsvLike(arrow::csv::reader::Decoder);
+impl RowDecoder for CsvLike {
+    fn decode(&mut self, buf: &[u8]) -> std::result::Result<usize, String> {
+        self.0.decode(buf).map_err(|e| e.to_string())
+    }
+    fn flush(&mut self) -> std::result::Result<Option<RecordBatch>, String> {
+        self.0.flush().map_err(|e| e.to_string())
+    }
+}
+
+struct JsonLike(arrow::json::reader::Decoder);
+impl RowDecoder for JsonLike {
+    fn decode(&mut self, buf: &[u8]) -> std::result::Result<usize, String> {
+        self.0.decode(buf).map_err(|e| e.to_string())
+    }
+    fn flush(&mut self) -> std::result::Result<Option<RecordBatch>, String> {
+        self.0.flush().map_err(|e| e.to_string())
+    }
+}
+
+/// Feed `chunks` through `decoder`, yielding a batch each time one fills and the rest
+/// at the end of the bytes.
+fn decoded<S, D>(
+    chunks: S,
+    decoder: D,
+) -> impl futures::Stream<Item = std::result::Result<RecordBatch, String>> + Send + 'static
+where
+    S: futures::Stream<Item = object_store::Result<bytes::Bytes>> + Send + Unpin + 'static,
+    D: RowDecoder,
+{
+    struct State<S, D> {
+        chunks: S,
+        decoder: D,
+        buffered: bytes::Bytes,
+        ended: bool,
+    }
+    let state = State {
+        chunks,
+        decoder,
+        buffered: bytes::Bytes::new(),
+        ended: false,
+    };
+    stream::try_unfold(state, |mut st| async move {
+        loop {
+            if st.ended {
+                return Ok(None);
+            }
+            if st.buffered.is_empty() {
+                match st.chunks.next().await {
+                    Some(chunk) => {
+                        st.buffered = chunk.map_err(|e| e.to_string())?;
+                        continue;
+                    }
+                    None => {
+                        // The end of the bytes: the last row, if it had no newline.
+                        st.decoder.decode(&[])?;
+                        st.ended = true;
+                        return Ok(st.decoder.flush()?.map(|b| (b, st)));
+                    }
+                }
+            }
+            let used = st.decoder.decode(&st.buffered)?;
+            let _ = st.buffered.split_to(used);
+            if !st.buffered.is_empty() {
+                // The batch is full: hand it on, then go on with the rest.
+                match st.decoder.flush()? {
+                    Some(batch) => return Ok(Some((batch, st))),
+                    None if used == 0 => return Err("the reader took no bytes".to_string()),
+                    None => {}
+                }
+            }
+        }
+    })
 }
 
 /// The batch's URIs (`None` for a null).
@@ -180,6 +369,94 @@ fn uri_values(batch: &RecordBatch) -> Vec<Option<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{Access, RetryPolicy};
+
+    /// The URIs `open` reads from a manifest file named `name` holding `bytes`.
+    async fn uris(name: &str, bytes: &[u8]) -> Result<Vec<Option<String>>> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let location =
+            Location::parse(path.to_str().unwrap(), Access::Read, RetryPolicy::default())?;
+        let batches: Vec<RecordBatch> = open(&location).await?.try_collect().await?;
+        Ok(batches.iter().flat_map(uri_values).collect())
+    }
+
+    fn some(v: &[&str]) -> Vec<Option<String>> {
+        v.iter().map(|s| Some(s.to_string())).collect()
+    }
+
+    #[tokio::test]
+    async fn csv_and_tsv_keep_quoted_text_and_ignore_other_columns() {
+        let csv = b"label,URI\n3,\"s3://b/a,b.jpg\"\ncat,https://h/x.jpg?sig=1#frag\n,\n\"x\",s3://b/100%25.jpg";
+        assert_eq!(
+            uris("list.csv", csv).await.unwrap(),
+            [
+                Some("s3://b/a,b.jpg".to_string()),
+                Some("https://h/x.jpg?sig=1#frag".to_string()),
+                None,
+                Some("s3://b/100%25.jpg".to_string()),
+            ]
+        );
+        let tsv = b"url\tnote\ns3://b/1.jpg\ta, b\ns3://b/2.jpg\t\n";
+        assert_eq!(
+            uris("list.tsv", tsv).await.unwrap(),
+            some(&["s3://b/1.jpg", "s3://b/2.jpg"])
+        );
+    }
+
+    #[tokio::test]
+    async fn json_lines_read_the_uri_field_whatever_else_a_line_holds() {
+        let jsonl = b"{\"uri\": \"s3://b/1.jpg\", \"n\": 1}\n{\"n\": 2}\n{\"uri\": \"s3://b/2.jpg\", \"tags\": [\"a\"]}";
+        assert_eq!(
+            uris("list.jsonl", jsonl).await.unwrap(),
+            [
+                Some("s3://b/1.jpg".to_string()),
+                None,
+                Some("s3://b/2.jpg".to_string())
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn parquet_reads_only_the_uri_column_in_batches() {
+        let n = BATCH_ROWS + 5;
+        let keys: Vec<String> = (0..n).map(|i| format!("s3://b/{i}.jpg")).collect();
+        let batch = RecordBatch::try_from_iter([
+            (
+                "id",
+                Arc::new(arrow::array::Int64Array::from_iter_values(0..n as i64))
+                    as arrow::array::ArrayRef,
+            ),
+            (
+                "Uri",
+                Arc::new(arrow::array::StringArray::from(keys.clone())),
+            ),
+        ])
+        .unwrap();
+        let mut bytes = Vec::new();
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        let got = uris("list.parquet", &bytes).await.unwrap();
+        assert_eq!(got.len(), n);
+        assert_eq!(got[n - 1].as_deref(), Some(keys[n - 1].as_str()));
+    }
+
+    #[tokio::test]
+    async fn a_manifest_without_a_uri_column_names_its_columns() {
+        let err = uris("list.csv", b"path,label\na.jpg,cat\n")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no `uri` column") && err.contains("path, label"),
+            "{err}"
+        );
+        let err = uris("empty.csv", b"").await.unwrap_err().to_string();
+        assert!(err.contains("no `uri` column"), "{err}");
+    }
 
     #[test]
     fn formats_come_from_the_extension() {

@@ -14,7 +14,7 @@ use object_store::path::Path;
 use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Hint, Result, Setting};
 use crate::source::Shard;
 use crate::store::{store_error, Location};
 
@@ -107,12 +107,13 @@ pub async fn read_record(
         Err(object_store::Error::NotFound { .. }) => return Ok(None),
         Err(e) => return Err(store_error(output, e)),
     };
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| Error::Output {
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        Error::Output {
             location: output.uri(&path),
-            reason: format!("unreadable run record ({e}); delete it or pass --new-run"),
-        })
+            reason: format!("unreadable run record ({e})"),
+        }
+        .with_hint(Hint::new("delete it or pass ").setting(Setting::NewRun))
+    })
 }
 
 /// The newest run of the same job (`fingerprint`) and `shard` that did not finish.

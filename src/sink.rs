@@ -19,9 +19,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::{
-    ArrayRef, FixedSizeBinaryBuilder, FixedSizeListBuilder, Float16Builder, Float32Builder,
-    Int32Builder, Int64Builder, ListBuilder, StringBuilder, StructBuilder,
-    TimestampMicrosecondBuilder,
+    make_builder, ArrayBuilder, ArrayRef, FixedSizeBinaryBuilder, FixedSizeListBuilder,
+    Float16Builder, Float32Builder, Int32Builder, Int64Builder, ListBuilder, StringBuilder,
+    StructBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::record_batch::RecordBatch;
 use object_store::buffered::BufWriter;
@@ -144,6 +144,13 @@ pub struct ModelStamp {
     pub embedding: Option<schema::EmbeddingColumns>,
 }
 
+impl ModelStamp {
+    /// The name of class `index` (`?` past the model's list).
+    fn class(&self, index: usize) -> &str {
+        self.classes.get(index).map(String::as_str).unwrap_or("?")
+    }
+}
+
 /// Remove what a killed process left of unfinished parts in a local output folder
 /// (`<part>.parquet#<n>` staging files; readers never see them, but they take space).
 /// Remote stores keep no partial object: an unfinished multipart upload is invisible
@@ -166,23 +173,109 @@ pub fn remove_stale_staging(output: &Location, run_id: &str) -> usize {
     removed
 }
 
+/// How a row fills one output column: one entry per column of
+/// [`schema::predictions`], in its order. A new column is a field there and a line
+/// here (the buffer checks the two agree when it is made).
+type Put = fn(&mut dyn ArrayBuilder, &Row, &ModelStamp) -> Result<()>;
+
+const COLUMNS: &[(&str, Put)] = &[
+    (schema::URI, |b, r, _| {
+        text(b)?.append_value(&r.object.uri);
+        Ok(())
+    }),
+    (schema::KEY, |b, r, _| {
+        text(b)?.append_value(&r.object.key);
+        Ok(())
+    }),
+    (schema::ETAG, |b, r, _| {
+        text(b)?.append_option(r.object.etag.as_deref());
+        Ok(())
+    }),
+    (schema::VERSION, |b, r, _| {
+        text(b)?.append_option(r.object.version.as_deref());
+        Ok(())
+    }),
+    (schema::SIZE_BYTES, |b, r, _| {
+        builder::<Int64Builder>(b)?.append_value(i64::try_from(r.object.size).unwrap_or(i64::MAX));
+        Ok(())
+    }),
+    (schema::LAST_MODIFIED, |b, r, _| {
+        builder::<TimestampMicrosecondBuilder>(b)?
+            .append_value(r.object.last_modified.timestamp_micros());
+        Ok(())
+    }),
+    (schema::WIDTH, |b, r, _| {
+        builder::<Int32Builder>(b)?.append_option(r.width.map(|w| w as i32));
+        Ok(())
+    }),
+    (schema::HEIGHT, |b, r, _| {
+        builder::<Int32Builder>(b)?.append_option(r.height.map(|h| h as i32));
+        Ok(())
+    }),
+    (schema::LABEL, |b, r, m| {
+        text(b)?.append_option(r.top.first().map(|best| m.class(best.index)));
+        Ok(())
+    }),
+    (schema::LABEL_INDEX, |b, r, _| {
+        builder::<Int32Builder>(b)?.append_option(r.top.first().map(|best| best.index as i32));
+        Ok(())
+    }),
+    (schema::SCORE, |b, r, _| {
+        builder::<Float32Builder>(b)?.append_option(r.top.first().map(|best| best.score));
+        Ok(())
+    }),
+    (schema::TOP_K, |b, r, m| {
+        let list = builder::<ListBuilder<Box<dyn ArrayBuilder>>>(b)?;
+        if r.top.is_empty() {
+            list.append_null();
+            return Ok(());
+        }
+        let entries = builder::<StructBuilder>(list.values().as_mut())?;
+        for s in &r.top {
+            field::<StringBuilder>(entries, 0)?.append_value(m.class(s.index));
+            field::<Int32Builder>(entries, 1)?.append_value(s.index as i32);
+            field::<Float32Builder>(entries, 2)?.append_value(s.score);
+            entries.append(true);
+        }
+        list.append(true);
+        Ok(())
+    }),
+    (schema::MODEL, |b, _, m| {
+        text(b)?.append_value(&m.name);
+        Ok(())
+    }),
+    (schema::MODEL_SHA256, |b, _, m| {
+        text(b)?.append_value(&m.sha256);
+        Ok(())
+    }),
+    (schema::LABELLED_AT, |b, r, _| {
+        builder::<TimestampMicrosecondBuilder>(b)?.append_value(r.labelled_at.timestamp_micros());
+        Ok(())
+    }),
+    (schema::ERROR, |b, r, _| {
+        text(b)?.append_option(r.error.as_deref());
+        Ok(())
+    }),
+];
+
+/// The builder behind `b`, of the type its column's data type makes.
+fn builder<T: ArrayBuilder>(b: &mut dyn ArrayBuilder) -> Result<&mut T> {
+    b.as_any_mut().downcast_mut::<T>().ok_or_else(|| {
+        Error::Encode(format!(
+            "an output column's builder is not a {}",
+            std::any::type_name::<T>()
+        ))
+    })
+}
+
+fn text(b: &mut dyn ArrayBuilder) -> Result<&mut StringBuilder> {
+    builder::<StringBuilder>(b)
+}
+
+/// The rows of the part being written, column by column.
 struct RowBuffer {
-    uri: StringBuilder,
-    key: StringBuilder,
-    etag: StringBuilder,
-    version: StringBuilder,
-    size: Int64Builder,
-    last_modified: TimestampMicrosecondBuilder,
-    width: Int32Builder,
-    height: Int32Builder,
-    label: StringBuilder,
-    label_index: Int32Builder,
-    score: Float32Builder,
-    top_k: ListBuilder<StructBuilder>,
-    model: StringBuilder,
-    model_sha: StringBuilder,
-    labelled_at: TimestampMicrosecondBuilder,
-    error: StringBuilder,
+    /// One per entry of [`COLUMNS`], made from the schema's data types.
+    columns: Vec<Box<dyn ArrayBuilder>>,
     embedding: Option<EmbeddingBuilders>,
     schema: arrow::datatypes::SchemaRef,
     len: usize,
@@ -233,25 +326,19 @@ impl EmbeddingBuilders {
 
 impl RowBuffer {
     fn new(embedding: Option<schema::EmbeddingColumns>) -> Self {
-        let ts = || TimestampMicrosecondBuilder::new().with_timezone("UTC");
-        let entry = StructBuilder::from_fields(schema::top_k_fields(), 8);
+        let base = schema::predictions();
+        let names: Vec<&str> = base.fields().iter().map(|f| f.name().as_str()).collect();
+        let table: Vec<&str> = COLUMNS.iter().map(|(name, _)| *name).collect();
+        assert_eq!(
+            names, table,
+            "the sink's column table follows schema::predictions"
+        );
         Self {
-            uri: StringBuilder::new(),
-            key: StringBuilder::new(),
-            etag: StringBuilder::new(),
-            version: StringBuilder::new(),
-            size: Int64Builder::new(),
-            last_modified: ts(),
-            width: Int32Builder::new(),
-            height: Int32Builder::new(),
-            label: StringBuilder::new(),
-            label_index: Int32Builder::new(),
-            score: Float32Builder::new(),
-            top_k: ListBuilder::new(entry).with_field(schema::top_k_item()),
-            model: StringBuilder::new(),
-            model_sha: StringBuilder::new(),
-            labelled_at: ts(),
-            error: StringBuilder::new(),
+            columns: base
+                .fields()
+                .iter()
+                .map(|f| make_builder(f.data_type(), 1024))
+                .collect(),
             embedding: embedding.map(EmbeddingBuilders::new),
             schema: schema::predictions_with(embedding),
             len: 0,
@@ -259,47 +346,9 @@ impl RowBuffer {
     }
 
     fn push(&mut self, row: &Row, model: &ModelStamp) -> Result<()> {
-        let o = &row.object;
-        self.uri.append_value(&o.uri);
-        self.key.append_value(&o.key);
-        self.etag.append_option(o.etag.as_deref());
-        self.version.append_option(o.version.as_deref());
-        self.size
-            .append_value(i64::try_from(o.size).unwrap_or(i64::MAX));
-        self.last_modified
-            .append_value(o.last_modified.timestamp_micros());
-        self.width.append_option(row.width.map(|w| w as i32));
-        self.height.append_option(row.height.map(|h| h as i32));
-        let class = |i: usize| model.classes.get(i).map(String::as_str).unwrap_or("?");
-        match row.top.first() {
-            Some(best) => {
-                self.label.append_value(class(best.index));
-                self.label_index.append_value(best.index as i32);
-                self.score.append_value(best.score);
-            }
-            None => {
-                self.label.append_null();
-                self.label_index.append_null();
-                self.score.append_null();
-            }
+        for (builder, (_, put)) in self.columns.iter_mut().zip(COLUMNS) {
+            put(builder.as_mut(), row, model)?;
         }
-        if row.top.is_empty() {
-            self.top_k.append_null();
-        } else {
-            let entries = self.top_k.values();
-            for s in &row.top {
-                field::<StringBuilder>(entries, 0)?.append_value(class(s.index));
-                field::<Int32Builder>(entries, 1)?.append_value(s.index as i32);
-                field::<Float32Builder>(entries, 2)?.append_value(s.score);
-                entries.append(true);
-            }
-            self.top_k.append(true);
-        }
-        self.model.append_value(&model.name);
-        self.model_sha.append_value(&model.sha256);
-        self.labelled_at
-            .append_value(row.labelled_at.timestamp_micros());
-        self.error.append_option(row.error.as_deref());
         if let Some(e) = self.embedding.as_mut() {
             e.push(row.embedding.as_ref())?;
         }
@@ -308,24 +357,7 @@ impl RowBuffer {
     }
 
     fn finish(&mut self) -> Result<RecordBatch> {
-        let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(self.uri.finish()),
-            Arc::new(self.key.finish()),
-            Arc::new(self.etag.finish()),
-            Arc::new(self.version.finish()),
-            Arc::new(self.size.finish()),
-            Arc::new(self.last_modified.finish()),
-            Arc::new(self.width.finish()),
-            Arc::new(self.height.finish()),
-            Arc::new(self.label.finish()),
-            Arc::new(self.label_index.finish()),
-            Arc::new(self.score.finish()),
-            Arc::new(self.top_k.finish()),
-            Arc::new(self.model.finish()),
-            Arc::new(self.model_sha.finish()),
-            Arc::new(self.labelled_at.finish()),
-            Arc::new(self.error.finish()),
-        ];
+        let mut columns: Vec<ArrayRef> = self.columns.iter_mut().map(|b| b.finish()).collect();
         if let Some(e) = self.embedding.as_mut() {
             columns.push(Arc::new(e.vector.finish()));
             columns.push(Arc::new(e.code.finish()));

@@ -6,6 +6,9 @@
 //! Imports are read from the source: `crate::` and `super::` paths, and a `mod.rs`'s
 //! paths into its own submodules. Comments and `#[cfg(test)]` modules do not count.
 
+// A failed step is a failed test: helpers may unwrap too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 

@@ -466,3 +466,98 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub tuning: TuningFlags,
 }
+
+/// How the command line names a setting an error's hint asks to change: its flag.
+pub fn flag(setting: labelflow::error::Setting) -> String {
+    use labelflow::error::Setting as S;
+    match setting {
+        S::Input => "--input",
+        S::Extensions => "--extensions",
+        S::Include => "--include",
+        S::Exclude => "--exclude",
+        S::AllowEmpty => "--allow-empty",
+        S::Model => "--model",
+        S::Crop => "--crop",
+        S::Tta => "--tta",
+        S::AllowCpuFallback => "--allow-cpu-fallback",
+        S::Output => "--output",
+        S::RunId => "--run-id",
+        S::NewRun => "--new-run",
+        S::Embeddings => "--embeddings",
+        S::EmbeddingOutput => "--embedding-output",
+        S::CodeBits => "--code-bits",
+        // A setting newer than this table: its pipeline key.
+        other => return other.key().to_string(),
+    }
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// The long flags of `labelflow run`, and the global ones, as clap parses them.
+    fn run_flags() -> (BTreeSet<String>, BTreeSet<String>) {
+        let longs = |c: &clap::Command| -> BTreeSet<String> {
+            c.get_arguments()
+                .filter(|a| !a.is_hide_set())
+                .filter_map(|a| a.get_long())
+                .filter(|l| *l != "help" && *l != "version")
+                .map(|l| format!("--{l}"))
+                .collect()
+        };
+        let cli = Cli::command();
+        let run = cli.find_subcommand("run").expect("a run subcommand");
+        (longs(run), longs(&cli))
+    }
+
+    /// Every setting a hint can name is a flag `labelflow run` takes.
+    #[test]
+    fn every_hinted_setting_is_a_run_flag() {
+        let (flags, _) = run_flags();
+        for &setting in labelflow::error::Setting::ALL {
+            let f = super::flag(setting);
+            assert!(
+                flags.contains(&f),
+                "{setting:?} is shown as {f}, which `labelflow run` does not take"
+            );
+        }
+    }
+
+    /// `docs/run.md` is the manual of `labelflow run`: its flag table names every flag
+    /// clap takes, and no flag clap does not (global ones, like `--ort-lib`, may be
+    /// named too).
+    #[test]
+    fn the_run_manual_names_every_flag_and_only_those() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/run.md");
+        let doc = std::fs::read_to_string(&path).unwrap();
+        let mut named = BTreeSet::new();
+        // The flag table: its rows start with `|`.
+        let table: String = doc
+            .lines()
+            .filter(|l| l.starts_with('|'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for word in table.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')) {
+            if let Some(rest) = word.strip_prefix("--") {
+                if rest.starts_with(|c: char| c.is_ascii_lowercase()) {
+                    named.insert(format!("--{}", rest.trim_end_matches('-')));
+                }
+            }
+        }
+        let (flags, global) = run_flags();
+        let missing: Vec<_> = flags.difference(&named).collect();
+        let unknown: Vec<_> = named
+            .iter()
+            .filter(|f| !flags.contains(*f) && !global.contains(*f))
+            .collect();
+        assert!(
+            missing.is_empty() && unknown.is_empty(),
+            "docs/run.md does not name {missing:?}; it names {unknown:?}, which `labelflow run` does not take"
+        );
+    }
+}

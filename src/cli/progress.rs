@@ -95,6 +95,10 @@ impl Progress for Bars {
         eprintln!("{message}");
     }
 
+    fn hinted_note(&self, message: &str, hint: &labelflow::error::Hint) {
+        eprintln!("{message}; {}", hint.render(&super::flag));
+    }
+
     fn finished(&self) {
         self.stop.store(true, Relaxed);
         if let Ok(mut t) = self.thread.lock() {
@@ -112,6 +116,10 @@ pub struct Notes;
 impl Progress for Notes {
     fn note(&self, message: &str) {
         eprintln!("{message}");
+    }
+
+    fn hinted_note(&self, message: &str, hint: &labelflow::error::Hint) {
+        eprintln!("{message}; {}", hint.render(&super::flag));
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Hint, Result, Setting};
 use crate::onnx::embedding::{add_embedding_output, EmbeddingOutput};
 use crate::preprocess::{Layout, PreprocessSpec};
 
@@ -66,9 +66,9 @@ impl ModelBytes {
             reason,
         };
         if !path.exists() {
-            return Err(model_err(
-                "file not found; create one with `labelflow model init --out PATH` or pass --model"
-                    .into(),
+            return Err(model_err("file not found".into()).with_hint(
+                Hint::new("create one with `labelflow model init --out PATH` or pass ")
+                    .setting(Setting::Model),
             ));
         }
         let bytes = std::fs::read(path).map_err(|e| model_err(format!("cannot read: {e}")))?;
@@ -126,9 +126,14 @@ pub fn check_spec(model: &ModelBytes, info: &ModelInfo, spec: &PreprocessSpec) -
     if let Some(size) = info.input_size {
         if size != spec.crop {
             return Err(Error::Config(format!(
-                "model {} takes {size}x{size} images but the crop is {}; pass --crop {size} (or drop the crop override)",
+                "model {} takes {size}x{size} images but the crop is {}",
                 model.location, spec.crop
-            )));
+            ))
+            .with_hint(
+                Hint::new("pass ")
+                    .setting(Setting::Crop)
+                    .then(format!(" {size} (or drop the crop override)")),
+            ));
         }
     }
     if info.layout != spec.layout {

@@ -10,7 +10,7 @@ use ort::value::ValueType;
 pub use super::info::{check_spec, ModelBytes, ModelInfo, OutputKind};
 use super::pool::{Described, InferencePool, PoolOptions};
 use super::session::{build_session_on, SessionOptions};
-use crate::error::{Error, Result};
+use crate::error::{Error, Hint, Result, Setting};
 use crate::onnx::embedding::EmbeddingOutput;
 use crate::onnx::metadata;
 use crate::preprocess::{Layout, PreprocessOverrides, PreprocessSpec, Tta};
@@ -275,10 +275,15 @@ pub fn load_model(plan: &ModelOptions) -> Result<LoadedModel> {
         let fixed = pool.batch_size();
         pool.shutdown();
         return Err(Error::Config(format!(
-            "--tta {} needs {views} inputs per image, but {} has a fixed batch size of {fixed}; use --tta none or a model with a dynamic (or larger) batch",
+            "test-time augmentation {} needs {views} inputs per image, but {} has a fixed batch size of {fixed}",
             plan.tta,
             plan.path.display()
-        )));
+        ))
+        .with_hint(
+            Hint::new("use ")
+                .setting(Setting::Tta)
+                .then(" none or a model with a dynamic (or larger) batch"),
+        ));
     }
     Ok(LoadedModel {
         location: bytes.location.clone(),

@@ -5,7 +5,7 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 
 use super::info::ModelBytes;
-use crate::error::{Error, Result};
+use crate::error::{Error, Hint, Result, Setting};
 use crate::runtime::{self, Device};
 
 /// How sessions are built.
@@ -45,8 +45,11 @@ pub fn build_session(model: &ModelBytes, opts: &SessionOptions) -> Result<Sessio
 /// warning; without it, an error naming what to fix.
 pub fn build_session_on(model: &ModelBytes, opts: &SessionOptions) -> Result<(Session, Device)> {
     match (opts.device, session_for(model, opts, opts.device)) {
-        (Device::Cuda(id), Err(Error::Runtime(reason))) if opts.allow_cpu_fallback => {
-            tracing::warn!(device = id, %reason, "CUDA cannot be used; running on CPU as --allow-cpu-fallback asks");
+        (Device::Cuda(id), Err(e))
+            if opts.allow_cpu_fallback && matches!(e.kind(), Error::Runtime(_)) =>
+        {
+            let reason = e.kind().to_string();
+            tracing::warn!(device = id, %reason, "CUDA cannot be used; running on CPU, as the CPU fallback allows");
             Ok((session_for(model, opts, Device::Cpu)?, Device::Cpu))
         }
         (device, result) => result.map(|s| (s, device)),
@@ -82,9 +85,14 @@ pub(super) fn session_for(
             .error_on_failure();
         builder = builder.with_execution_providers([ep]).map_err(|e| {
             Error::Runtime(format!(
-                "cannot use CUDA device {id}: {}. Check `labelflow doctor` (needs the onnxruntime-gpu library, CUDA 13 and cuDNN 9 on the loader path), or pass --allow-cpu-fallback to run on CPU",
+                "cannot use CUDA device {id}: {}",
                 e.to_string().trim_end_matches('.')
             ))
+            .with_hint(
+                Hint::new("check `labelflow doctor` (needs the onnxruntime-gpu library, CUDA 13 and cuDNN 9 on the loader path), or pass ")
+                    .setting(Setting::AllowCpuFallback)
+                    .then(" to run on CPU"),
+            )
         })?;
     }
     builder

@@ -12,7 +12,7 @@
 use onnx_protobuf::{Message, ModelProto, NodeProto};
 
 use super::writer::{value_info_f32, Dim};
-use super::OnnxError;
+use crate::error::OnnxError;
 
 /// The extra output: its tensor name and its length per image.
 #[derive(Debug, Clone, PartialEq, Eq)]

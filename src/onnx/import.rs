@@ -14,10 +14,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::alexnet::{self, AlexNetSpec, AlexNetWeights};
+use super::metadata;
 use super::reader::OnnxModel;
 use super::torch_file::FloatKind;
 use super::writer::F32Tensor;
-use super::{metadata, OnnxError};
+use crate::error::OnnxError;
 
 /// ImageNet's 1 000 class names in torchvision's order and spelling (the labels of
 /// torchvision's pretrained AlexNet), one per line.

@@ -30,8 +30,8 @@ pub fn preprocess_to_json(spec: &PreprocessSpec) -> String {
 }
 
 /// Parses the value stored under [`PREPROCESS`].
-pub fn preprocess_from_json(text: &str) -> Result<PreprocessSpec, super::OnnxError> {
-    PreprocessSpec::from_json(text).map_err(|reason| super::OnnxError::Metadata {
+pub fn preprocess_from_json(text: &str) -> Result<PreprocessSpec, crate::error::OnnxError> {
+    PreprocessSpec::from_json(text).map_err(|reason| crate::error::OnnxError::Metadata {
         key: PREPROCESS.to_owned(),
         reason,
     })
@@ -43,8 +43,8 @@ pub fn classes_to_json(names: &[String]) -> String {
 }
 
 /// Parses the JSON text stored under [`CLASSES`].
-pub fn classes_from_json(text: &str) -> Result<Vec<String>, super::OnnxError> {
-    serde_json::from_str(text).map_err(|e| super::OnnxError::Metadata {
+pub fn classes_from_json(text: &str) -> Result<Vec<String>, crate::error::OnnxError> {
+    serde_json::from_str(text).map_err(|e| crate::error::OnnxError::Metadata {
         key: CLASSES.to_owned(),
         reason: format!("expected a JSON array of strings: {e}"),
     })

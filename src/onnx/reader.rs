@@ -14,8 +14,9 @@ use onnx_protobuf::{
     type_proto, Message, ModelProto, TensorProto, ValueInfoProto,
 };
 
+use super::metadata;
 use super::writer::{Dim, F32Tensor};
-use super::{metadata, OnnxError};
+use crate::error::OnnxError;
 
 /// A graph input or output: its name, element type and dimensions.
 #[derive(Debug, Clone, PartialEq)]

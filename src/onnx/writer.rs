@@ -16,7 +16,7 @@ use onnx_protobuf::{
 };
 use sha2::{Digest, Sha256};
 
-use super::OnnxError;
+use crate::error::OnnxError;
 
 /// The ONNX IR version written (ONNX 1.13+, onnxruntime 1.14+ read it).
 pub const IR_VERSION: i64 = 8;

@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
+use crate::error::Hint;
 use crate::source::ListingCounters;
 use crate::stages::{StageClock, Workers};
 
@@ -30,6 +31,12 @@ pub trait Progress: Send + Sync {
     fn started(&self, _run_id: &str, _stats: Arc<Stats>) {}
     /// A line a person watching the run should read (resuming, stopping).
     fn note(&self, _message: &str) {}
+    /// A note with what the person can change ([`Hint`]): `message; hint` with the
+    /// settings as the pipeline file's keys, unless the implementation names them its
+    /// own way (the command line shows flags).
+    fn hinted_note(&self, message: &str, hint: &Hint) {
+        self.note(&format!("{message}; {hint}"));
+    }
     /// Called when the run ends (successfully or not).
     fn finished(&self) {}
 }

@@ -3,7 +3,7 @@
 //! earlier run of the same labels has unchanged.
 
 use crate::config::RunPlan;
-use crate::error::{Error, Result};
+use crate::error::{Error, Hint, Result, Setting};
 use crate::infer::LoadedModel;
 use crate::manifest;
 use crate::rerun::Unchanged;
@@ -141,12 +141,14 @@ async fn choose_run(
     if let Some(id) = &plan.run_id {
         return match runs::read_record(output, id, shard).await? {
             Some(r) if r.status == RunStatus::Finished => Err(Error::Config(format!(
-                "run {id} already finished (shard {shard}); a finished run is never appended to: pass another --run-id, or --new-run"
-            ))),
+                "run {id} already finished (shard {shard}); a finished run is never appended to"
+            ))
+            .with_hint(another_run())),
             Some(r) if r.fingerprint.as_deref().is_some_and(|f| f != fingerprint) => {
                 Err(Error::Config(format!(
-                    "run {id} was started with a different input, filters, model or preprocessing; continuing it would mix two jobs in one run: pass another --run-id, or --new-run"
-                )))
+                    "run {id} was started with a different input, filters, model or preprocessing; continuing it would mix two jobs in one run"
+                ))
+                .with_hint(another_run()))
             }
             Some(_) => Ok((id.clone(), true)),
             None => Ok((id.clone(), false)),
@@ -154,14 +156,27 @@ async fn choose_run(
     }
     if !plan.new_run {
         if let Some(r) = runs::find_unfinished(output, fingerprint, shard).await? {
-            progress.note(&format!(
-                "continuing unfinished run {} (status {}; started {}); pass --new-run to start over",
-                r.run_id,
-                r.status,
-                r.started_at.as_deref().unwrap_or("at an unknown time")
-            ));
+            progress.hinted_note(
+                &format!(
+                    "continuing unfinished run {} (status {}; started {})",
+                    r.run_id,
+                    r.status,
+                    r.started_at.as_deref().unwrap_or("at an unknown time")
+                ),
+                &Hint::new("pass ")
+                    .setting(Setting::NewRun)
+                    .then(" to start over"),
+            );
             return Ok((r.run_id, true));
         }
     }
     Ok((sink::new_run_id(), false))
+}
+
+/// Pass another run id, or start a new run.
+fn another_run() -> Hint {
+    Hint::new("pass another ")
+        .setting(Setting::RunId)
+        .then(", or ")
+        .setting(Setting::NewRun)
 }

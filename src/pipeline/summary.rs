@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use crate::config::RunPlan;
-use crate::error::{Error, Result};
+use crate::error::{Error, Hint, Result, Setting};
 use crate::infer::LoadedModel;
 use crate::manifest;
 use crate::preprocess::{PreprocessSpec, Tta};
@@ -206,23 +206,29 @@ pub(super) async fn finish(
             runs::remove_record(output, &run_id, shard).await;
         }
         let filter = Filter::new(&plan.selection)?;
-        return Err(Error::Input(
-            if summary.listed == 0 && manifest::is_manifest(input) {
-                format!(
-                "nothing to label: the manifest {input} has no rows; pass --allow-empty to accept an empty list"
+        let allow = |text: &str| Hint::new("pass ").setting(Setting::AllowEmpty).then(text);
+        let (reason, hint) = if summary.listed == 0 && manifest::is_manifest(input) {
+            (
+                format!("nothing to label: the manifest {input} has no rows"),
+                allow(" to accept an empty list"),
             )
-            } else if summary.listed == 0 {
-                format!(
-                "nothing to label: no objects under {input}; check the path or prefix (and the credentials for a bucket), or pass --allow-empty"
+        } else if summary.listed == 0 {
+            (
+                format!("nothing to label: no objects under {input}"),
+                Hint::new("check the path or prefix (and the credentials for a bucket), or pass ")
+                    .setting(Setting::AllowEmpty),
             )
-            } else {
+        } else {
+            (
                 format!(
-                "nothing to label: {} objects listed under {input}, all removed by the filters: {}; pass --allow-empty to accept an empty selection",
-                summary.listed,
-                listing.removed_description(&filter)
+                    "nothing to label: {} objects listed under {input}, all removed by the filters: {}",
+                    summary.listed,
+                    listing.removed_description(&filter)
+                ),
+                allow(" to accept an empty selection"),
             )
-            },
-        ));
+        };
+        return Err(Error::Input(reason).with_hint(hint));
     }
     summary.status = RunStatus::Finished;
     write_record(output, &summary).await?;

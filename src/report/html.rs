@@ -6,12 +6,12 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use super::contents::Report;
 use super::dataset::{DatasetStats, SCORE_BINS};
 pub use super::markup::escape;
 use super::svg::{self, count, Bar, Series};
 use super::thumbnails::Thumbnail;
 use super::training::Training;
-use super::Report;
 
 /// The end of a long URI (the file name is the informative part).
 fn tail(text: &str, max: usize) -> String {

@@ -8,6 +8,7 @@
 //! that into the page: charts are inline SVG ([`svg`]), pictures `data:` URIs, and the
 //! page loads nothing from anywhere. [`write`] does both and writes the file.
 
+pub mod contents;
 pub mod dataset;
 pub mod html;
 pub mod markup;
@@ -17,6 +18,7 @@ pub mod training;
 
 use std::path::{Path, PathBuf};
 
+pub use contents::Report;
 pub use dataset::{DatasetStats, Limits};
 pub use html::render;
 pub use thumbnails::{Thumbnail, ThumbnailOptions};
@@ -57,19 +59,6 @@ impl ReportOptions {
             thumbnails: ThumbnailOptions::default(),
         }
     }
-}
-
-/// Everything the page shows.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Report {
-    /// The dataset's location as given (secrets masked).
-    pub source: String,
-    /// When the report was made (UTC), as text.
-    pub generated_at: String,
-    pub stats: DatasetStats,
-    pub lowest: Vec<Thumbnail>,
-    pub failed: Vec<Thumbnail>,
-    pub training: Option<Training>,
 }
 
 /// Gather the report's contents for `options`.

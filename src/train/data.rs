@@ -17,8 +17,8 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStoreExt;
 
-use super::TrainError;
 use crate::decode::{decode, DecodeLimits, RgbImage};
+use crate::error::TrainError;
 use crate::preprocess::resize_rgb;
 use crate::source::{self, Filter, ListingCounters, Selection};
 use crate::store::{Access, Location, RetryPolicy};

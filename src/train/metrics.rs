@@ -12,7 +12,7 @@ use parquet::arrow::ArrowWriter;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use super::TrainError;
+use crate::error::TrainError;
 use crate::{Error, Result};
 
 /// Running sums over the batches of one pass.

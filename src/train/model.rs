@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use tch::{Kind, Tensor};
 
-use super::TrainError;
+use crate::error::TrainError;
 use crate::onnx::alexnet::{FeatureLayer, LRN_BETA, LRN_BIAS, LRN_PAPER_ALPHA, LRN_SIZE};
 use crate::onnx::{AlexNetSpec, AlexNetWeights, F32Tensor};
 

@@ -104,6 +104,104 @@ pub fn labelflow() -> Command {
     c
 }
 
+/// `labelflow run --input INPUT --output OUTPUT --model MODEL [ARGS...]`, the small
+/// test model unless [`RunCmd::model`] names another; the tests' one way to spell a run.
+pub struct RunCmd {
+    cmd: Command,
+    model: Option<std::ffi::OsString>,
+    args: Vec<std::ffi::OsString>,
+}
+
+impl RunCmd {
+    pub fn new(input: impl AsRef<std::ffi::OsStr>, output: impl AsRef<std::ffi::OsStr>) -> Self {
+        let mut cmd = labelflow();
+        cmd.arg("run")
+            .arg("--input")
+            .arg(input)
+            .arg("--output")
+            .arg(output);
+        Self {
+            cmd,
+            model: None,
+            args: Vec::new(),
+        }
+    }
+
+    pub fn model(mut self, model: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.model = Some(model.as_ref().to_owned());
+        self
+    }
+
+    /// `--batch-size N`.
+    pub fn batch(self, n: usize) -> Self {
+        self.args(["--batch-size", &n.to_string()])
+    }
+
+    /// `--json`: the summary on stdout, for [`RunCmd::summary`].
+    pub fn json(self) -> Self {
+        self.arg("--json")
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.cmd.env(key, value);
+        self
+    }
+
+    pub fn env_remove(mut self, key: &str) -> Self {
+        self.cmd.env_remove(key);
+        self
+    }
+
+    /// The command as it would run (to spawn it, or measure it).
+    pub fn command(mut self) -> Command {
+        let model = self
+            .model
+            .take()
+            .unwrap_or_else(|| small_model().into_os_string());
+        self.cmd.arg("--model").arg(model).args(&self.args);
+        self.cmd
+    }
+
+    pub fn output(self) -> Output {
+        self.command().output().unwrap()
+    }
+
+    /// Run it and insist on exit 0.
+    pub fn ok(self) -> Output {
+        let o = self.output();
+        assert_eq!(o.status.code(), Some(0), "run failed: {}", stderr(&o));
+        o
+    }
+
+    /// Run it with `--json`: the exit code and the summary.
+    pub fn summary(self) -> (i32, serde_json::Value) {
+        let o = self.json().output();
+        let code = o.status.code().unwrap_or(-1);
+        let summary = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+            panic!(
+                "exit {code}, no JSON summary on stdout ({e}): {}",
+                stderr(&o)
+            )
+        });
+        (code, summary)
+    }
+}
+
 pub fn run_cli(args: &[&str]) -> Output {
     labelflow().args(args).output().unwrap()
 }
@@ -183,21 +281,57 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 /// Every row of every `.parquet` part under `dir`; none when `dir` was never created
 /// (a run that wrote nothing). Every caller asserts on what it gets back.
 pub fn read_parts(dir: &Path) -> Vec<RecordBatch> {
-    let mut out = Vec::new();
     let files = if dir.exists() {
         files_under(dir)
     } else {
         Vec::new()
     };
-    for p in files {
-        if p.extension().is_some_and(|e| e == "parquet") {
-            let f = std::fs::File::open(&p).unwrap();
-            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
-                .unwrap()
-                .build()
-                .unwrap();
-            out.extend(reader.map(|b| b.unwrap()));
-        }
+    files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .flat_map(|p| {
+            let f = std::fs::File::open(p).unwrap();
+            parquet_batches(&p.display().to_string(), f)
+        })
+        .collect()
+}
+
+/// The record batches of one Parquet file (a local file or an object's bytes); one
+/// that is not a complete Parquet file fails the test, naming `name`.
+pub fn parquet_batches<R>(name: &str, file: R) -> Vec<RecordBatch>
+where
+    R: parquet::file::reader::ChunkReader + 'static,
+{
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.build())
+        .and_then(|reader| reader.collect::<Result<Vec<_>, _>>().map_err(Into::into))
+        .unwrap_or_else(|e| panic!("{name} is not a readable Parquet file: {e}"))
+}
+
+/// Every `.parquet` object under `prefix` in `store`, read back, with its path.
+pub async fn store_parts(
+    store: &dyn object_store::ObjectStore,
+    prefix: &str,
+) -> Vec<(String, Vec<RecordBatch>)> {
+    use object_store::ObjectStoreExt;
+    let prefix = object_store::path::Path::from(prefix);
+    let listed: Vec<_> = futures::TryStreamExt::try_collect(store.list(Some(&prefix)))
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for meta in listed
+        .iter()
+        .filter(|m| m.location.as_ref().ends_with(".parquet"))
+    {
+        let bytes = store
+            .get(&meta.location)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let name = meta.location.to_string();
+        out.push((name.clone(), parquet_batches(&name, bytes)));
     }
     out
 }

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 use image::{imageops, ImageFormat, RgbImage};
 
-use super::common::{data, files_under, labelflow, read_parts, scratch, small_model, stderr};
+use super::common::{
+    data, files_under, labelflow, read_parts, scratch, small_model, stderr, RunCmd,
+};
 
 /// The kinds of copy; the first three keep the photo's pixels nearly as they were.
 const COPIES: &[&str] = &["half", "q40", "tint", "flip", "crop"];
@@ -79,17 +81,11 @@ fn is_copy(key: &str) -> bool {
 }
 
 fn run_embeddings(model: &Path, input: &Path, out: &Path, embeddings: bool, extra: &[&str]) {
-    let mut cmd = labelflow();
-    cmd.args(["run", "--input"])
-        .arg(input)
-        .arg("--output")
-        .arg(out)
-        .arg("--model")
-        .arg(model);
+    let mut cmd = RunCmd::new(input, out).model(model);
     if embeddings {
-        cmd.arg("--embeddings");
+        cmd = cmd.arg("--embeddings");
     }
-    let o = cmd.args(extra).output().unwrap();
+    let o = cmd.args(extra).output();
     assert!(o.status.success(), "run failed: {}", stderr(&o));
 }
 

@@ -242,34 +242,7 @@ fn parquet_objects(
     store: &AmazonS3,
     prefix: &str,
 ) -> Vec<(String, Vec<arrow::array::RecordBatch>)> {
-    rt.block_on(async {
-        let listed: Vec<_> = futures::TryStreamExt::try_collect(store.list(Some(&prefix.into())))
-            .await
-            .unwrap();
-        let mut out = Vec::new();
-        for meta in listed
-            .iter()
-            .filter(|m| m.location.as_ref().ends_with(".parquet"))
-        {
-            let bytes = store
-                .get(&meta.location)
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap();
-            let reader =
-                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
-                    .unwrap_or_else(|e| panic!("{} is not a readable part: {e}", meta.location))
-                    .build()
-                    .unwrap();
-            let batches = reader
-                .collect::<Result<Vec<_>, _>>()
-                .unwrap_or_else(|e| panic!("{} is not a readable part: {e}", meta.location));
-            out.push((meta.location.to_string(), batches));
-        }
-        out
-    })
+    rt.block_on(store_parts(store, prefix))
 }
 
 /// How many `.parquet` objects the bucket lists under `out/`.
@@ -358,14 +331,12 @@ fn run_command(endpoint: &str, bucket: &str, extra: &[&str]) -> Command {
 
 /// `labelflow run` from `input` to `output`, S3 requests through `endpoint`.
 fn run_between(endpoint: &str, input: &str, output: &str, extra: &[&str]) -> Command {
-    let mut c = labelflow();
-    c.env("AWS_ENDPOINT", endpoint)
+    RunCmd::new(input, output)
+        .env("AWS_ENDPOINT", endpoint)
         .env("AWS_ALLOW_HTTP", "true")
-        .args(["run", "--input", input, "--output", output])
-        .args(["--model", small_model().to_str().unwrap()])
         .args(["--decode-threads", "1", "--intra-threads", "1"])
-        .args(extra);
-    c
+        .args(extra)
+        .command()
 }
 
 struct Finished {

@@ -208,13 +208,11 @@ fn write_hostile_files(dir: &Path) -> BTreeMap<String, Expect> {
 /// code (1 exactly when some row is an error row), the summary's counts against the
 /// rows, one row per file and the memory bound.
 fn run_job(input: &Path, out: &Path, extra: &[&str]) -> BTreeMap<String, Pred> {
-    let model = small_model();
-    let mut cmd = labelflow();
-    cmd.args(["run", "--input", input.to_str().unwrap()])
-        .args(["--output", out.to_str().unwrap()])
-        .args(["--model", model.to_str().unwrap(), "--json"])
+    let mut cmd = RunCmd::new(input, out)
+        .json()
         .args(["--max-pixels", &MAX_PIXELS.to_string()])
-        .args(extra);
+        .args(extra)
+        .command();
     let (o, peak) = run_measuring_peak_rss(&mut cmd);
     eprintln!(
         "labelflow run {extra:?} over {}: peak RSS {:.1} MiB",

@@ -131,16 +131,9 @@ fn a_thousand_class_network_gets_imagenet_names_unless_told_otherwise() {
 
     // The imported model labels images.
     let preds = dir.join("preds");
-    let o = labelflow()
-        .args(["run", "--input"])
-        .arg(data("photos"))
-        .arg("--output")
-        .arg(&preds)
-        .arg("--model")
-        .arg(dir.join("imagenet.onnx"))
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    RunCmd::new(data("photos"), &preds)
+        .model(dir.join("imagenet.onnx"))
+        .ok();
     assert_eq!(preds_count(&preds), files_under(&data("photos")).len());
 }
 

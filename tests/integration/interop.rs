@@ -37,22 +37,9 @@ fn duckdb_pyarrow_and_polars_read_what_run_wrote() {
     };
     let input = mixed_input("interop-in");
     let out = scratch("interop-out");
-    let o = labelflow()
-        .args([
-            "run",
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-        ])
-        .args([
-            "--model",
-            small_model().to_str().unwrap(),
-            "--run-id",
-            "interop",
-        ])
-        .output()
-        .unwrap();
+    let o = RunCmd::new(&input, &out)
+        .args(["--run-id", "interop"])
+        .output();
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
 
     // labelflow's own view: class counts and errors.

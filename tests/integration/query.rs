@@ -15,7 +15,7 @@ use labelflow::query::{self, NamedQuery, TextFormat};
 use labelflow::store::Location;
 use object_store::{ObjectStore, ObjectStoreExt};
 
-use super::common::{create_bucket, labelflow, require_s3_endpoint};
+use super::common::{create_bucket, labelflow, parquet_batches, require_s3_endpoint};
 
 const RUN_A: &str = "20261127T213000Z-ab12cd";
 const RUN_B: &str = "20261201T090000Z-ef34aa";
@@ -531,12 +531,10 @@ fn parquet_output_streams_to_a_file() {
         "{err}"
     );
 
-    let file = std::fs::File::open(&out).unwrap();
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .unwrap()
-        .build()
-        .unwrap();
-    let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+    let rows: usize = parquet_batches("the written file", std::fs::File::open(&out).unwrap())
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
     assert_eq!(rows, 7);
 }
 

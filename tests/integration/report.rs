@@ -149,16 +149,28 @@ fn training_folder(dir: &Path) {
     .unwrap();
 }
 
+/// The one number `sql` gives over the dataset at `data` (`labelflow query`).
+fn query_count(data: &Path, sql: &str) -> usize {
+    let o = run_cli(&[
+        "query",
+        "--data",
+        data.to_str().unwrap(),
+        "--format",
+        "csv",
+        sql,
+    ]);
+    assert!(o.status.success(), "query {sql}: {}", stderr(&o));
+    let text = String::from_utf8(o.stdout).unwrap();
+    let value = text.lines().nth(1).unwrap_or_default();
+    value
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("query {sql} gave {text:?}: {e}"))
+}
+
 /// Label `input` into `out` with the small model; returns the exit code.
 fn label(input: &Path, out: &Path, extra: &[&str]) -> i32 {
-    let model = small_model();
-    let o = labelflow()
-        .args(["run", "--input", input.to_str().unwrap()])
-        .args(["--output", out.to_str().unwrap()])
-        .args(["--model", model.to_str().unwrap(), "--batch-size", "8"])
-        .args(extra)
-        .output()
-        .unwrap();
+    let o = RunCmd::new(input, out).batch(8).args(extra).output();
     assert!(
         matches!(o.status.code(), Some(0 | 1)),
         "run failed: {}",
@@ -288,9 +300,21 @@ fn report_is_a_self_contained_page_that_chromium_renders() {
     let o = browse(&chromium, profile.path(), &page, &["--dump-dom"]);
     assert_eq!(console_lines(&o), Vec::<String>::new(), "console messages");
     let dom = String::from_utf8(o.stdout).unwrap();
-    assert!(section(&dom, "classes").matches("<rect").count() > 0);
-    assert!(section(&dom, "confidence").matches("<rect").count() > 0);
-    assert!(section(&dom, "runs").matches("<rect").count() >= 2);
+    // One bar per label (at most 30), one per score bin, and in the runs chart one per
+    // run for each of the (at most 12) most frequent labels.
+    let labels = query_count(
+        &preds,
+        "SELECT count(DISTINCT label) FROM latest WHERE error IS NULL AND label IS NOT NULL",
+    );
+    let run_labels = query_count(
+        &preds,
+        "SELECT count(DISTINCT label) FROM predictions WHERE error IS NULL AND label IS NOT NULL",
+    );
+    assert!(labels > 0 && run_labels >= labels, "{labels} {run_labels}");
+    let bars = |id: &str| section(&dom, id).matches("<rect class=\"bar\"").count();
+    assert_eq!(bars("classes"), labels.min(30));
+    assert_eq!(bars("confidence"), 20);
+    assert_eq!(bars("runs"), run_ids.len() * run_labels.min(12));
     assert_eq!(section(&dom, "training").matches("<polyline").count(), 6);
     let pictures = section(&dom, "lowest")
         .matches("<img src=\"data:image/jpeg;base64,")

@@ -92,23 +92,11 @@ fn labels_a_folder_of_photos_and_odd_files_with_error_rows() {
     let input = mixed_input("run-local-in");
     let out = scratch("run-local-out");
     let model = small_model();
-    let o = labelflow()
-        .args([
-            "run",
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-        ])
-        .args([
-            "--model",
-            model.to_str().unwrap(),
-            "--batch-size",
-            "4",
-            "--json",
-        ])
-        .output()
-        .unwrap();
+    let o = RunCmd::new(&input, &out)
+        .model(&model)
+        .batch(4)
+        .json()
+        .output();
     assert_eq!(
         o.status.code(),
         Some(1),
@@ -166,13 +154,11 @@ fn labels_a_folder_of_photos_and_odd_files_with_error_rows() {
 
     // For a scheduler that retries every non-zero exit, --allow-error-rows makes the
     // same outcome (the error rows retried and failing again) exit 0.
-    let again = labelflow()
-        .args(["run", "--input", input.to_str().unwrap()])
-        .args(["--output", out.to_str().unwrap()])
-        .args(["--model", model.to_str().unwrap()])
-        .args(["--batch-size", "4", "--json", "--allow-error-rows"])
-        .output()
-        .unwrap();
+    let again = RunCmd::new(&input, &out)
+        .model(&model)
+        .batch(4)
+        .args(["--json", "--allow-error-rows"])
+        .output();
     assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
     let summary: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(summary["failed"].as_u64(), Some(bad as u64), "{summary}");
@@ -207,25 +193,10 @@ fn rerunning_a_run_id_resumes_without_duplicates() {
     let model = small_model();
     let photos = data("photos");
     let run = |limit: &str, code: i32| {
-        let o = labelflow()
-            .args([
-                "run",
-                "--input",
-                photos.to_str().unwrap(),
-                "--output",
-                out.to_str().unwrap(),
-            ])
-            .args([
-                "--model",
-                model.to_str().unwrap(),
-                "--run-id",
-                "r1",
-                "--json",
-                "--limit",
-                limit,
-            ])
-            .output()
-            .unwrap();
+        let o = RunCmd::new(&photos, &out)
+            .model(&model)
+            .args(["--run-id", "r1", "--json", "--limit", limit])
+            .output();
         assert_eq!(o.status.code(), Some(code), "{}", stderr(&o));
         serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap_or_default()
     };
@@ -482,29 +453,11 @@ async fn run_over_store(input: Location, output: Location, files: &[String]) {
     assert_eq!(summary.failed, bad);
     assert_eq!(summary.exit_code(), 1);
     // Read the parts back through the store.
-    let mut batches = Vec::new();
-    let listed: Vec<_> =
-        futures::TryStreamExt::try_collect(output.store.list(Some(&output.prefix)))
-            .await
-            .unwrap();
-    for meta in listed
-        .iter()
-        .filter(|m| m.location.as_ref().ends_with(".parquet"))
-    {
-        let bytes = output
-            .store
-            .get(&meta.location)
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .unwrap()
-            .build()
-            .unwrap();
-        batches.extend(reader.map(|b| b.unwrap()));
-    }
+    let batches: Vec<_> = store_parts(output.store.as_ref(), output.prefix.as_ref())
+        .await
+        .into_iter()
+        .flat_map(|(_, b)| b)
+        .collect();
     let rows = preds(&batches);
     check_rows(&rows, files, &input.root);
 }
@@ -574,32 +527,9 @@ fn the_same_job_over_s3() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     // Copy the predictions down and check them.
     let store: Arc<dyn ObjectStore> = Arc::new(store);
-    let parts: Vec<_> = rt
-        .block_on(futures::TryStreamExt::try_collect(
-            store.list(Some(&"preds/run_id=s3run".into())),
-        ))
-        .unwrap();
+    let parts = rt.block_on(store_parts(store.as_ref(), "preds/run_id=s3run"));
     assert!(!parts.is_empty());
-    let mut batches = Vec::new();
-    for meta in parts
-        .iter()
-        .filter(|m| m.location.as_ref().ends_with(".parquet"))
-    {
-        let bytes = rt.block_on(async {
-            store
-                .get(&meta.location)
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap()
-        });
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .unwrap()
-            .build()
-            .unwrap();
-        batches.extend(reader.map(|b| b.unwrap()));
-    }
+    let batches: Vec<_> = parts.into_iter().flat_map(|(_, b)| b).collect();
     check_rows(&preds(&batches), &files, "s3://labelflow-run/photos/");
     let _ = out;
 }
@@ -852,13 +782,11 @@ fn ten_crop_tta_matches_a_python_reference() {
     let photos = data("photos");
     let model = small_model();
     let label = |out: &Path, extra: &[&str]| {
-        let o = labelflow()
-            .args(["run", "--input", photos.to_str().unwrap()])
-            .args(["--output", out.to_str().unwrap()])
-            .args(["--model", model.to_str().unwrap(), "--batch-size", "16"])
+        let o = RunCmd::new(&photos, out)
+            .model(&model)
+            .batch(16)
             .args(extra)
-            .output()
-            .unwrap();
+            .output();
         assert!(o.status.success(), "{}", stderr(&o));
         preds(&read_parts(out))
     };
@@ -913,7 +841,9 @@ fn ten_crop_tta_needs_room_for_the_views() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let e = stderr(&o);
     assert!(
-        e.contains("--tta 10crop") && e.contains("fixed batch"),
+        e.contains("augmentation 10crop")
+            && e.contains("fixed batch")
+            && e.contains("; use --tta none"),
         "{e}"
     );
     assert!(!dir.join("out").exists() || files_under(&dir.join("out")).is_empty());

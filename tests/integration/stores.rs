@@ -166,27 +166,17 @@ impl Backend {
     async fn run(&self, job: &Job<'_>) -> (i32, Value) {
         match &self.runner {
             Runner::Cli(env) => {
-                let mut c = labelflow();
-                c.envs(env.iter().map(|(k, v)| (k, v)))
+                let mut run = RunCmd::new(self.url(job.input), self.out_url(job.output))
                     .env("LABELFLOW_LOG", "labelflow=debug")
-                    .args([
-                        "run",
-                        "--input",
-                        &self.url(job.input),
-                        "--output",
-                        &self.out_url(job.output),
-                        "--model",
-                        small_model().to_str().unwrap(),
-                        "--run-id",
-                        job.run_id,
-                        "--retries",
-                        "2",
-                        "--json",
-                    ]);
-                c.args(SMALL_STEPS);
-                if let Some(glob) = job.include {
-                    c.args(["--include", glob]);
+                    .args(["--run-id", job.run_id, "--retries", "2", "--json"])
+                    .args(SMALL_STEPS);
+                for (k, v) in env {
+                    run = run.env(k, v);
                 }
+                if let Some(glob) = job.include {
+                    run = run.args(["--include", glob]);
+                }
+                let mut c = run.command();
                 let o = if job.interrupt {
                     interrupted(c)
                 } else {
@@ -661,21 +651,12 @@ fn a_presigned_s3_url_in_a_manifest_is_labelled() {
     let manifest = dir.join("links.csv");
     std::fs::write(&manifest, format!("uri\n{}\n{}\n", links[0], links[1])).unwrap();
     let out = dir.join("out");
-    let o = labelflow()
+    let o = RunCmd::new(&manifest, &out)
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .env("LABELFLOW_LOG", "labelflow=debug")
-        .args(["run", "--input", manifest.to_str().unwrap(), "--output"])
-        .arg(&out)
-        .args([
-            "--model",
-            small_model().to_str().unwrap(),
-            "--retries",
-            "1",
-            "--json",
-        ])
-        .output()
-        .unwrap();
+        .args(["--retries", "1", "--json"])
+        .output();
     let s: Value = serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|e| panic!("no JSON summary ({e}): {}", stderr(&o)));
     assert_eq!(
@@ -930,22 +911,11 @@ fn webdav() -> Option<(String, std::path::PathBuf)> {
 }
 
 fn run_to_local(env: &[(String, String)], input: &str, out: &Path, extra: &[&str]) -> (i32, Value) {
-    let o = labelflow()
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .args(["run", "--input", input, "--output", out.to_str().unwrap()])
-        .args([
-            "--model",
-            small_model().to_str().unwrap(),
-            "--batch-size",
-            "4",
-            "--json",
-        ])
-        .args(extra)
-        .output()
-        .unwrap();
-    let summary = serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("no JSON summary ({e}): {}", stderr(&o)));
-    (o.status.code().unwrap(), summary)
+    let mut cmd = RunCmd::new(input, out).batch(4).args(extra);
+    for (k, v) in env {
+        cmd = cmd.env(k, v);
+    }
+    cmd.summary()
 }
 
 /// A folder over HTTP is listed with WebDAV's PROPFIND; a single object is fetched by

@@ -475,7 +475,7 @@ fn the_modern_schedule_runs_with_sgd_and_resumes_only_with_it() {
 fn train_error(config: &TrainConfig) -> String {
     match run(config) {
         Ok(_) => panic!("training on {} should have failed", config.data),
-        Err(e) => e.to_string(),
+        Err(e) => e.report(),
     }
 }
 

@@ -4,10 +4,10 @@ use std::path::Path;
 
 use super::spec::{default_class_names, AlexNetSpec, Op, Variant, INPUT_NAME};
 use super::weights::{check_initializers, AlexNetWeights};
+use crate::error::OnnxError;
 use crate::onnx::metadata;
 use crate::onnx::reader::OnnxModel;
 use crate::onnx::writer::Dim;
-use crate::onnx::OnnxError;
 
 /// An AlexNet read back from a file: its spec, class names and weights.
 #[derive(Debug, Clone)]

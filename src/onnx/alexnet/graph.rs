@@ -9,10 +9,10 @@ use super::spec::{
     OUTPUT_NAME, POOLED,
 };
 use super::weights::AlexNetWeights;
+use crate::error::OnnxError;
 use crate::onnx::writer::{
     attr_float, attr_int, attr_ints, model_proto, write_model_file, Dim, F32Tensor, GraphBuilder,
 };
-use crate::onnx::OnnxError;
 
 /// Builds the ONNX model for `spec` with `weights` and `class_names` (one per class).
 ///

@@ -2,8 +2,8 @@
 
 use std::str::FromStr;
 
+use crate::error::OnnxError;
 use crate::onnx::metadata;
-use crate::onnx::OnnxError;
 use crate::preprocess::PreprocessSpec;
 
 /// Name of the model's only input: `[batch, 3, S, S]` float32.

@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 
 use super::spec::AlexNetSpec;
+use crate::error::OnnxError;
 use crate::onnx::prng::{fill_normal_parallel, fnv1a64, mix64, NormalJob};
 use crate::onnx::reader::OnnxModel;
 use crate::onnx::writer::F32Tensor;
-use crate::onnx::OnnxError;
 
 /// Values per independently seeded random stream in [`AlexNetSpec::random_weights`].
 const WEIGHT_CHUNK: usize = 1 << 20;

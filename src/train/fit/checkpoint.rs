@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use super::optim::{Optimizer, EMA, EXP_AVG, EXP_AVG_SQ, MOMENTUM};
+use crate::error::TrainError;
 use crate::train::metrics::EpochMetrics;
 use crate::train::model::AlexNet;
-use crate::train::TrainError;
 use crate::Result;
 
 /// Optimiser and schedule state saved with every checkpoint.
@@ -56,7 +56,7 @@ fn saved_optimiser(state: &RunState) -> String {
     }
     state
         .recipe
-        .parse::<crate::train::Recipe>()
+        .parse::<crate::train::config::Recipe>()
         .map(|r| r.defaults().optimiser.name().to_owned())
         .unwrap_or_default()
 }

@@ -7,13 +7,14 @@ use std::time::Instant;
 
 use super::progress::TrainProgress;
 use super::train_loop::fit;
+use crate::error::TrainError;
 use crate::onnx::alexnet::read_alexnet;
 use crate::onnx::AlexNetSpec;
 use crate::train::augment::eval_spec;
+use crate::train::config::{Optimiser, Recipe, TrainConfig};
 use crate::train::data;
 use crate::train::export::{self, ModelCard};
 use crate::train::metrics::EpochMetrics;
-use crate::train::{Optimiser, Recipe, TrainConfig, TrainError};
 use crate::{Error, Result};
 
 /// What a run produced.

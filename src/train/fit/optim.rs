@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use tch::Tensor;
 
-use crate::train::TrainError;
+use crate::error::TrainError;
 
 /// The update rule.
 #[derive(Debug, Clone, Copy, PartialEq)]

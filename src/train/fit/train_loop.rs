@@ -10,13 +10,14 @@ use super::batches::{run_epoch, BatchMaker};
 use super::checkpoint::{load_checkpoint, save_checkpoint, RunState};
 use super::optim::{Optimizer, Rule, EMA};
 use super::progress::TrainProgress;
+use crate::error::TrainError;
 use crate::onnx::{AlexNetSpec, AlexNetWeights};
 use crate::train::augment::{ColourPca, Rng};
+use crate::train::config::{torch_device, Optimiser, Recipe, TrainConfig};
 use crate::train::data::{self, Sample};
 use crate::train::export::{CHECKPOINT_DIR, METRICS_FILE};
 use crate::train::metrics::{self, EpochMetrics, Tally};
 use crate::train::model::{AlexNet, HEAD};
-use crate::train::{torch_device, Optimiser, Recipe, TrainConfig, TrainError};
 use crate::Result;
 
 pub(super) struct Fitted {
