@@ -188,65 +188,21 @@ pub fn read_safetensors(path: &Path) -> Result<NamedTensors, OnnxError> {
     })
 }
 
-/// The safetensors layout: an 8-byte little-endian header length, a JSON header
-/// mapping names to `{dtype, shape, data_offsets: [begin, end]}` (offsets into the
-/// bytes after the header), then the data.
+/// Every floating-point tensor of a safetensors file, read by the `safetensors` crate.
 fn parse_safetensors(bytes: &[u8]) -> Result<NamedTensors, String> {
-    let len_bytes: [u8; 8] = bytes
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .ok_or("shorter than its 8-byte header length")?;
-    let header_len = usize::try_from(u64::from_le_bytes(len_bytes))
-        .map_err(|_| "header length out of range".to_string())?;
-    let header_end = 8usize
-        .checked_add(header_len)
-        .filter(|&e| e <= bytes.len())
-        .ok_or("header length runs past the end of the file")?;
-    let header: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&bytes[8..header_end]).map_err(|e| format!("header: {e}"))?;
-    let data = &bytes[header_end..];
+    use safetensors::Dtype;
+    let file = safetensors::SafeTensors::deserialize(bytes).map_err(|e| format!("{e:?}"))?;
     let mut out = NamedTensors::new();
-    for (name, entry) in header {
-        if name == "__metadata__" {
-            continue;
-        }
-        let dtype = entry["dtype"].as_str().unwrap_or_default();
-        let kind = match dtype {
-            "F32" => FloatKind::F32,
-            "F16" => FloatKind::F16,
-            "BF16" => FloatKind::Bf16,
-            "F64" => FloatKind::F64,
+    for (name, view) in file.tensors() {
+        let kind = match view.dtype() {
+            Dtype::F32 => FloatKind::F32,
+            Dtype::F16 => FloatKind::F16,
+            Dtype::BF16 => FloatKind::Bf16,
+            Dtype::F64 => FloatKind::F64,
             _ => continue,
         };
-        let shape: Vec<usize> = entry["shape"]
-            .as_array()
-            .ok_or_else(|| format!("{name}: no shape"))?
-            .iter()
-            .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
-            .collect::<Option<_>>()
-            .ok_or_else(|| format!("{name}: bad shape"))?;
-        let offsets: Vec<usize> = entry["data_offsets"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let [begin, end] = offsets[..] else {
-            return Err(format!("{name}: bad data_offsets"));
-        };
-        let raw = data
-            .get(begin..end)
-            .ok_or_else(|| format!("{name}: data_offsets {begin}..{end} outside the data"))?;
-        let count: usize = shape.iter().product();
-        if raw.len() != count * kind.width() {
-            return Err(format!(
-                "{name}: {} bytes for shape {shape:?} of {dtype}",
-                raw.len()
-            ));
-        }
-        let tensor = F32Tensor::new(shape, kind.decode(raw)).map_err(|e| format!("{name}: {e}"))?;
+        let tensor = F32Tensor::new(view.shape().to_vec(), kind.decode(view.data()))
+            .map_err(|e| format!("{name}: {e}"))?;
         out.insert(name, tensor);
     }
     Ok(out)
@@ -254,30 +210,29 @@ fn parse_safetensors(bytes: &[u8]) -> Result<NamedTensors, String> {
 
 /// Write `tensors` as a safetensors file (F32), e.g. to hand weights to PyTorch.
 pub fn write_safetensors(path: &Path, tensors: &NamedTensors) -> Result<(), OnnxError> {
-    let mut header = serde_json::Map::new();
-    let mut offset = 0usize;
-    for (name, t) in tensors {
-        let end = offset + t.data().len() * 4;
-        header.insert(
-            name.clone(),
-            serde_json::json!({"dtype": "F32", "shape": t.shape(), "data_offsets": [offset, end]}),
-        );
-        offset = end;
-    }
-    let mut text = serde_json::Value::Object(header).to_string();
-    // The data starts 8-byte aligned.
-    while (8 + text.len()) % 8 != 0 {
-        text.push(' ');
-    }
-    let mut bytes = Vec::with_capacity(8 + text.len() + offset);
-    bytes.extend_from_slice(&(text.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(text.as_bytes());
-    for t in tensors.values() {
-        for v in t.data() {
-            bytes.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-    std::fs::write(path, bytes).map_err(|e| OnnxError::io(path, e))
+    let bytes: Vec<(&String, Vec<u8>)> = tensors
+        .iter()
+        .map(|(name, t)| {
+            let raw = t.data().iter().flat_map(|v| v.to_le_bytes()).collect();
+            (name, raw)
+        })
+        .collect();
+    let views = bytes
+        .iter()
+        .zip(tensors.values())
+        .map(|((name, raw), t)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, t.shape().to_vec(), raw)
+                .map(|view| (name.as_str(), view))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| OnnxError::Tensor {
+            name: path.display().to_string(),
+            reason: format!("{e:?}"),
+        })?;
+    safetensors::serialize_to_file(views, &None, path).map_err(|e| OnnxError::Tensor {
+        name: path.display().to_string(),
+        reason: format!("cannot write: {e:?}"),
+    })
 }
 
 #[cfg(test)]

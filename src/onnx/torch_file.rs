@@ -242,63 +242,31 @@ fn tensor(name: &str, t: &TensorRef, data: &[u8]) -> Result<F32Tensor, String> {
     F32Tensor::new(t.shape.clone(), values).map_err(|e| format!("{name}: {e}"))
 }
 
-/// The stored (uncompressed) records of a zip archive, by name, from its central
-/// directory. `torch.save` stores every record uncompressed.
+/// The stored (uncompressed) records of a zip archive, by name, as slices of `bytes`
+/// (the `zip` crate reads the central directory, zip64 included). `torch.save` stores
+/// every record uncompressed.
 fn zip_records(bytes: &[u8]) -> Result<Vec<(String, &[u8])>, String> {
-    let u16_at = |p: usize| -> Result<usize, String> {
-        bytes
-            .get(p..p + 2)
-            .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
-            .ok_or_else(|| "truncated zip archive".to_string())
-    };
-    let u32_at = |p: usize| -> Result<usize, String> {
-        bytes
-            .get(p..p + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-            .ok_or_else(|| "truncated zip archive".to_string())
-    };
-    // The end-of-central-directory record is within the last 64 KiB + 22 bytes.
-    let search_from = bytes.len().saturating_sub(65_557);
-    let eocd = (search_from..bytes.len().saturating_sub(21))
-        .rev()
-        .find(|&p| bytes[p..p + 4] == [0x50, 0x4b, 0x05, 0x06])
-        .ok_or("no end of central directory: not a zip archive")?;
-    let entries = u16_at(eocd + 10)?;
-    let mut pos = u32_at(eocd + 16)?;
-    if entries == 0xffff || pos == 0xffff_ffff {
-        return Err("zip64 archives (over 4 GiB) are not supported".into());
-    }
-    let mut out = Vec::with_capacity(entries);
-    for _ in 0..entries {
-        if u32_at(pos)? != 0x0201_4b50 {
-            return Err("corrupt zip central directory".into());
-        }
-        let method = u16_at(pos + 10)?;
-        let size = u32_at(pos + 20)?;
-        let name_len = u16_at(pos + 28)?;
-        let extra_len = u16_at(pos + 30)?;
-        let comment_len = u16_at(pos + 32)?;
-        let local = u32_at(pos + 42)?;
-        let name = String::from_utf8_lossy(
-            bytes
-                .get(pos + 46..pos + 46 + name_len)
-                .ok_or("truncated zip archive")?,
-        )
-        .into_owned();
-        if method != 0 {
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+        .map_err(|e| format!("not a readable zip archive: {e}"))?;
+    let mut out = Vec::with_capacity(archive.len());
+    for i in 0..archive.len() {
+        let record = archive
+            .by_index_raw(i)
+            .map_err(|e| format!("zip record {i}: {e}"))?;
+        let name = record.name().to_string();
+        if record.compression() != zip::CompressionMethod::Stored {
             return Err(format!(
-                "{name} is compressed (method {method}); torch.save stores records uncompressed"
+                "{name} is compressed ({}); torch.save stores records uncompressed",
+                record.compression()
             ));
         }
-        if u32_at(local)? != 0x0403_4b50 {
-            return Err(format!("{name}: corrupt local header"));
-        }
-        let start = local + 30 + u16_at(local + 26)? + u16_at(local + 28)?;
-        let data = bytes
-            .get(start..start + size)
+        let start = usize::try_from(record.data_start()).unwrap_or(usize::MAX);
+        let size = usize::try_from(record.compressed_size()).unwrap_or(usize::MAX);
+        let data = start
+            .checked_add(size)
+            .and_then(|end| bytes.get(start..end))
             .ok_or_else(|| format!("{name}: runs past the end of the archive"))?;
         out.push((name, data));
-        pos += 46 + name_len + extra_len + comment_len;
     }
     Ok(out)
 }
