@@ -301,6 +301,12 @@ impl Hint {
         self
     }
 
+    /// The hint, then all of `other`.
+    pub fn append(mut self, other: Hint) -> Self {
+        self.parts.extend(other.parts);
+        self
+    }
+
     /// The settings the hint names, in order.
     pub fn settings(&self) -> impl Iterator<Item = Setting> + '_ {
         self.parts.iter().filter_map(|p| match p {

@@ -7,7 +7,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Hint, Result, Setting};
 use crate::store::Location;
 pub use crate::store::{get_within, FetchError};
 
@@ -290,8 +290,9 @@ impl ListingCounters {
         c.fetch_add(1, Relaxed);
     }
 
-    /// "12 by extension, 3 hidden, …" for the filters that removed anything.
-    pub fn removed_description(&self, filter: &Filter) -> String {
+    /// "12 by extension, 3 by --include, …" for the filters that removed anything, the
+    /// filters as settings (a caller names them its own way).
+    pub fn removed_description(&self, filter: &Filter) -> Hint {
         use std::sync::atomic::Ordering::Relaxed;
         let exts = if filter.extensions().is_empty() {
             "any".to_string()
@@ -301,29 +302,40 @@ impl ListingCounters {
         let parts = [
             (
                 self.by_extension.load(Relaxed),
-                format!("by extension (reading {exts}; --extensions)"),
+                Hint::new(format!("by extension (reading {exts}; "))
+                    .setting(Setting::Extensions)
+                    .then(")"),
             ),
-            (self.by_include.load(Relaxed), "by --include".to_string()),
-            (self.by_exclude.load(Relaxed), "by --exclude".to_string()),
+            (
+                self.by_include.load(Relaxed),
+                Hint::new("by ").setting(Setting::Include),
+            ),
+            (
+                self.by_exclude.load(Relaxed),
+                Hint::new("by ").setting(Setting::Exclude),
+            ),
             (
                 self.hidden.load(Relaxed),
-                "as hidden (name starts with '.')".to_string(),
+                Hint::new("as hidden (name starts with '.')"),
             ),
             (
                 self.by_shard.load(Relaxed),
-                format!("as another shard's (this is shard {})", filter.shard()),
+                Hint::new(format!(
+                    "as another shard's (this is shard {})",
+                    filter.shard()
+                )),
             ),
             (
                 self.no_uri.load(Relaxed),
-                "as manifest rows with an empty uri".to_string(),
+                Hint::new("as manifest rows with an empty uri"),
             ),
         ];
-        let said: Vec<String> = parts
-            .into_iter()
-            .filter(|(n, _)| *n > 0)
-            .map(|(n, what)| format!("{n} {what}"))
-            .collect();
-        said.join(", ")
+        let mut said = Hint::default();
+        for (i, (n, what)) in parts.into_iter().filter(|(n, _)| *n > 0).enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            said = said.then(format!("{sep}{n} ")).append(what);
+        }
+        said
     }
 }
 

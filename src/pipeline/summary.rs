@@ -221,11 +221,13 @@ pub(super) async fn finish(
         } else {
             (
                 format!(
-                    "nothing to label: {} objects listed under {input}, all removed by the filters: {}",
+                    "nothing to label: {} objects listed under {input}, all removed by the filters",
                     summary.listed,
-                    listing.removed_description(&filter)
                 ),
-                allow(" to accept an empty selection"),
+                Hint::new("removed ")
+                    .append(listing.removed_description(&filter))
+                    .then("; ")
+                    .append(allow(" to accept an empty selection")),
             )
         };
         return Err(Error::Input(reason).with_hint(hint));

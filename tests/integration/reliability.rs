@@ -344,8 +344,15 @@ fn nothing_to_label_is_said_and_exits_2() {
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("4 objects listed"), "{err}");
-    assert!(err.contains("4 by extension (reading png"), "{err}");
-    assert!(err.contains("--allow-empty"), "{err}");
+    // The hint names the settings as flags on the command line.
+    assert!(
+        err.contains("removed 4 by extension (reading png; --extensions)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("; pass --allow-empty to accept an empty selection"),
+        "{err}"
+    );
     assert_eq!(
         err.lines().filter(|l| l.starts_with("error")).count(),
         1,

@@ -848,3 +848,32 @@ fn ten_crop_tta_needs_room_for_the_views() {
     );
     assert!(!dir.join("out").exists() || files_under(&dir.join("out")).is_empty());
 }
+
+/// Through the library, an error's hint names settings as the pipeline file's keys
+/// (the command line shows flags instead): no flag a library caller never typed.
+#[tokio::test]
+async fn library_errors_name_settings_by_their_keys() {
+    let dir = scratch("library-hints");
+    let input = dir.join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::write(input.join("notes.txt"), "not an image").unwrap();
+    let out = dir.join("out");
+    let p = plan(input.to_str().unwrap(), out.to_str().unwrap());
+    let e = pipeline::Run::new(&p).execute().await.unwrap_err();
+    assert!(matches!(e.kind(), labelflow::Error::Input(_)), "{e:?}");
+    let settings: Vec<_> = e.hint().unwrap().settings().collect();
+    assert_eq!(
+        settings,
+        [
+            labelflow::error::Setting::Extensions,
+            labelflow::error::Setting::AllowEmpty
+        ]
+    );
+    let text = e.report();
+    assert!(
+        text.contains("; input.extensions)")
+            && text.contains("; pass input.allow_empty to accept an empty selection"),
+        "{text}"
+    );
+    assert!(!text.contains("--"), "{text}");
+}
