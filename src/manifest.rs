@@ -140,12 +140,7 @@ async fn open(manifest: &Location) -> Result<BoxStream<'static, Result<RecordBat
             let builder = ParquetRecordBatchStreamBuilder::new(reader)
                 .await
                 .map_err(|e| unreadable(&e))?;
-            let names: Vec<&str> = builder
-                .schema()
-                .fields()
-                .iter()
-                .map(|f| f.name().as_str())
-                .collect();
+            let names = field_names(builder.schema());
             let column = uri_column(&what, &names)?;
             let mask = ProjectionMask::roots(builder.parquet_schema(), [column]);
             builder
@@ -160,23 +155,15 @@ async fn open(manifest: &Location) -> Result<BoxStream<'static, Result<RecordBat
             let delimiter = if format == Format::Tsv { b'\t' } else { b',' };
             let mut bytes = body(manifest, &meta).await?;
             // The header: the first line, however many chunks it spans.
-            let mut head = Vec::new();
-            while !head.contains(&b'\n') {
-                match bytes.next().await {
-                    Some(chunk) => head.extend_from_slice(&chunk.map_err(|e| unreadable(&e))?),
-                    None => break,
-                }
-            }
+            let head = read_head(&mut bytes, |head| head.contains(&b'\n'))
+                .await
+                .map_err(|e| unreadable(&e))?;
             let (inferred, _) = arrow::csv::reader::Format::default()
                 .with_header(true)
                 .with_delimiter(delimiter)
                 .infer_schema(std::io::Cursor::new(&head), Some(0))
                 .map_err(|e| unreadable(&e))?;
-            let names: Vec<&str> = inferred
-                .fields()
-                .iter()
-                .map(|f| f.name().as_str())
-                .collect();
+            let names = field_names(&inferred);
             let column = uri_column(&what, &names)?;
             // Every column as text: only the URIs are kept, and nothing is guessed.
             let text = Schema::new(
@@ -197,13 +184,9 @@ async fn open(manifest: &Location) -> Result<BoxStream<'static, Result<RecordBat
         Format::JsonLines => {
             let mut bytes = body(manifest, &meta).await?;
             // The field names of the first lines (up to 1 MiB of them).
-            let mut head = Vec::new();
-            while head.len() < 1 << 20 {
-                match bytes.next().await {
-                    Some(chunk) => head.extend_from_slice(&chunk.map_err(|e| unreadable(&e))?),
-                    None => break,
-                }
-            }
+            let head = read_head(&mut bytes, |head| head.len() >= 1 << 20)
+                .await
+                .map_err(|e| unreadable(&e))?;
             let complete = match head.iter().rposition(|&b| b == b'\n') {
                 Some(end) if head.len() >= 1 << 20 => &head[..end],
                 _ => &head[..],
@@ -211,11 +194,7 @@ async fn open(manifest: &Location) -> Result<BoxStream<'static, Result<RecordBat
             let (inferred, _) =
                 arrow::json::reader::infer_json_schema(std::io::Cursor::new(complete), None)
                     .map_err(|e| unreadable(&e))?;
-            let names: Vec<&str> = inferred
-                .fields()
-                .iter()
-                .map(|f| f.name().as_str())
-                .collect();
+            let names = field_names(&inferred);
             let column = uri_column(&what, &names)?;
             let name = names[column].to_string();
             let decoder = arrow::json::ReaderBuilder::new(Arc::new(Schema::new(vec![Field::new(
@@ -258,6 +237,27 @@ fn uri_column(manifest: &str, names: &[&str]) -> Result<usize> {
                 names.join(", ")
             ))
         })
+}
+
+/// The names of a schema's top-level fields.
+fn field_names(schema: &Schema) -> Vec<&str> {
+    schema.fields().iter().map(|f| f.name().as_str()).collect()
+}
+
+/// The first chunks of `bytes`, until `enough` says so or the bytes end; the rest of
+/// the stream is left in `bytes`.
+async fn read_head(
+    bytes: &mut BoxStream<'static, object_store::Result<bytes::Bytes>>,
+    enough: impl Fn(&[u8]) -> bool,
+) -> object_store::Result<Vec<u8>> {
+    let mut head = Vec::new();
+    while !enough(&head) {
+        match bytes.next().await {
+            Some(chunk) => head.extend_from_slice(&chunk?),
+            None => break,
+        }
+    }
+    Ok(head)
 }
 
 /// The manifest file's bytes as they arrive.

@@ -308,11 +308,12 @@ where
         .unwrap_or_else(|e| panic!("{name} is not a readable Parquet file: {e}"))
 }
 
-/// Every `.parquet` object under `prefix` in `store`, read back, with its path.
-pub async fn store_parts(
+/// Every object under `prefix` in `store` whose key ends with `suffix`, with its bytes.
+pub async fn store_objects(
     store: &dyn object_store::ObjectStore,
     prefix: &str,
-) -> Vec<(String, Vec<RecordBatch>)> {
+    suffix: &str,
+) -> Vec<(String, bytes::Bytes)> {
     use object_store::ObjectStoreExt;
     let prefix = object_store::path::Path::from(prefix);
     let listed: Vec<_> = futures::TryStreamExt::try_collect(store.list(Some(&prefix)))
@@ -321,19 +322,27 @@ pub async fn store_parts(
     let mut out = Vec::new();
     for meta in listed
         .iter()
-        .filter(|m| m.location.as_ref().ends_with(".parquet"))
+        .filter(|m| m.location.as_ref().ends_with(suffix))
     {
-        let bytes = store
-            .get(&meta.location)
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        let name = meta.location.to_string();
-        out.push((name.clone(), parquet_batches(&name, bytes)));
+        let got = store.get(&meta.location).await.unwrap();
+        out.push((meta.location.to_string(), got.bytes().await.unwrap()));
     }
     out
+}
+
+/// Every `.parquet` object under `prefix` in `store`, read back, with its path.
+pub async fn store_parts(
+    store: &dyn object_store::ObjectStore,
+    prefix: &str,
+) -> Vec<(String, Vec<RecordBatch>)> {
+    store_objects(store, prefix, ".parquet")
+        .await
+        .into_iter()
+        .map(|(name, bytes)| {
+            let batches = parquet_batches(&name, bytes);
+            (name, batches)
+        })
+        .collect()
 }
 
 /// One row, as the tests look at it.

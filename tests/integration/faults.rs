@@ -269,31 +269,13 @@ fn output_rows(rt: &tokio::runtime::Runtime, store: &AmazonS3) -> Vec<Pred> {
 
 /// The status in every run record under `out/_runs/`, by record key.
 fn run_statuses(rt: &tokio::runtime::Runtime, store: &AmazonS3) -> BTreeMap<String, String> {
-    rt.block_on(async {
-        let listed: Vec<_> =
-            futures::TryStreamExt::try_collect(store.list(Some(&"out/_runs".into())))
-                .await
-                .unwrap();
-        let mut out = BTreeMap::new();
-        for meta in listed
-            .iter()
-            .filter(|m| m.location.as_ref().ends_with(".json"))
-        {
-            let bytes = store
-                .get(&meta.location)
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap();
+    rt.block_on(store_objects(store, "out/_runs", ".json"))
+        .into_iter()
+        .map(|(key, bytes)| {
             let v: Value = serde_json::from_slice(&bytes).unwrap();
-            out.insert(
-                meta.location.to_string(),
-                v["status"].as_str().unwrap_or("?").to_string(),
-            );
-        }
-        out
-    })
+            (key, v["status"].as_str().unwrap_or("?").to_string())
+        })
+        .collect()
 }
 
 /// Each key of `want` exactly once in `rows`, and nothing else.
