@@ -47,16 +47,6 @@ impl Format {
             _ => return None,
         })
     }
-
-    /// The format's usual extension.
-    pub fn extension(self) -> &'static str {
-        match self {
-            Self::Parquet => "parquet",
-            Self::Csv => "csv",
-            Self::Tsv => "tsv",
-            Self::JsonLines => "jsonl",
-        }
-    }
 }
 
 /// Whether `input` (a parsed `--input`) is a manifest rather than a prefix to list.
@@ -129,13 +119,14 @@ async fn open(manifest: &Location) -> Result<BoxStream<'static, Result<RecordBat
     let unreadable = |e: &dyn std::fmt::Display| {
         Error::Input(format!("cannot read the manifest {manifest}: {e}"))
     };
-    let meta = manifest
-        .store
-        .head(&manifest.prefix)
-        .await
-        .map_err(|e| unreadable(&e))?;
     let batches = match format {
         Format::Parquet => {
+            // Ranged reads need the size: the footer is read first.
+            let meta = manifest
+                .store
+                .head(&manifest.prefix)
+                .await
+                .map_err(|e| unreadable(&e))?;
             let reader = crate::dataset::PartReader::new(manifest, &meta);
             let builder = ParquetRecordBatchStreamBuilder::new(reader)
                 .await
@@ -153,7 +144,7 @@ async fn open(manifest: &Location) -> Result<BoxStream<'static, Result<RecordBat
         }
         Format::Csv | Format::Tsv => {
             let delimiter = if format == Format::Tsv { b'\t' } else { b',' };
-            let mut bytes = body(manifest, &meta).await?;
+            let mut bytes = body(manifest).await.map_err(|e| unreadable(&e))?;
             // The header: the first line, however many chunks it spans.
             let head = read_head(&mut bytes, |head| head.contains(&b'\n'))
                 .await
@@ -182,7 +173,7 @@ async fn open(manifest: &Location) -> Result<BoxStream<'static, Result<RecordBat
             decoded(chunks, CsvLike(decoder)).boxed()
         }
         Format::JsonLines => {
-            let mut bytes = body(manifest, &meta).await?;
+            let mut bytes = body(manifest).await.map_err(|e| unreadable(&e))?;
             // The field names of the first lines (up to 1 MiB of them).
             let head = read_head(&mut bytes, |head| head.len() >= 1 << 20)
                 .await
@@ -260,17 +251,11 @@ async fn read_head(
     Ok(head)
 }
 
-/// The manifest file's bytes as they arrive.
+/// The manifest file's bytes as they arrive (one GET).
 async fn body(
     manifest: &Location,
-    meta: &object_store::ObjectMeta,
-) -> Result<BoxStream<'static, object_store::Result<bytes::Bytes>>> {
-    let got = manifest
-        .store
-        .get(&meta.location)
-        .await
-        .map_err(|e| Error::Input(format!("cannot read the manifest {manifest}: {e}")))?;
-    Ok(got.into_stream())
+) -> object_store::Result<BoxStream<'static, object_store::Result<bytes::Bytes>>> {
+    Ok(manifest.store.get(&manifest.prefix).await?.into_stream())
 }
 
 /// A push decoder of text rows (arrow's CSV and JSON decoders have the same shape).

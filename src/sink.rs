@@ -175,7 +175,7 @@ pub fn remove_stale_staging(output: &Location, run_id: &str) -> usize {
 
 /// How a row fills one output column: one entry per column of
 /// [`schema::predictions`], in its order. A new column is a field there and a line
-/// here (the buffer checks the two agree when it is made).
+/// here (a test checks the two agree).
 type Put = fn(&mut dyn ArrayBuilder, &Row, &ModelStamp) -> Result<()>;
 
 const COLUMNS: &[(&str, Put)] = &[
@@ -326,21 +326,17 @@ impl EmbeddingBuilders {
 
 impl RowBuffer {
     fn new(embedding: Option<schema::EmbeddingColumns>) -> Self {
-        let base = schema::predictions();
-        let names: Vec<&str> = base.fields().iter().map(|f| f.name().as_str()).collect();
-        let table: Vec<&str> = COLUMNS.iter().map(|(name, _)| *name).collect();
-        assert_eq!(
-            names, table,
-            "the sink's column table follows schema::predictions"
-        );
+        let schema = schema::predictions_with(embedding);
         Self {
-            columns: base
+            // The base columns come first in the schema, the embedding's after them.
+            columns: schema
                 .fields()
                 .iter()
+                .take(COLUMNS.len())
                 .map(|f| make_builder(f.data_type(), 1024))
                 .collect(),
             embedding: embedding.map(EmbeddingBuilders::new),
-            schema: schema::predictions_with(embedding),
+            schema,
             len: 0,
         }
     }
@@ -580,6 +576,17 @@ pub async fn probe_writable(output: &Location) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_column_table_follows_the_schema() {
+        let names: Vec<String> = schema::predictions()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let table: Vec<String> = COLUMNS.iter().map(|(n, _)| n.to_string()).collect();
+        assert_eq!(names, table);
+    }
 
     fn obj(i: usize) -> ObjectRef {
         ObjectRef {

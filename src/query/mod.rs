@@ -298,17 +298,6 @@ pub async fn register_table(ctx: &SessionContext, name: &str, url: &str) -> Resu
         .map_err(|e| Error::Input(format!("--table {name}={url}: {e}")))
 }
 
-/// Register the one file at `location` (a `.parquet`, `.csv`, `.tsv` or JSON-lines
-/// file, read as `ext` says) as table `name`. The error is DataFusion's, as text.
-pub async fn register_file(
-    ctx: &SessionContext,
-    name: &str,
-    location: &Location,
-    ext: &str,
-) -> std::result::Result<(), String> {
-    register_located(ctx, name, location, ext, false).await
-}
-
 async fn register_located(
     ctx: &SessionContext,
     name: &str,
