@@ -49,15 +49,19 @@ def model_spec(session):
     if "labelflow.preprocess" in meta:
         spec = {**DEFAULTS, **json.loads(meta["labelflow.preprocess"])}
     else:
-        h = session.get_inputs()[0].shape[2]  # NCHW
+        inp = session.get_inputs()[0]
+        h = inp.shape[1] if inp.type == "tensor(uint8)" else inp.shape[2]  # NHWC / NCHW
         crop = h if isinstance(h, int) and h > 0 else DEFAULTS["crop"]
         spec = {**DEFAULTS, "crop": crop, "resize": max(crop, round(crop * 256 / 224))}
     spec["logits"] = meta.get("labelflow.output", "logits").lower() not in ("probabilities", "probs")
+    # A uint8 input takes the crop's RGB bytes (NHWC); the graph normalises them.
+    spec["bytes"] = session.get_inputs()[0].type == "tensor(uint8)"
     return spec
 
 
 def preprocess(src, draft=False):
-    """File path or file object -> float32 tensor of one image (CHW unless NHWC)."""
+    """File path or file object -> float32 tensor of one image (CHW unless NHWC), or
+    its uint8 RGB crop (HWC) for a model that normalises in its graph."""
     resize, crop = SPEC["resize"], SPEC["crop"]
     with Image.open(src) as im:
         if draft:
@@ -78,6 +82,8 @@ def preprocess(src, draft=False):
     top = int(round((size[1] - crop) / 2.0))
     left = int(round((size[0] - crop) / 2.0))
     im = im.crop((left, top, left + crop, top + crop))
+    if SPEC["bytes"]:
+        return np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
     x = np.asarray(im, dtype=np.uint8).astype(np.float32)
     if SPEC["pixel_range"] == "unit":
         x = x / np.float32(255.0)

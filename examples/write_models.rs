@@ -21,6 +21,7 @@ fn small(variant: Variant) -> AlexNetSpec {
         width: 0.25,
         input_size: 64,
         seed: 1,
+        input: Default::default(),
     }
 }
 

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
 
-use crate::preprocess::{PreprocessError, Preprocessor, Tta};
+use crate::batch::Values;
+use crate::preprocess::{PreprocessError, Preprocessor, Tta, ViewElement};
 
 /// Whether the JPEG decoder (libjpeg-turbo, built from source with the project) runs
 /// its SIMD kernels on this CPU: they are compiled in only when `nasm` was installed
@@ -164,14 +165,29 @@ fn give_back_pixels(v: Vec<u8>) {
 ///
 /// `pre` keeps its buffers between calls: keep one per decode thread. It stays
 /// usable after an error, a caught panic included (its buffers are scratch only).
-pub fn decode_and_prepare(
+pub fn decode_and_prepare<T: ViewElement>(
     bytes: &[u8],
     limits: DecodeLimits,
     pre: &mut Preprocessor,
     tta: Tta,
-    out: &mut [f32],
+    out: &mut [T],
 ) -> Result<(u32, u32), DecodeError> {
     decode_and_prepare_timed(bytes, limits, pre, tta, out, &mut PrepareTimes::default())
+}
+
+/// [`decode_and_prepare_timed`] into host [`Values`] of either element type.
+pub fn decode_and_prepare_into(
+    bytes: &[u8],
+    limits: DecodeLimits,
+    pre: &mut Preprocessor,
+    tta: Tta,
+    out: &mut Values,
+    times: &mut PrepareTimes,
+) -> Result<(u32, u32), DecodeError> {
+    match out {
+        Values::F32(o) => decode_and_prepare_timed(bytes, limits, pre, tta, o, times),
+        Values::U8(o) => decode_and_prepare_timed(bytes, limits, pre, tta, o, times),
+    }
 }
 
 /// Time spent in each half of [`decode_and_prepare`].
@@ -182,12 +198,12 @@ pub struct PrepareTimes {
 }
 
 /// [`decode_and_prepare`], adding the time of each half to `times`.
-pub fn decode_and_prepare_timed(
+pub fn decode_and_prepare_timed<T: ViewElement>(
     bytes: &[u8],
     limits: DecodeLimits,
     pre: &mut Preprocessor,
     tta: Tta,
-    out: &mut [f32],
+    out: &mut [T],
     times: &mut PrepareTimes,
 ) -> Result<(u32, u32), DecodeError> {
     if bytes.is_empty() {

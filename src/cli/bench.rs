@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use futures::StreamExt;
 
-use labelflow::batch::BatchInput;
+use labelflow::batch::{BatchInput, Element, Values};
 use labelflow::config::Tuning;
 use labelflow::decode::{self, DecodeLimits};
 use labelflow::pipeline;
@@ -39,6 +39,24 @@ pub struct BenchOptions {
     pub device: labelflow::runtime::Device,
     /// Run the Python baseline with this interpreter.
     pub baseline: Option<PathBuf>,
+    /// Run the peers (Daft, Ray Data) with this interpreter.
+    pub peers: Option<PathBuf>,
+}
+
+/// The peers' pipelines, embedded like the baseline.
+pub const PEERS_SCRIPT: &str = include_str!("../../benches/peers.py");
+
+/// The interpreter `--peers` uses unless told: `LABELFLOW_PEERS_PYTHON`, the venv that
+/// scripts/setup-peers.sh makes, then the baseline's.
+pub fn default_peers_python() -> PathBuf {
+    if let Some(p) = std::env::var_os("LABELFLOW_PEERS_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = PathBuf::from("third_party/peers-venv/bin/python");
+    if venv.exists() {
+        return venv;
+    }
+    default_python()
 }
 
 /// The Python baseline, embedded so that an installed binary can run it anywhere.
@@ -87,6 +105,8 @@ pub struct BenchReport {
     pub ratios: Vec<(String, f64)>,
     /// The baseline's versions and settings, when it ran.
     pub baseline: Option<String>,
+    /// `(peer, its settings, labelflow end to end ÷ the peer's)`, when the peers ran.
+    pub peer_ratios: Vec<(String, String, f64)>,
 }
 
 impl BenchReport {
@@ -133,6 +153,12 @@ impl BenchReport {
         }
         for (what, ratio) in &self.ratios {
             s.push_str(&format!("  {what:<58} {ratio:>6.2}\n"));
+        }
+        if !self.peer_ratios.is_empty() {
+            s.push_str("\nlabelflow end to end ÷ peer end to end (same images, same model):\n");
+        }
+        for (peer, settings, ratio) in &self.peer_ratios {
+            s.push_str(&format!("  {peer:<14} {ratio:>6.2}   ({settings})\n"));
         }
         s
     }
@@ -244,26 +270,37 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport> {
     let loaded = labelflow::infer::load_model(&probe_plan.model_options())?;
     let spec = loaded.spec.clone();
     let device = loaded.device;
+    let element = loaded.info.element;
 
     // 1. decode + preprocess on the decode pool's thread count (and per core, for the
     // baseline's single-process rows).
     let n = opts.stage_images.max(1);
     let threads = opts.tuning.decode_threads.max(1);
     if opts.baseline.is_some() && threads > 1 {
-        rows.push(measure_decode(&files, &spec, n, 1));
+        rows.push(measure_decode(&files, &spec, element, n, 1));
     }
-    rows.push(measure_decode(&files, &spec, n, threads));
+    rows.push(measure_decode(&files, &spec, element, n, threads));
 
     // 2. inference only, on real preprocessed tensors.
     let batch = loaded.pool.batch_size();
     let mut pre = Preprocessor::new(spec.clone())?;
-    let mut data = Vec::with_capacity(batch * spec.tensor_len());
+    let len = spec.tensor_len();
+    let mut data = Values::with_capacity(element, batch * len);
+    let mut one = Values::zeros(element, len);
     for i in 0..batch {
         let (_, bytes) = &files[i % files.len()];
-        let img = decode::decode(bytes, DecodeLimits::default())
-            .map_err(|e| Error::Input(e.to_string()))?;
-        data.extend(pre.run(&img.pixels, img.width, img.height)?);
+        decode::decode_and_prepare_into(
+            bytes,
+            DecodeLimits::default(),
+            &mut pre,
+            Tta::None,
+            &mut one,
+            &mut Default::default(),
+        )
+        .map_err(|e| Error::Input(e.to_string()))?;
+        data.extend_from(&one);
     }
+
     let handle = loaded.pool.handle();
     // One warm-up call, not timed.
     handle
@@ -346,6 +383,14 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport> {
         baseline = Some(b.settings);
         rows.extend(b.rows);
     }
+    let mut peers = Vec::new();
+    if let Some(python) = &opts.peers {
+        let count = opts.images.last().copied().unwrap_or(0);
+        let dir = scratch.join(format!("input-{count}"));
+        let p = run_peers(python, opts, &model, &dir, &scratch, count, batch)?;
+        peers = p.ratios_against;
+        rows.extend(p.rows);
+    }
     let _ = std::fs::remove_dir_all(&scratch);
     let mut report = BenchReport {
         model: model.display().to_string(),
@@ -363,10 +408,12 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport> {
         rows,
         ratios: Vec::new(),
         baseline,
+        peer_ratios: Vec::new(),
     };
     if opts.baseline.is_some() {
         report.ratios = baseline_ratios(&report, opts);
     }
+    report.peer_ratios = peer_ratios(&report, opts, &peers);
     Ok(report)
 }
 
@@ -376,6 +423,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport> {
 fn measure_decode(
     files: &[(PathBuf, Vec<u8>)],
     spec: &labelflow::preprocess::PreprocessSpec,
+    element: Element,
     n: usize,
     threads: usize,
 ) -> Measurement {
@@ -385,19 +433,20 @@ fn measure_decode(
         for _ in 0..threads {
             s.spawn(|| -> Result<()> {
                 let mut pre = Preprocessor::new(spec.clone())?;
-                let mut out = vec![0f32; spec.tensor_len()];
+                let mut out = Values::zeros(element, spec.tensor_len());
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if i >= n {
                         return Ok(());
                     }
                     let (_, bytes) = &files[i % files.len()];
-                    let _ = decode::decode_and_prepare(
+                    let _ = decode::decode_and_prepare_into(
                         bytes,
                         DecodeLimits::default(),
                         &mut pre,
                         Tta::None,
                         &mut out,
+                        &mut Default::default(),
                     );
                 }
             });
@@ -502,6 +551,127 @@ fn run_baseline(
         intra_threads_text(opts.tuning.intra_threads)
     );
     Ok(BaselineRun { rows, settings })
+}
+
+/// What the peers measured.
+struct PeersRun {
+    rows: Vec<Measurement>,
+    /// `(peer, settings)` for each peer that ran.
+    ratios_against: Vec<(String, String)>,
+}
+
+/// Run `benches/peers.py` (embedded) with `python` on the end-to-end folder `dir`.
+fn run_peers(
+    python: &std::path::Path,
+    opts: &BenchOptions,
+    model: &std::path::Path,
+    dir: &std::path::Path,
+    scratch: &std::path::Path,
+    images: usize,
+    batch: usize,
+) -> Result<PeersRun> {
+    let script = scratch.join("peers.py");
+    std::fs::write(&script, PEERS_SCRIPT)
+        .map_err(|e| Error::io(format!("writing {}", script.display()), e))?;
+    let threads = opts.tuning.decode_threads.max(1);
+    let device = if opts.device == labelflow::runtime::Device::Cpu {
+        "cpu"
+    } else {
+        "cuda"
+    };
+    let out = std::process::Command::new(python)
+        .arg(&script)
+        .arg("--model")
+        .arg(model)
+        .arg("--input")
+        .arg(dir)
+        .args(["--batch-size", &batch.to_string()])
+        .args(["--threads", &threads.to_string()])
+        .args(["--intra-threads", &opts.tuning.intra_threads.to_string()])
+        .args(["--device", device])
+        .arg("--output")
+        .arg(scratch.join("peers-output"))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .map_err(|e| {
+            Error::Input(format!(
+                "cannot start the peers with {}: {e}; run scripts/setup-peers.sh (daft, ray[data], onnxruntime) or pass --peers-python PATH",
+                python.display()
+            ))
+        })?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: serde_json::Value = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .and_then(|l| serde_json::from_str(l).ok())
+        .ok_or_else(|| {
+            let tail: Vec<&str> = stderr.lines().rev().take(8).collect();
+            Error::Input(format!(
+                "the peers ({}) printed no report ({}); run scripts/setup-peers.sh to install them:\n{}",
+                python.display(),
+                out.status,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ))
+        })?;
+    let mut run = PeersRun {
+        rows: Vec::new(),
+        ratios_against: Vec::new(),
+    };
+    let mut errors = Vec::new();
+    for (key, name) in [("daft", "Daft"), ("ray", "Ray Data")] {
+        let r = &report[key];
+        if let Some(e) = r["error"].as_str() {
+            errors.push(e.to_string());
+            continue;
+        }
+        let (Some(n), Some(seconds)) = (r["images"].as_u64(), r["seconds"].as_f64()) else {
+            errors.push(format!("{name}: no result in {r}"));
+            continue;
+        };
+        let label = format!("{name} {}", r["version"].as_str().unwrap_or("?"));
+        run.rows.push(Measurement {
+            stage: format!("{label} end-to-end ({images} images)"),
+            images: n as usize,
+            seconds,
+            peak_rss_mib: None,
+            bound: None,
+        });
+        run.ratios_against.push((
+            label,
+            r["settings"].as_str().unwrap_or_default().to_string(),
+        ));
+    }
+    if run.rows.is_empty() {
+        return Err(Error::Input(format!(
+            "no peer ran: {}; run scripts/setup-peers.sh",
+            errors.join("; ")
+        )));
+    }
+    for e in errors {
+        eprintln!("bench: {e}");
+    }
+    Ok(run)
+}
+
+/// labelflow's end to end ÷ each peer's, on the same folder.
+fn peer_ratios(
+    report: &BenchReport,
+    opts: &BenchOptions,
+    peers: &[(String, String)],
+) -> Vec<(String, String, f64)> {
+    let count = opts.images.last().copied().unwrap_or(0);
+    let Some(ours) = report.rate_of(&format!("end-to-end ({count} images)")) else {
+        return Vec::new();
+    };
+    peers
+        .iter()
+        .filter_map(|(label, settings)| {
+            let theirs = report.rate_of(&format!("{label} end-to-end ({count} images)"))?;
+            Some((label.clone(), settings.clone(), ours / theirs))
+        })
+        .collect()
 }
 
 /// ONNX Runtime's intra-op thread setting as the tables print it (0 = its default).

@@ -398,6 +398,10 @@ pub struct ModelImportArgs {
     /// The input side the network was trained at (default 224, or the ONNX file's).
     #[arg(long, value_name = "PIXELS")]
     pub input_size: Option<usize>,
+    /// The written model's image input: uint8 (RGB bytes, normalised in the graph) or
+    /// float32 (the normalised tensor).
+    #[arg(long, value_name = "uint8|float32", default_value = "uint8")]
+    pub input_type: labelflow::batch::Element,
 }
 
 #[derive(Debug, Args)]
@@ -423,6 +427,11 @@ pub struct ModelInitArgs {
     /// Seed of the He-initialised weights.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// The model's image input: uint8 (RGB bytes [N,S,S,3], cast and normalised by the
+    /// graph's first nodes: a quarter of the bytes per batch) or float32 (the
+    /// normalised [N,3,S,S] tensor).
+    #[arg(long, value_name = "uint8|float32", default_value = "uint8")]
+    pub input_type: labelflow::batch::Element,
 }
 
 #[derive(Debug, Args)]
@@ -451,6 +460,16 @@ pub struct BenchArgs {
     /// Python for --baseline, with pillow, numpy, onnxruntime and pyarrow (default: $LABELFLOW_PYTHON, ./.venv/bin/python, python3).
     #[arg(long, value_name = "PATH", requires = "baseline")]
     pub python: Option<PathBuf>,
+    /// Also run the peers — Daft (download → decode_image → resize → a class UDF with an
+    /// onnxruntime session) and Ray Data (read_images → map_batches with a callable
+    /// class) — end to end on the same images and model (benches/peers.py), and print
+    /// labelflow ÷ each. Installed by scripts/setup-peers.sh.
+    #[arg(long, conflicts_with = "listing")]
+    pub peers: bool,
+    /// Python for --peers, with daft, ray[data] and onnxruntime (default:
+    /// $LABELFLOW_PEERS_PYTHON, ./third_party/peers-venv/bin/python, else as --python).
+    #[arg(long, value_name = "PATH", requires = "peers")]
+    pub peers_python: Option<PathBuf>,
     /// Measure only listing --input (a folder or any store URL, e.g. s3://bucket/prefix/):
     /// keys per second and resident memory while the keys stream.
     #[arg(long, conflicts_with = "baseline")]
@@ -478,6 +497,11 @@ pub fn flag(setting: labelflow::error::Setting) -> String {
         S::AllowEmpty => "--allow-empty",
         S::Model => "--model",
         S::Crop => "--crop",
+        S::Mean => "--mean",
+        S::Std => "--std",
+        S::ChannelOrder => "--channel-order",
+        S::PixelRange => "--pixel-range",
+        S::Layout => "--layout",
         S::Tta => "--tta",
         S::AllowCpuFallback => "--allow-cpu-fallback",
         S::Output => "--output",

@@ -19,18 +19,20 @@ pub fn init(args: &ModelInitArgs) -> anyhow::Result<u8> {
         width: args.width,
         input_size: args.input_size,
         seed: args.seed,
+        input: args.input_type,
     };
     let sha = labelflow::onnx::init_alexnet(&args.out, &spec, &classes)?;
     let params = spec
         .parameter_count()
         .map_err(|e| labelflow::onnx::model_error(&args.out, e))?;
     eprintln!(
-        "wrote {} ({:?}, {} classes, width {}, input {}px, {:.1}M parameters, seed {})\nsha256 {sha}",
+        "wrote {} ({:?}, {} classes, width {}, input {}px {}, {:.1}M parameters, seed {})\nsha256 {sha}",
         args.out.display(),
         args.variant,
         classes.len(),
         args.width,
         args.input_size,
+        args.input_type,
         params as f64 / 1e6,
         args.seed
     );
@@ -49,6 +51,7 @@ pub fn import(args: &ModelImportArgs) -> anyhow::Result<u8> {
             .map(labelflow::onnx::read_class_names)
             .transpose()?,
         input_size: args.input_size,
+        input: Some(args.input_type),
     };
     let imported = import::read(&args.source, &options)
         .map_err(|e| labelflow::onnx::model_error(&args.source, e))?;
@@ -57,13 +60,14 @@ pub fn import(args: &ModelImportArgs) -> anyhow::Result<u8> {
         .map_err(|e| labelflow::onnx::model_error(&args.out, e))?;
     let spec = &imported.spec;
     eprintln!(
-        "imported {} ({:?}, {:?} layout, {} classes, width {}, input {}px) in {read_s:.1} s\nwrote {} in {:.1} s total\nsha256 {sha}",
+        "imported {} ({:?}, {:?} layout, {} classes, width {}, input {}px {}) in {read_s:.1} s\nwrote {} in {:.1} s total\nsha256 {sha}",
         args.source.display(),
         imported.format,
         spec.variant,
         spec.num_classes,
         spec.width,
         spec.input_size,
+        spec.input,
         args.out.display(),
         started.elapsed().as_secs_f64(),
     );
@@ -85,10 +89,13 @@ pub fn inspect(path: &std::path::Path, ort_lib: Option<&std::path::Path>) -> any
     let info = labelflow::infer::describe(&model, &session)?;
     println!("model:       {}", model.location);
     println!("sha256:      {}", info.sha256);
+    let feed = match info.element {
+        labelflow::batch::Element::U8 => "uint8 RGB, Nhwc, normalised in the graph".to_string(),
+        labelflow::batch::Element::F32 => format!("float32, {:?}", info.layout),
+    };
     println!(
-        "input:       {} ({:?}, batch {})",
+        "input:       {} ({feed}, batch {})",
         info.input_name,
-        info.layout,
         info.fixed_batch
             .map_or("dynamic".to_string(), |b| b.to_string())
     );

@@ -93,6 +93,11 @@ pub async fn bench(args: BenchArgs, ort_lib: Option<std::path::PathBuf>) -> anyh
         tuning: args.tuning.tuning(),
         ort_lib,
         device: args.device,
+        peers: args.peers.then(|| {
+            args.peers_python
+                .clone()
+                .unwrap_or_else(super::bench::default_peers_python)
+        }),
         baseline: args
             .baseline
             .then(|| args.python.unwrap_or_else(super::bench::default_python)),

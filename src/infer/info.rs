@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use crate::batch::Element;
 use crate::error::{Error, Hint, Result, Setting};
 use crate::onnx::embedding::{add_embedding_output, EmbeddingOutput};
 use crate::preprocess::{Layout, PreprocessSpec};
@@ -30,6 +31,10 @@ pub struct ModelInfo {
     pub output_name: String,
     /// The batch size the model demands, when its batch dimension is fixed.
     pub fixed_batch: Option<usize>,
+    /// What the input takes: a normalised float tensor, or RGB bytes (NHWC) that the
+    /// model casts and normalises in its graph.
+    pub element: Element,
+    /// The input's layout (always NHWC for a uint8 input).
     pub layout: Layout,
     /// Spatial input size when the model fixes it.
     pub input_size: Option<u32>,
@@ -136,7 +141,9 @@ pub fn check_spec(model: &ModelBytes, info: &ModelInfo, spec: &PreprocessSpec) -
             ));
         }
     }
-    if info.layout != spec.layout {
+    // A uint8 input is RGB bytes, NHWC, whatever its metadata says of the normalised
+    // tensor inside the graph.
+    if info.element == Element::F32 && info.layout != spec.layout {
         return Err(Error::Config(format!(
             "model {} expects {:?} input but the layout is set to {:?}",
             model.location, info.layout, spec.layout
@@ -145,9 +152,83 @@ pub fn check_spec(model: &ModelBytes, info: &ModelInfo, spec: &PreprocessSpec) -
     Ok(())
 }
 
+/// For a model that normalises in its graph (a uint8 input): the settings that would
+/// change the normalisation (`mean`, `std`, channel order, pixel range, layout) must be
+/// the model's own, since the graph applies them, not labelflow.
+pub fn check_graph_normalises(
+    model: &ModelBytes,
+    base: &PreprocessSpec,
+    spec: &PreprocessSpec,
+) -> Result<()> {
+    let changed: Vec<Setting> = [
+        (base.mean != spec.mean, Setting::Mean),
+        (base.std != spec.std, Setting::Std),
+        (
+            base.channel_order != spec.channel_order,
+            Setting::ChannelOrder,
+        ),
+        (base.pixel_range != spec.pixel_range, Setting::PixelRange),
+        (base.layout != spec.layout, Setting::Layout),
+    ]
+    .into_iter()
+    .filter_map(|(differs, s)| differs.then_some(s))
+    .collect();
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<&str> = changed.iter().map(|s| s.key()).collect();
+    Err(Error::Config(format!(
+        "model {} takes uint8 RGB pixels and normalises them in its own graph, so {} cannot change how it is fed",
+        model.location,
+        keys.join(", ")
+    ))
+    .with_hint(
+        changed
+            .iter()
+            .enumerate()
+            .fold(Hint::new("drop "), |h, (i, &s)| {
+                if i == 0 { h } else { h.then(", ") }.setting(s)
+            })
+            .then(" for this model, or use a model with a float32 input"),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_graph_that_normalises_refuses_normalisation_settings_by_name() {
+        let model = ModelBytes {
+            name: "m".into(),
+            location: "models/m.onnx".into(),
+            bytes: Arc::new(Vec::new()),
+            digest: String::new(),
+        };
+        let base = PreprocessSpec::default();
+        let crop_only = PreprocessSpec {
+            crop: 200,
+            resize: 229,
+            ..base.clone()
+        };
+        assert!(check_graph_normalises(&model, &base, &crop_only).is_ok());
+        let mean = PreprocessSpec {
+            mean: [0.5; 3],
+            pixel_range: crate::preprocess::PixelRange::Byte,
+            ..base.clone()
+        };
+        let e = check_graph_normalises(&model, &base, &mean).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("preprocess.mean, preprocess.pixel_range"),
+            "{e}"
+        );
+        let hint = e.hint().unwrap();
+        assert_eq!(
+            hint.settings().collect::<Vec<_>>(),
+            [Setting::Mean, Setting::PixelRange]
+        );
+    }
 
     #[test]
     fn model_names_come_from_the_file_or_its_version_folder() {

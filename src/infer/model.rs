@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use ort::session::Session;
 use ort::value::ValueType;
 
-pub use super::info::{check_spec, ModelBytes, ModelInfo, OutputKind};
+pub use super::info::{check_graph_normalises, check_spec, ModelBytes, ModelInfo, OutputKind};
 use super::pool::{Described, InferencePool, PoolOptions};
 use super::session::{build_session_on, SessionOptions};
+use crate::batch::Element;
 use crate::error::{Error, Hint, Result, Setting};
 use crate::onnx::embedding::EmbeddingOutput;
 use crate::onnx::metadata;
@@ -44,13 +45,32 @@ pub fn describe(model: &ModelBytes, session: &Session) -> Result<ModelInfo> {
             )))
         }
     };
-    if ty != ort::value::TensorElementType::Float32 || shape.len() != 4 {
+    // A float input takes the normalised tensor; a uint8 input takes RGB bytes, NHWC,
+    // and the model's own first nodes cast and normalise them.
+    let element = match ty {
+        ort::value::TensorElementType::Float32 => Element::F32,
+        ort::value::TensorElementType::Uint8 => Element::U8,
+        _ => Element::F32,
+    };
+    let float_or_bytes = matches!(
+        ty,
+        ort::value::TensorElementType::Float32 | ort::value::TensorElementType::Uint8
+    );
+    if !float_or_bytes || shape.len() != 4 {
         return Err(bad(format!(
-            "input {:?} is {ty} with shape {shape:?}; expected a float32 image tensor [N,3,H,W] (NCHW) or [N,H,W,3] (NHWC)",
+            "input {:?} is {ty} with shape {shape:?}; expected a float32 image tensor [N,3,H,W] (NCHW) or [N,H,W,3] (NHWC), or uint8 RGB [N,H,W,3]",
             input.name()
         )));
     }
-    let layout = if shape[1] == 3 {
+    if element == Element::U8 && shape[3] != 3 {
+        return Err(bad(format!(
+            "input {:?} is uint8 with shape {shape:?}; a uint8 image input must be RGB bytes [N,H,W,3] (NHWC)",
+            input.name()
+        )));
+    }
+    let layout = if element == Element::U8 {
+        Layout::Nhwc
+    } else if shape[1] == 3 {
         Layout::Nchw
     } else if shape[3] == 3 {
         Layout::Nhwc
@@ -130,6 +150,7 @@ pub fn describe(model: &ModelBytes, session: &Session) -> Result<ModelInfo> {
         input_name: input.name().to_string(),
         output_name: output.name().to_string(),
         fixed_batch,
+        element,
         layout,
         input_size,
         classes,
@@ -247,9 +268,12 @@ pub fn load_model(plan: &ModelOptions) -> Result<LoadedModel> {
             .input_size
             .map_or_else(PreprocessSpec::default, PreprocessSpec::imagenet)
     });
-    let spec = plan.preprocess.apply(base);
+    let spec = plan.preprocess.apply(base.clone());
     spec.validate()?;
     check_spec(&bytes, &info, &spec)?;
+    if info.element == Element::U8 {
+        check_graph_normalises(&bytes, &base, &spec)?;
+    }
     // With test-time augmentation a batch holds whole images' views: round it up to
     // a multiple of the views per image.
     let views = plan.tta.views();

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::info::{check_spec, ModelBytes, ModelInfo};
 use super::session::{session_for, SessionOptions};
-use crate::batch::BatchInput;
+use crate::batch::{BatchInput, Element, Values};
 use crate::error::{Error, Result};
 use crate::preprocess::{Layout, PreprocessSpec};
 use crate::runtime::Device;
@@ -153,6 +153,7 @@ impl InferencePool {
     pub fn handle(&self) -> InferenceHandle {
         InferenceHandle {
             queue: self.queue.clone(),
+            element: self.info.element,
             classes: self.info.num_classes(),
             embedding_dim: self.info.embedding.as_ref().map(|e| e.dim),
             batch: self.batch_size,
@@ -181,6 +182,8 @@ impl Drop for InferencePool {
 #[derive(Clone)]
 pub struct InferenceHandle {
     queue: mpsc::Sender<Job>,
+    /// What the model's input takes.
+    element: Element,
     classes: usize,
     embedding_dim: Option<usize>,
     batch: usize,
@@ -195,11 +198,23 @@ impl InferenceHandle {
         self
     }
 
+    /// The element type batches must hold (the model input's).
+    pub fn element(&self) -> Element {
+        self.element
+    }
+
     /// Run one padded batch; returns `real × classes` raw outputs (padding dropped),
     /// and `real × dim` feature values when the pool reads an embedding output.
     /// Waits for room in the queue: this is the back-pressure on decoding.
     pub async fn run(&self, input: BatchInput) -> Result<Outputs> {
         let real = input.real;
+        if input.data.element() != self.element {
+            return Err(Error::Inference(format!(
+                "a batch of {} values for a model whose input is {}",
+                input.data.element(),
+                self.element
+            )));
+        }
         let (reply, rx) = oneshot::channel();
         self.queue
             .send(Job {
@@ -277,14 +292,20 @@ fn run_once(
     shape: [usize; 4],
     input: &BatchInput,
 ) -> Result<Outputs> {
-    let tensor = TensorRef::from_array_view((shape, input.data.as_slice())).map_err(|source| {
-        Error::Ort {
-            context: "building the input tensor".into(),
-            source,
-        }
-    })?;
+    let tensor_error = |source| Error::Ort {
+        context: "building the input tensor".into(),
+        source,
+    };
+    let value = match &input.data {
+        Values::F32(data) => TensorRef::from_array_view((shape, data.as_slice()))
+            .map_err(tensor_error)?
+            .into_dyn(),
+        Values::U8(data) => TensorRef::from_array_view((shape, data.as_slice()))
+            .map_err(tensor_error)?
+            .into_dyn(),
+    };
     let outputs = session
-        .run(ort::inputs![names.input.as_str() => tensor])
+        .run(ort::inputs![names.input.as_str() => value])
         .map_err(|source| Error::Ort {
             context: "running the model".into(),
             source,

@@ -18,6 +18,7 @@ use super::metadata;
 use super::reader::OnnxModel;
 use super::torch_file::FloatKind;
 use super::writer::F32Tensor;
+use crate::batch::Element;
 use crate::error::OnnxError;
 
 /// ImageNet's 1 000 class names in torchvision's order and spelling (the labels of
@@ -62,6 +63,9 @@ pub struct ImportOptions {
     /// The input side the model was trained at (default 224; an ONNX file's own input
     /// shape wins).
     pub input_size: Option<usize>,
+    /// The written model's input: uint8 RGB normalised in the graph (the default), or
+    /// the float32 tensor.
+    pub input: Option<Element>,
 }
 
 /// An AlexNet read from a file, ready to write.
@@ -108,7 +112,8 @@ pub fn read(path: &Path, options: &ImportOptions) -> Result<Imported, OnnxError>
         Format::Onnx => model.class_names()?,
         _ => None,
     };
-    let spec = alexnet::detect(&model)?;
+    let mut spec = alexnet::detect(&model)?;
+    spec.input = options.input.unwrap_or(Element::U8);
     let class_names = match (&options.class_names, own_names) {
         (Some(names), _) => names.clone(),
         (None, Some(names)) => names,

@@ -17,6 +17,13 @@ pub const WIDTH: &str = "labelflow.width";
 pub const INPUT_SIZE: &str = "labelflow.input_size";
 /// The seed the initial weights were drawn from, as a decimal string.
 pub const SEED: &str = "labelflow.seed";
+/// How the image input is fed: [`INPUT_UINT8`] when the model takes RGB bytes and
+/// normalises them in its graph as [`PREPROCESS`] says; absent for a float input
+/// (the normalised tensor, fed as [`PREPROCESS`] says).
+pub const INPUT: &str = "labelflow.input";
+/// The value of [`INPUT`] for a `uint8` `[N, crop, crop, 3]` RGB input whose first
+/// nodes are Cast → Sub(mean) → Div(std) → Transpose.
+pub const INPUT_UINT8: &str = "uint8-rgb-nhwc, normalised in the graph";
 
 /// The value of [`OUTPUT`] for models whose output is unnormalised class scores.
 pub const OUTPUT_LOGITS: &str = "logits";

@@ -170,6 +170,11 @@ pub fn tensor_proto(name: &str, tensor: &F32Tensor) -> TensorProto {
 
 /// A float32 tensor `ValueInfoProto` with the given dimensions.
 pub fn value_info_f32(name: &str, dims: &[Dim]) -> ValueInfoProto {
+    value_info(name, DataType::FLOAT, dims)
+}
+
+/// A tensor `ValueInfoProto` of `elem` with the given dimensions.
+fn value_info(name: &str, elem: DataType, dims: &[Dim]) -> ValueInfoProto {
     let dim = dims
         .iter()
         .map(|d| {
@@ -183,7 +188,7 @@ pub fn value_info_f32(name: &str, dims: &[Dim]) -> ValueInfoProto {
         })
         .collect();
     let tensor_type = type_proto::Tensor {
-        elem_type: DataType::FLOAT as i32,
+        elem_type: elem as i32,
         shape: Some(TensorShapeProto {
             dim,
             ..Default::default()
@@ -221,6 +226,14 @@ impl GraphBuilder {
     /// Adds a float32 graph input.
     pub fn input_f32(&mut self, name: &str, dims: &[Dim]) -> &mut Self {
         self.graph.input.push(value_info_f32(name, dims));
+        self
+    }
+
+    /// Adds a uint8 graph input.
+    pub fn input_u8(&mut self, name: &str, dims: &[Dim]) -> &mut Self {
+        self.graph
+            .input
+            .push(value_info(name, DataType::UINT8, dims));
         self
     }
 

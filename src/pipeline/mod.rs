@@ -253,6 +253,7 @@ async fn drive(d: Drive<'_>) -> consume::Published {
     };
     let prepare = prepare::CpuPrepare::new(
         model.spec.clone(),
+        model.info.element,
         plan.tta,
         crate::decode::DecodeLimits {
             max_pixels: plan.max_pixels,

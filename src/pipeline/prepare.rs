@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
+use crate::batch::{Element, Values};
 use crate::cpu_pool::CpuPool;
 use crate::decode::{self, DecodeLimits};
 use crate::error::Result;
@@ -21,12 +22,15 @@ pub(super) struct Input {
     pub width: u32,
     pub height: u32,
     /// `views × spec.tensor_len()` values, in host memory.
-    pub tensor: Vec<f32>,
+    pub tensor: Values,
 }
 
 /// Turns fetched bytes into model input. `Ok(Err(why))` is the image's own failure
 /// (an error row); `Err` is the run's (the pool is gone).
 pub(super) trait Prepare: Send + Sync {
+    /// What every [`Input::tensor`] holds, so batches are made of the same.
+    fn element(&self) -> Element;
+
     fn prepare(
         &self,
         bytes: Bytes,
@@ -38,6 +42,8 @@ pub(super) trait Prepare: Send + Sync {
 pub(super) struct CpuPrepare {
     pool: Arc<CpuPool>,
     spec: PreprocessSpec,
+    /// What the model takes: normalised floats, or RGB bytes it normalises itself.
+    element: Element,
     tta: Tta,
     limits: DecodeLimits,
     stats: Arc<Stats>,
@@ -46,6 +52,7 @@ pub(super) struct CpuPrepare {
 impl CpuPrepare {
     pub fn new(
         spec: PreprocessSpec,
+        element: Element,
         tta: Tta,
         limits: DecodeLimits,
         threads: usize,
@@ -54,6 +61,7 @@ impl CpuPrepare {
         Ok(Self {
             pool: Arc::new(CpuPool::new("labelflow-decode", threads)?),
             spec,
+            element,
             tta,
             limits,
             stats,
@@ -62,23 +70,28 @@ impl CpuPrepare {
 }
 
 impl Prepare for CpuPrepare {
+    fn element(&self) -> Element {
+        self.element
+    }
+
     fn prepare(
         &self,
         bytes: Bytes,
     ) -> BoxFuture<'static, Result<std::result::Result<Input, String>>> {
-        let (pool, spec, tta, limits, stats) = (
+        let (pool, spec, element, tta, limits, stats) = (
             self.pool.clone(),
             self.spec.clone(),
+            self.element,
             self.tta,
             self.limits,
             self.stats.clone(),
         );
         Box::pin(async move {
             pool.run(move || -> std::result::Result<Input, String> {
-                let mut tensor = vec![0f32; spec.tensor_len() * tta.views()];
+                let mut tensor = Values::zeros(element, spec.tensor_len() * tta.views());
                 let mut times = decode::PrepareTimes::default();
                 let prepared = with_preprocessor(&spec, |pre| {
-                    decode::decode_and_prepare_timed(
+                    decode::decode_and_prepare_into(
                         &bytes,
                         limits,
                         pre,

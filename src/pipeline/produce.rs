@@ -154,7 +154,7 @@ pub(super) async fn produce(o: ProduceOptions<'_>) -> Result<()> {
         .try_buffer_unordered(fetch_concurrency);
     futures::pin_mut!(prepared);
     let mut health = StoreHealth::new(max_store_failures);
-    let mut batcher = Batcher::new(shape);
+    let mut batcher = Batcher::new(shape, prepare.element());
     loop {
         let next = tokio::select! {
             biased;

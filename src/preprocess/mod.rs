@@ -398,6 +398,25 @@ impl AxisWindow {
     }
 }
 
+/// What a preprocessed view is written as: normalised `f32`, or the view's own RGB
+/// bytes (`u8`, NHWC) for a model whose graph casts and normalises them.
+pub trait ViewElement: Copy + Default + Send + 'static {
+    #[doc(hidden)]
+    fn write_view(pre: &Preprocessor, flip: bool, out: &mut [Self]);
+}
+
+impl ViewElement for f32 {
+    fn write_view(pre: &Preprocessor, flip: bool, out: &mut [f32]) {
+        pre.write_view(flip, out);
+    }
+}
+
+impl ViewElement for u8 {
+    fn write_view(pre: &Preprocessor, flip: bool, out: &mut [u8]) {
+        pre.copy_view(flip, out);
+    }
+}
+
 /// Reusable preprocessing state: the resizer's scratch buffers and one `crop`×`crop`
 /// RGB8 buffer. Make one per decode thread; nothing else is allocated per image.
 pub struct Preprocessor {
@@ -470,13 +489,16 @@ impl Preprocessor {
     /// because the resampler picks its fixed-point precision from the largest weight it
     /// computes per axis, and a window that misses both borders of an axis lacks their
     /// renormalised weights.
-    pub fn prepare(
+    ///
+    /// `out` is `f32` (normalised, in the spec's layout and channel order) or `u8`
+    /// (the view's RGB bytes, NHWC, for models that normalise in their graph).
+    pub fn prepare<T: ViewElement>(
         &mut self,
         rgb: &[u8],
         width: u32,
         height: u32,
         tta: Tta,
-        out: &mut [f32],
+        out: &mut [T],
     ) -> std::result::Result<(), PreprocessError> {
         let per_view = self.spec.tensor_len();
         if out.len() != per_view * tta.views() {
@@ -520,9 +542,9 @@ impl Preprocessor {
             let x = AxisWindow::new(width, rw, crop, ax);
             let y = AxisWindow::new(height, rh, crop, ay);
             self.resample_view(&src, x, y)?;
-            self.write_view(false, dst);
+            T::write_view(self, false, dst);
             if let Some(dst) = mirrored.next() {
-                self.write_view(true, dst);
+                T::write_view(self, true, dst);
             }
         }
         Ok(())
@@ -550,6 +572,24 @@ impl Preprocessor {
         self.resizer
             .resize(src, &mut dst, &options)
             .map_err(|e| PreprocessError::Resize(e.to_string()))
+    }
+
+    /// Copy the view buffer's RGB bytes into `out` (NHWC), mirrored left-right when
+    /// `flip`.
+    fn copy_view(&self, flip: bool, out: &mut [u8]) {
+        if !flip {
+            out.copy_from_slice(&self.view);
+            return;
+        }
+        let c = self.spec.crop as usize;
+        for (dst, row) in out
+            .chunks_exact_mut(c * 3)
+            .zip(self.view.chunks_exact(c * 3))
+        {
+            for (d, p) in dst.chunks_exact_mut(3).zip(row.chunks_exact(3).rev()) {
+                d.copy_from_slice(p);
+            }
+        }
     }
 
     /// Normalise the view buffer into `out`, mirrored left-right when `flip`.

@@ -423,3 +423,41 @@ fn oversized_crop_is_refused() {
     let err = Preprocessor::new(spec).err().unwrap().to_string();
     assert!(err.contains("preprocess.crop"), "{err}");
 }
+
+/// The bytes a uint8 model is fed are the view the float path normalises: each float
+/// is the ImageNet normalisation of the byte at the same pixel (NCHW from NHWC), for
+/// every ten-crop view, mirrored ones included.
+#[test]
+fn byte_views_are_the_pixels_the_float_views_normalise() {
+    let (w, h) = (97u32, 61u32);
+    let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 37 % 251) as u8).collect();
+    let spec = PreprocessSpec {
+        resize: 40,
+        crop: 32,
+        ..PreprocessSpec::default()
+    };
+    let mut pre = Preprocessor::new(spec.clone()).unwrap();
+    let len = spec.tensor_len() * Tta::TenCrop.views();
+    let mut floats = vec![0f32; len];
+    let mut bytes = vec![0u8; len];
+    pre.prepare(&rgb, w, h, Tta::TenCrop, &mut floats).unwrap();
+    pre.prepare(&rgb, w, h, Tta::TenCrop, &mut bytes).unwrap();
+    let c = spec.crop as usize;
+    for (view, (f, b)) in floats
+        .chunks_exact(spec.tensor_len())
+        .zip(bytes.chunks_exact(spec.tensor_len()))
+        .enumerate()
+    {
+        for ch in 0..3 {
+            for p in 0..c * c {
+                let v = f32::from(b[p * 3 + ch]);
+                let want = (v * (1.0 / 255.0) - spec.mean[ch]) / spec.std[ch];
+                assert_eq!(
+                    f[ch * c * c + p],
+                    want,
+                    "view {view}, channel {ch}, pixel {p}"
+                );
+            }
+        }
+    }
+}

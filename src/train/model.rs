@@ -376,6 +376,7 @@ mod tests {
             width: 0.125,
             input_size: 63,
             seed: 3,
+            input: crate::batch::Element::U8,
         };
         let mut m = AlexNet::new(
             spec.clone(),

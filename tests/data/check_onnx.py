@@ -5,11 +5,15 @@ Usage: check_onnx.py MODEL.onnx [MODEL.onnx ...]
 
 For each model: onnx.checker.check_model(path, full_check=True) (structure and shape
 inference), the labelflow metadata contract (labelflow.classes / preprocess / output),
-then one onnxruntime CPU run on a random batch of 2, which must give float32 logits of
+then one onnxruntime CPU run on a random batch of 2 (uint8 RGB [2, H, W, 3] for a
+model whose graph normalises its input, float32 [2, 3, H, W] otherwise), which must
+give float32 logits of
 shape [2, N] with N = len(labelflow.classes), all finite. When the model has an
 adaptive-average-pool stage (`avgpool*` nodes: input sizes other than 224), its output
 is also compared with PyTorch's adaptive_avg_pool2d definition computed in numpy, and
 LRN nodes (paper variant) with the paper's formula (alpha 1e-4 not divided by size).
+For a uint8 input, the normalised tensor the graph makes (`input.nchw.out`) is
+compared with torchvision's ToTensor + Normalize computed in numpy.
 Exits 1 if any model fails.
 """
 
@@ -72,6 +76,19 @@ def check_avgpool(model: onnx.ModelProto, batch: np.ndarray) -> str:
     return f"avgpool {how} {features.shape[2]}x{features.shape[3]}->6x6 matches adaptive_avg_pool2d"
 
 
+def check_normalisation(model: onnx.ModelProto, batch: np.ndarray, pre: dict) -> str:
+    """A uint8 model's first nodes must give (x / 255 - mean) / std, NCHW."""
+    if batch.dtype != np.uint8:
+        return "float input"
+    (got,) = run_probe(model, ["input.nchw.out"], batch)
+    scale = 1.0 / 255.0 if pre.get("pixel_range", "unit") == "unit" else 1.0
+    mean = np.array(pre.get("mean", [0.485, 0.456, 0.406]), dtype=np.float64)
+    std = np.array(pre.get("std", [0.229, 0.224, 0.225]), dtype=np.float64)
+    want = ((batch.astype(np.float64) * scale - mean) / std).transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    return "uint8 input normalised in the graph as ToTensor + Normalize"
+
+
 def check(path: str) -> None:
     onnx.checker.check_model(path, full_check=True)
     model = onnx.load(path, load_external_data=False)
@@ -88,16 +105,23 @@ def check(path: str) -> None:
     (out,) = session.get_outputs()
     if inp.name != "input" or out.name != "logits":
         raise ValueError(f"input/output are {inp.name!r}/{out.name!r}, expected 'input'/'logits'")
-    _, channels, height, width = inp.shape
+    rng = np.random.default_rng(0)
+    if inp.type == "tensor(uint8)":
+        if meta.get("labelflow.input", "").split(",")[0] != "uint8-rgb-nhwc":
+            raise ValueError(f"a uint8 input without labelflow.input saying so: {meta.get('labelflow.input')!r}")
+        _, height, width, channels = inp.shape
+        batch = rng.integers(0, 256, size=(2, height, width, 3), dtype=np.uint8)
+    else:
+        _, channels, height, width = inp.shape
+        batch = rng.standard_normal((2, 3, height, width), dtype=np.float32)
     if (channels, height, width) != (3, pre["crop"], pre["crop"]):
         raise ValueError(f"input shape {inp.shape} does not match crop {pre['crop']}")
-    batch = np.random.default_rng(0).standard_normal((2, 3, height, width), dtype=np.float32)
     (logits,) = session.run(["logits"], {"input": batch})
     if logits.shape != (2, len(classes)) or logits.dtype != np.float32:
         raise ValueError(f"logits {logits.dtype} {logits.shape}, expected float32 (2, {len(classes)})")
     if not np.isfinite(logits).all():
         raise ValueError("logits are not all finite")
-    notes = f"{check_avgpool(model, batch)}; {check_lrn(model, batch)}"
+    notes = f"{check_avgpool(model, batch)}; {check_lrn(model, batch)}; {check_normalisation(model, batch, pre)}"
     print(
         f"ok {path}: {meta.get('labelflow.architecture')} width {meta.get('labelflow.width')} "
         f"input {list(inp.shape)} -> logits {list(logits.shape)} "

@@ -7,10 +7,15 @@ use std::sync::OnceLock;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Float32Type, Int32Type};
 
-/// What labelflow's inference gives for `n` input tensors `x` (NCHW at the model's
-/// input size) with the model at `path`: the scores as the batch job gets them (logits,
-/// or whatever the model outputs), one session on the CPU.
-pub async fn model_scores(path: &Path, x: Vec<f32>, n: usize) -> Vec<f32> {
+/// What labelflow's inference gives for `n` input tensors `x` (NCHW floats, or NHWC
+/// RGB bytes for a uint8 model, at the model's input size) with the model at `path`:
+/// the scores as the batch job gets them (logits, or whatever the model outputs), one
+/// session on the CPU.
+pub async fn model_scores(
+    path: &Path,
+    x: impl Into<labelflow::batch::Values>,
+    n: usize,
+) -> Vec<f32> {
     use labelflow::batch::BatchInput;
     use labelflow::infer::{
         self, Described, InferencePool, ModelBytes, PoolOptions, SessionOptions,
@@ -42,11 +47,29 @@ pub async fn model_scores(path: &Path, x: Vec<f32>, n: usize) -> Vec<f32> {
     .unwrap();
     let out = pool
         .handle()
-        .run(BatchInput { data: x, real: n })
+        .run(BatchInput {
+            data: x.into(),
+            real: n,
+        })
         .await
         .unwrap();
     pool.shutdown();
     out.scores
+}
+
+/// The same network as the model at `path` with a float32 input (the normalised NCHW
+/// tensor), written beside it by `labelflow model import --input-type float32`.
+pub fn float_input_copy(path: &Path) -> PathBuf {
+    let out = path.with_extension("float32.onnx");
+    let o = labelflow()
+        .args(["model", "import"])
+        .arg(path)
+        .args(["--input-type", "float32", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "import as float32: {}", stderr(&o));
+    out
 }
 
 pub fn root() -> PathBuf {

@@ -1,23 +1,37 @@
 //! Logits from labelflow's inference equal Python onnxruntime's on the same model and
-//! input (golden files in tests/data/reference, made by golden_logits.py).
+//! input (golden files in tests/data/reference, made by golden_logits.py), and a model
+//! that takes RGB bytes and normalises them in its graph gives the float path's logits.
 
+use labelflow::batch::Values;
+use labelflow::decode::{decode_and_prepare_into, DecodeLimits};
 use labelflow::infer::ModelBytes;
+use labelflow::preprocess::{PreprocessSpec, Preprocessor, Tta};
 
-use super::common::{data, model_scores, read_f32, small_model};
+use super::common::{data, float_input_copy, model_scores, read_f32, run_cli, scratch, stderr};
+
+/// `labelflow model init --out <scratch>/<name> <args>`.
+fn model_init(name: &str, args: &str) -> std::path::PathBuf {
+    let path = scratch("golden").join(name);
+    let mut argv = vec!["model", "init", "--out", path.to_str().unwrap()];
+    argv.extend(args.split_whitespace());
+    let o = run_cli(&argv);
+    assert!(o.status.success(), "model init {args}: {}", stderr(&o));
+    path
+}
 
 #[tokio::test]
 async fn logits_match_python_onnxruntime() {
     let golden: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(data("reference/golden.json")).unwrap())
             .unwrap();
-    let model_path = small_model();
+    let args = golden["model_args"].as_str().unwrap();
+    let model_path = model_init("golden.onnx", args);
     let model = ModelBytes::read(&model_path).unwrap();
     assert_eq!(
         model.sha256(),
         golden["model_sha256"].as_str().unwrap(),
-        "`labelflow model init {}` no longer writes the model the golden logits were made with; \
+        "`labelflow model init {args}` no longer writes the model the golden logits were made with; \
          regenerate them (tests/data/README.md) if the change is intended",
-        golden["model_args"].as_str().unwrap()
     );
     let n = golden["batch"].as_u64().unwrap() as usize;
     let input = read_f32(&data("reference/golden_input.f32"));
@@ -31,4 +45,71 @@ async fn logits_match_python_onnxruntime() {
     }
     eprintln!("max relative difference to Python onnxruntime: {worst:e}");
     assert!(worst <= 1e-5, "logits differ from onnxruntime's by {worst}");
+}
+
+/// The fixture photos through the full-size AlexNet that `labelflow model init` writes
+/// (uint8 input, normalised in the graph) and through the same network with a float
+/// input fed by the CPU's normalisation: the logits agree to 1e-4.
+#[tokio::test]
+async fn a_uint8_model_gives_the_float_paths_logits() {
+    let bytes_model = model_init("alexnet-uint8.onnx", "--seed 3");
+    let float_model = float_input_copy(&bytes_model);
+    let mut photos: Vec<_> = walk(&data("photos"));
+    photos.sort();
+    photos.truncate(8);
+    let n = photos.len();
+    assert!(n >= 4, "fixture photos are missing");
+
+    let spec = PreprocessSpec::imagenet(224);
+    let mut pre = Preprocessor::new(spec.clone()).unwrap();
+    let (mut floats, mut bytes) = (Values::F32(Vec::new()), Values::U8(Vec::new()));
+    for path in &photos {
+        let file = std::fs::read(path).unwrap();
+        for (element, all) in [
+            (labelflow::batch::Element::F32, &mut floats),
+            (labelflow::batch::Element::U8, &mut bytes),
+        ] {
+            let mut one = Values::zeros(element, spec.tensor_len());
+            decode_and_prepare_into(
+                &file,
+                DecodeLimits::default(),
+                &mut pre,
+                Tta::None,
+                &mut one,
+                &mut Default::default(),
+            )
+            .unwrap();
+            assert!(all.extend_from(&one));
+        }
+    }
+    assert_eq!(bytes.byte_len() * 4, floats.byte_len());
+    let from_bytes = model_scores(&bytes_model, bytes, n).await;
+    let from_floats = model_scores(&float_model, floats, n).await;
+    assert_eq!(from_bytes.len(), n * 1000);
+    let worst = from_bytes
+        .iter()
+        .zip(&from_floats)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    let scale = from_floats.iter().fold(0f32, |m, v| m.max(v.abs()));
+    eprintln!(
+        "uint8 vs float32 input, {n} photos × 1000 logits: max |difference| {worst:e} (largest |logit| {scale:.3})"
+    );
+    assert!(worst <= 1e-4, "the uint8 path's logits differ by {worst:e}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else if matches!(
+            p.extension().and_then(|e| e.to_str()),
+            Some("jpg" | "jpeg" | "png")
+        ) {
+            out.push(p);
+        }
+    }
+    out
 }

@@ -176,8 +176,11 @@ fn torch_logits(path: &Path, x: &[f32], n: usize) -> Vec<f32> {
     Vec::<f32>::try_from(&y.flatten(0, -1)).unwrap()
 }
 
+/// ONNX Runtime's logits for `x` through the exported network (its float-input copy:
+/// the exported model itself takes RGB bytes).
 fn ort_logits(path: &Path, x: Vec<f32>, n: usize) -> Vec<f32> {
-    block_on(super::common::model_scores(path, x, n))
+    let float = super::common::float_input_copy(path);
+    block_on(super::common::model_scores(&float, x, n))
 }
 
 fn assert_close(torch: &[f32], ort: &[f32]) {

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use super::spec::{default_class_names, AlexNetSpec, Op, Variant, INPUT_NAME};
 use super::weights::{check_initializers, AlexNetWeights};
+use crate::batch::Element;
 use crate::error::OnnxError;
 use crate::onnx::metadata;
 use crate::onnx::reader::OnnxModel;
@@ -100,15 +101,25 @@ pub fn detect(model: &OnnxModel) -> Result<AlexNetSpec, OnnxError> {
             })
             .transpose()
     };
-    let input_from_graph = model
+    let graph_input = model
         .inputs
         .iter()
         .find(|i| i.name == INPUT_NAME)
-        .or(model.inputs.first())
-        .and_then(|i| match i.dims.as_slice() {
-            [_, Dim::Fixed(3), Dim::Fixed(h), Dim::Fixed(w)] if h == w => usize::try_from(*h).ok(),
-            _ => None,
-        });
+        .or(model.inputs.first());
+    // ONNX TensorProto.DataType UINT8: RGB bytes, NHWC, normalised by the graph.
+    let input = match graph_input.map(|i| i.elem_type) {
+        Some(2) => Element::U8,
+        _ => Element::F32,
+    };
+    let input_from_graph = graph_input.and_then(|i| match (input, i.dims.as_slice()) {
+        (Element::F32, [_, Dim::Fixed(3), Dim::Fixed(h), Dim::Fixed(w)])
+        | (Element::U8, [_, Dim::Fixed(h), Dim::Fixed(w), Dim::Fixed(3)])
+            if h == w =>
+        {
+            usize::try_from(*h).ok()
+        }
+        _ => None,
+    });
     let input_size = match input_from_graph {
         Some(s) => s,
         None => meta_u64(metadata::INPUT_SIZE)?.map_or(224, |s| s as usize),
@@ -136,6 +147,7 @@ pub fn detect(model: &OnnxModel) -> Result<AlexNetSpec, OnnxError> {
             width,
             input_size,
             seed,
+            input,
         };
         match check_initializers(&spec, model) {
             Ok(()) => {

@@ -9,14 +9,17 @@ use super::spec::{
     OUTPUT_NAME, POOLED,
 };
 use super::weights::AlexNetWeights;
+use crate::batch::Element;
 use crate::error::OnnxError;
 use crate::onnx::writer::{
     attr_float, attr_int, attr_ints, model_proto, write_model_file, Dim, F32Tensor, GraphBuilder,
 };
+use crate::preprocess::{PixelRange, PreprocessSpec};
 
 /// Builds the ONNX model for `spec` with `weights` and `class_names` (one per class).
 ///
-/// Input `input` `[batch, 3, S, S]`, output `logits` `[batch, N]`, metadata as in
+/// Input `input` `[batch, S, S, 3]` uint8 (or `[batch, 3, S, S]` float32 with
+/// [`Element::F32`]), output `logits` `[batch, N]`, metadata as in
 /// [`AlexNetSpec::metadata`]. The model holds its own copy of the weights.
 pub fn build_model(
     spec: &AlexNetSpec,
@@ -34,10 +37,22 @@ pub fn build_model(
     }
     let s = spec.input_size as i64;
     let mut g = GraphBuilder::new(spec.variant.architecture());
-    g.input_f32(
-        INPUT_NAME,
-        &[Dim::batch(), Dim::Fixed(3), Dim::Fixed(s), Dim::Fixed(s)],
-    );
+    let mut x = match spec.input {
+        Element::F32 => {
+            g.input_f32(
+                INPUT_NAME,
+                &[Dim::batch(), Dim::Fixed(3), Dim::Fixed(s), Dim::Fixed(s)],
+            );
+            INPUT_NAME.to_owned()
+        }
+        Element::U8 => {
+            g.input_u8(
+                INPUT_NAME,
+                &[Dim::batch(), Dim::Fixed(s), Dim::Fixed(s), Dim::Fixed(3)],
+            );
+            normalise_in_graph(&mut g, &PreprocessSpec::imagenet(spec.input_size as u32))?
+        }
+    };
     g.output_f32(
         OUTPUT_NAME,
         &[Dim::batch(), Dim::Fixed(spec.num_classes as i64)],
@@ -48,7 +63,6 @@ pub fn build_model(
         }
     }
 
-    let mut x = INPUT_NAME.to_owned();
     for (index, &op) in spec.variant.features().iter().enumerate() {
         let node = format!("features.{index}");
         let out = format!("{node}.out");
@@ -193,6 +207,57 @@ pub fn build_model(
         spec.num_classes
     ));
     Ok(model_proto(g.build(), &spec.metadata(class_names)))
+}
+
+/// The first nodes of a model with a uint8 input: Cast → Mul(1/255, for 0–1 pixels) →
+/// Sub(mean) → Div(std) → Transpose to NCHW — the CPU path's `(v · scale − mean) / std`
+/// in the same order and precision, so both give the same tensor. Returns the
+/// normalised tensor's name.
+fn normalise_in_graph(g: &mut GraphBuilder, pre: &PreprocessSpec) -> Result<String, OnnxError> {
+    // ONNX TensorProto.DataType FLOAT.
+    g.node(
+        "Cast",
+        "input.cast",
+        &[INPUT_NAME],
+        &["input.float"],
+        vec![attr_int("to", 1)],
+    );
+    let mut x = "input.float";
+    if pre.pixel_range == PixelRange::Unit {
+        g.initializer("input.scale", &F32Tensor::new(vec![1], vec![1.0 / 255.0])?);
+        g.node(
+            "Mul",
+            "input.mul",
+            &[x, "input.scale"],
+            &["input.unit"],
+            vec![],
+        );
+        x = "input.unit";
+    }
+    g.initializer("input.mean", &F32Tensor::new(vec![3], pre.mean.to_vec())?);
+    g.initializer("input.std", &F32Tensor::new(vec![3], pre.std.to_vec())?);
+    g.node(
+        "Sub",
+        "input.sub",
+        &[x, "input.mean"],
+        &["input.centred"],
+        vec![],
+    );
+    g.node(
+        "Div",
+        "input.div",
+        &["input.centred", "input.std"],
+        &["input.scaled"],
+        vec![],
+    );
+    g.node(
+        "Transpose",
+        "input.nchw",
+        &["input.scaled"],
+        &["input.nchw.out"],
+        vec![attr_ints("perm", &[0, 3, 1, 2])],
+    );
+    Ok("input.nchw.out".to_owned())
 }
 
 /// Builds the model (see [`build_model`]) and writes it to `path` atomically; returns the

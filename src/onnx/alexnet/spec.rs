@@ -2,11 +2,13 @@
 
 use std::str::FromStr;
 
+use crate::batch::Element;
 use crate::error::OnnxError;
 use crate::onnx::metadata;
 use crate::preprocess::PreprocessSpec;
 
-/// Name of the model's only input: `[batch, 3, S, S]` float32.
+/// Name of the model's only input: `[batch, S, S, 3]` uint8, or `[batch, 3, S, S]`
+/// float32 (see [`AlexNetSpec::input`]).
 pub const INPUT_NAME: &str = "input";
 /// Name of the model's only output: `[batch, N]` float32 logits.
 pub const OUTPUT_NAME: &str = "logits";
@@ -264,10 +266,13 @@ pub struct AlexNetSpec {
     pub input_size: usize,
     /// Seed of the initial weights.
     pub seed: u64,
+    /// The image input: `U8` (RGB bytes `[N, S, S, 3]`, cast and normalised by the
+    /// graph's first nodes) or `F32` (the normalised `[N, 3, S, S]` tensor).
+    pub input: Element,
 }
 
 impl Default for AlexNetSpec {
-    /// torchvision's AlexNet: 1000 classes, full width, 224 pixels, seed 0.
+    /// torchvision's AlexNet: 1000 classes, full width, 224 pixels, seed 0, a uint8 input.
     fn default() -> Self {
         AlexNetSpec {
             variant: Variant::Torchvision,
@@ -275,6 +280,7 @@ impl Default for AlexNetSpec {
             width: 1.0,
             input_size: 224,
             seed: 0,
+            input: Element::U8,
         }
     }
 }
@@ -430,7 +436,7 @@ impl AlexNetSpec {
     /// The `metadata_props` this spec's model carries, in the order written.
     pub fn metadata(&self, class_names: &[String]) -> Vec<(String, String)> {
         let crop = u32::try_from(self.input_size).unwrap_or(u32::MAX);
-        vec![
+        let mut props = vec![
             (
                 metadata::CLASSES.to_owned(),
                 metadata::classes_to_json(class_names),
@@ -450,7 +456,11 @@ impl AlexNetSpec {
             (metadata::WIDTH.to_owned(), self.width.to_string()),
             (metadata::INPUT_SIZE.to_owned(), self.input_size.to_string()),
             (metadata::SEED.to_owned(), self.seed.to_string()),
-        ]
+        ];
+        if self.input == Element::U8 {
+            props.push((metadata::INPUT.to_owned(), metadata::INPUT_UINT8.to_owned()));
+        }
+        props
     }
 }
 

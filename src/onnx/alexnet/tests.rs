@@ -6,6 +6,7 @@ use sha2::{Digest, Sha256};
 use super::graph::adaptive_pool_matrix;
 use super::spec::AvgPool;
 use super::*;
+use crate::batch::Element;
 use crate::onnx::metadata;
 use crate::onnx::reader::OnnxModel;
 use crate::onnx::writer::{attr_int, model_proto, write_model_file, Dim, F32Tensor, GraphBuilder};
@@ -34,6 +35,7 @@ fn small(variant: Variant, seed: u64) -> AlexNetSpec {
         width: 0.25,
         input_size: 64,
         seed,
+        input: Element::U8,
     }
 }
 
@@ -386,11 +388,13 @@ fn round_trip_keeps_weights_metadata_and_shapes() {
         );
         assert_eq!(model.inputs.len(), 1);
         assert_eq!(model.inputs[0].name, "input");
-        assert_eq!(model.inputs[0].elem_type, 1);
+        // RGB bytes in, normalised by the graph's first nodes.
+        assert_eq!(model.inputs[0].elem_type, 2);
         assert_eq!(
             model.inputs[0].dims,
-            [Dim::batch(), Dim::Fixed(3), Dim::Fixed(64), Dim::Fixed(64)]
+            [Dim::batch(), Dim::Fixed(64), Dim::Fixed(64), Dim::Fixed(3)]
         );
+        assert_eq!(model.metadata[metadata::INPUT], metadata::INPUT_UINT8);
         assert_eq!(model.outputs[0].name, "logits");
         assert_eq!(model.outputs[0].dims, [Dim::batch(), Dim::Fixed(10)]);
         for (name, t) in weights.iter() {
@@ -556,4 +560,25 @@ fn weights_check_names_the_offending_tensor() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("`classifier.6.bias` is missing"), "{err}");
+}
+
+#[test]
+fn a_float_input_model_takes_the_normalised_tensor_and_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("float.onnx");
+    let spec = AlexNetSpec {
+        input: Element::F32,
+        ..small(Variant::Torchvision, 5)
+    };
+    let weights = spec.random_weights().unwrap();
+    write_alexnet(&path, &spec, &weights, &default_class_names(10)).unwrap();
+    let model = OnnxModel::read(&path).unwrap();
+    assert_eq!(model.inputs[0].elem_type, 1);
+    assert_eq!(
+        model.inputs[0].dims,
+        [Dim::batch(), Dim::Fixed(3), Dim::Fixed(64), Dim::Fixed(64)]
+    );
+    assert!(!model.metadata.contains_key(metadata::INPUT));
+    assert!(model.initializer("input.mean").is_none());
+    assert_eq!(read_alexnet(&path).unwrap().spec, spec);
 }

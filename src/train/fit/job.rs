@@ -64,6 +64,7 @@ pub async fn train(config: &TrainConfig, progress: Arc<dyn TrainProgress>) -> Re
             input_size,
             num_classes: 2,
             seed: config.seed,
+            input: crate::batch::Element::U8,
         }
         .validate()
         .map_err(|e| TrainError::Options(crate::error::report(&e)))?;

@@ -68,6 +68,7 @@ pub(super) fn fit(
                 width: config.width,
                 input_size: config.input_size,
                 seed: config.seed,
+                input: crate::batch::Element::U8,
             };
             let w = crate::train::model::initial_weights(&spec)?;
             let mut m = AlexNet::new(spec, &w, device)?;
