@@ -136,6 +136,14 @@ pub struct Tuning {
     /// When another live worker holds the shard's lease: wait for it to stop (or for
     /// its lease to expire) instead of exiting with code 4.
     pub wait_for_lease: bool,
+    /// The model's arithmetic: fp32, tf32 (CUDA tensor cores) or fp16 (a half copy).
+    pub precision: crate::runtime::Precision,
+    /// Bind each session's input and outputs to buffers allocated once (pinned host
+    /// memory on CUDA) and reused for every batch; `auto`: on CUDA.
+    pub io_binding: crate::runtime::Toggle,
+    /// Where JPEGs are decoded: `cpu`, `gpu` (nvJPEG; the `nvjpeg` build) or `auto`
+    /// (the GPU when there is one and the build has it, the CPU otherwise).
+    pub decode: crate::decode::DecodeOn,
 }
 
 impl Default for Tuning {
@@ -157,6 +165,9 @@ impl Default for Tuning {
             stop_grace_seconds: 15,
             lease_ttl_seconds: crate::lease::DEFAULT_TTL.as_secs(),
             wait_for_lease: false,
+            precision: crate::runtime::Precision::default(),
+            io_binding: crate::runtime::Toggle::default(),
+            decode: crate::decode::DecodeOn::default(),
         }
     }
 }
@@ -236,6 +247,8 @@ impl RunPlan {
             sessions: self.tuning.sessions,
             intra_threads: self.tuning.intra_threads,
             batch_queue: self.tuning.batch_queue,
+            precision: self.tuning.precision,
+            io_binding: self.tuning.io_binding,
         }
     }
 

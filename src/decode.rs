@@ -34,6 +34,45 @@ pub fn jpeg_simd() -> bool {
 /// pixel memory is allocated (about 100 megapixels, above any camera's output).
 pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
 
+/// Where JPEGs are decoded (`--decode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecodeOn {
+    /// On the CPU pool, with libjpeg-turbo's DCT-domain downscaling (the default).
+    #[default]
+    Cpu,
+    /// On the GPU with nvJPEG (a build with the `nvjpeg` feature and a CUDA device);
+    /// files the GPU path does not take are decoded on the CPU.
+    Gpu,
+    /// The GPU when the build, the library and the device allow it, else the CPU.
+    Auto,
+}
+
+impl std::str::FromStr for DecodeOn {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "cpu" => Ok(DecodeOn::Cpu),
+            "gpu" | "cuda" | "nvjpeg" => Ok(DecodeOn::Gpu),
+            "auto" => Ok(DecodeOn::Auto),
+            other => Err(format!(
+                "unknown decoder {other:?}; expected cpu, gpu or auto"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for DecodeOn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DecodeOn::Cpu => "cpu",
+            DecodeOn::Gpu => "gpu",
+            DecodeOn::Auto => "auto",
+        })
+    }
+}
+
 /// Limits applied to every image.
 #[derive(Debug, Clone, Copy)]
 pub struct DecodeLimits {

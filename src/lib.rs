@@ -19,6 +19,7 @@ pub mod infer;
 pub mod lease;
 pub mod link;
 pub mod manifest;
+pub mod nvjpeg;
 pub mod onnx;
 pub mod pipeline;
 pub mod preprocess;

@@ -250,6 +250,91 @@ pub fn version_of(rt: &LoadedRuntime) -> Option<String> {
     name.strip_prefix("libonnxruntime.so.").map(str::to_string)
 }
 
+/// The arithmetic of the model's convolutions and matrix products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Full single precision everywhere (the default).
+    #[default]
+    Fp32,
+    /// On CUDA, TensorFloat-32 tensor cores for convolutions and matrix products
+    /// (10-bit mantissas inside, float32 in and out); on CPU the same as fp32.
+    Tf32,
+    /// A half-precision copy of the model (weights and activations in float16, the
+    /// input normalised in float32 first, logits returned as float32), made when the
+    /// model is loaded.
+    Fp16,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "fp32" | "float32" => Ok(Precision::Fp32),
+            "tf32" => Ok(Precision::Tf32),
+            "fp16" | "float16" | "half" => Ok(Precision::Fp16),
+            other => Err(format!(
+                "unknown precision {other:?}; expected fp32, tf32 or fp16"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::Fp32 => "fp32",
+            Precision::Tf32 => "tf32",
+            Precision::Fp16 => "fp16",
+        })
+    }
+}
+
+/// Whether a feature is used: `auto` lets the device decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Toggle {
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl Toggle {
+    /// On or off for a session on `device`, `auto` meaning "on CUDA".
+    pub fn on_for(self, device: Device) -> bool {
+        match self {
+            Toggle::On => true,
+            Toggle::Off => false,
+            Toggle::Auto => device != Device::Cpu,
+        }
+    }
+}
+
+impl std::str::FromStr for Toggle {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Toggle::Auto),
+            "on" | "true" | "yes" => Ok(Toggle::On),
+            "off" | "false" | "no" => Ok(Toggle::Off),
+            other => Err(format!("{other:?}: expected auto, on or off")),
+        }
+    }
+}
+
+impl std::fmt::Display for Toggle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Toggle::Auto => "auto",
+            Toggle::On => "on",
+            Toggle::Off => "off",
+        })
+    }
+}
+
 /// Where inference runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Device {

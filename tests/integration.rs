@@ -11,6 +11,7 @@ mod integration {
     mod embeddings;
     mod engines;
     mod faults;
+    mod feed;
     mod golden;
     mod hostile;
     mod import;

@@ -24,7 +24,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("reaching stores", &["link", "hosts"]),
     (
         "input and model files",
-        &["source", "lease", "preprocess", "decode", "onnx"],
+        &["source", "lease", "preprocess", "decode", "nvjpeg", "onnx"],
     ),
     ("model and dataset layout", &["infer", "dataset"]),
     (

@@ -276,6 +276,19 @@ pub struct TuningFlags {
     /// lease expires), then continue its run, instead of exiting with code 4.
     #[arg(long)]
     pub wait: bool,
+    /// The model's arithmetic: fp32; tf32 (TensorFloat-32 tensor cores on CUDA, the
+    /// same as fp32 on CPU); or fp16 (a half-precision copy made at load, for CUDA).
+    #[arg(long, value_name = "fp32|tf32|fp16", default_value = "fp32")]
+    pub precision: labelflow::runtime::Precision,
+    /// Bind each session's input and outputs to buffers allocated once and reused
+    /// (pinned host memory on CUDA): auto (on CUDA), on or off.
+    #[arg(long, value_name = "auto|on|off", default_value = "auto")]
+    pub io_binding: labelflow::runtime::Toggle,
+    /// Where JPEGs are decoded: cpu; gpu (nvJPEG, in a build with the `nvjpeg` feature,
+    /// on a CUDA device; files it cannot take are decoded on the CPU); or auto (the GPU
+    /// when the build, the library and the device allow it).
+    #[arg(long, value_name = "cpu|gpu|auto", default_value = "cpu")]
+    pub decode: labelflow::decode::DecodeOn,
 }
 
 impl TuningFlags {
@@ -294,6 +307,9 @@ impl TuningFlags {
             stop_grace_seconds: self.stop_grace,
             lease_ttl_seconds: self.lease_ttl,
             wait_for_lease: self.wait,
+            precision: self.precision,
+            io_binding: self.io_binding,
+            decode: self.decode,
         }
     }
 }
@@ -504,6 +520,9 @@ pub fn flag(setting: labelflow::error::Setting) -> String {
         S::Layout => "--layout",
         S::Tta => "--tta",
         S::AllowCpuFallback => "--allow-cpu-fallback",
+        S::Device => "--device",
+        S::Precision => "--precision",
+        S::Decode => "--decode",
         S::Output => "--output",
         S::RunId => "--run-id",
         S::NewRun => "--new-run",

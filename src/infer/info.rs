@@ -91,6 +91,27 @@ impl ModelBytes {
         self.digest.clone()
     }
 
+    /// A half-precision copy of this AlexNet (weights and activations in float16, the
+    /// input normalised in float32 first, logits float32); the file's sha256 is kept.
+    /// A model this project cannot rebuild is refused by name.
+    pub fn half_precision(&self) -> Result<Self> {
+        let bytes = crate::onnx::alexnet::half_copy(&self.bytes).map_err(|e| {
+            Error::Config(format!(
+                "a half-precision copy is made of an AlexNet this project made, trained or imported; {} is not one ({e})",
+                self.location
+            ))
+            .with_hint(
+                Hint::new("pass ")
+                    .setting(Setting::Precision)
+                    .then(" fp32 or tf32 for this model"),
+            )
+        })?;
+        Ok(Self {
+            bytes: Arc::new(bytes),
+            ..self.clone()
+        })
+    }
+
     /// The same model with its feature tensor (`named`, or the input of the last
     /// fully connected layer) as an extra output; the file's sha256 is kept.
     pub fn with_embedding_output(&self, named: Option<&str>) -> Result<(Self, EmbeddingOutput)> {

@@ -15,7 +15,7 @@ use crate::error::{Error, Hint, Result, Setting};
 use crate::onnx::embedding::EmbeddingOutput;
 use crate::onnx::metadata;
 use crate::preprocess::{Layout, PreprocessOverrides, PreprocessSpec, Tta};
-use crate::runtime::Device;
+use crate::runtime::{Device, Precision};
 
 /// Read the model's inputs, outputs and metadata from a built session.
 pub fn describe(model: &ModelBytes, session: &Session) -> Result<ModelInfo> {
@@ -228,12 +228,31 @@ pub struct ModelOptions {
     /// ONNX Runtime intra-op threads per session (0: its default).
     pub intra_threads: usize,
     pub batch_queue: usize,
+    /// The model's arithmetic.
+    pub precision: crate::runtime::Precision,
+    /// Bound, reused input and output buffers per session.
+    pub io_binding: crate::runtime::Toggle,
 }
 
 /// Load ONNX Runtime and the model, resolve preprocessing, start the sessions.
 pub fn load_model(plan: &ModelOptions) -> Result<LoadedModel> {
     crate::runtime::init(plan.ort_lib.as_deref())?;
     let bytes = ModelBytes::read(&plan.path)?;
+    let bytes =
+        match plan.precision {
+            Precision::Fp16 if plan.embedding_output.is_some() => return Err(Error::Config(
+                "embeddings are written from a float32 model; fp16 computes them in half precision"
+                    .into(),
+            )
+            .with_hint(
+                Hint::new("pass ")
+                    .setting(Setting::Precision)
+                    .then(" fp32 or tf32 with ")
+                    .setting(Setting::Embeddings),
+            )),
+            Precision::Fp16 => bytes.half_precision()?,
+            _ => bytes,
+        };
     let (bytes, embedding) = match &plan.embedding_output {
         Some(named) => {
             let (with, output) = bytes.with_embedding_output(named.as_deref())?;
@@ -248,6 +267,7 @@ pub fn load_model(plan: &ModelOptions) -> Result<LoadedModel> {
         device: gpus.first().copied().unwrap_or(plan.device),
         allow_cpu_fallback: plan.allow_cpu_fallback,
         intra_threads: plan.intra_threads,
+        precision: plan.precision,
     };
     let (first, device) = build_session_on(&bytes, &opts)?;
     // After a permitted CPU fallback every session runs on CPU; otherwise the sessions
@@ -293,6 +313,7 @@ pub fn load_model(plan: &ModelOptions) -> Result<LoadedModel> {
             devices,
             batch_size: batch,
             queue_capacity: plan.batch_queue,
+            io_binding: plan.io_binding,
         },
     )?;
     if pool.batch_size() < views {

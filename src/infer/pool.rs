@@ -38,6 +38,9 @@ pub struct PoolOptions {
     pub batch_size: usize,
     /// Batches waiting for a free session.
     pub queue_capacity: usize,
+    /// Bind each session's input and outputs to buffers allocated once (`auto`: on
+    /// CUDA, with pinned host memory).
+    pub io_binding: crate::runtime::Toggle,
 }
 
 /// What one batch returns: the scores, and with `--embeddings` the feature vectors.
@@ -121,9 +124,25 @@ impl InferencePool {
                 scores: info.output_name.clone(),
                 embedding: info.embedding.as_ref().map(|e| e.name.clone()),
             };
+            let on = if opts.devices.is_empty() {
+                device
+            } else {
+                opts.devices[i % opts.devices.len()]
+            };
+            // The session's own device: CPU after a permitted fallback.
+            let on = if device == Device::Cpu {
+                Device::Cpu
+            } else {
+                on
+            };
+            let feed = Feed {
+                shape,
+                element: info.element,
+                bind: opts.io_binding.on_for(on).then_some(on),
+            };
             let handle = std::thread::Builder::new()
                 .name(format!("labelflow-infer-{i}"))
-                .spawn(move || session_loop(session, rx, names, shape))
+                .spawn(move || session_loop(session, rx, names, feed))
                 .map_err(|e| Error::Task(format!("cannot start inference thread: {e}")))?;
             threads.push(handle);
         }
@@ -261,12 +280,25 @@ impl InferenceHandle {
     }
 }
 
+/// How a session thread feeds its session.
+#[derive(Clone, Copy)]
+struct Feed {
+    shape: [usize; 4],
+    element: Element,
+    /// With IoBinding: the session's device (pinned host buffers on CUDA).
+    bind: Option<Device>,
+}
+
 fn session_loop(
     mut session: Session,
     rx: Arc<Mutex<mpsc::Receiver<Job>>>,
     names: OutputNames,
-    shape: [usize; 4],
+    feed: Feed,
 ) {
+    // Buffers for IoBinding, made on the first batch; when they cannot be made the
+    // session is fed the plain way and the reason is logged once.
+    let mut bound: Option<Bound> = None;
+    let mut bind = feed.bind;
     loop {
         let job = {
             let mut guard = match rx.lock() {
@@ -277,12 +309,144 @@ fn session_loop(
         };
         let Some(job) = job else { break };
         let started = Instant::now();
-        let result = run_once(&mut session, &names, shape, &job.input);
+        if let (Some(device), None) = (bind, &bound) {
+            match Bound::new(&session, &names, feed, device) {
+                Ok(b) => bound = Some(b),
+                Err(e) => {
+                    tracing::warn!(error = %crate::error::report(&e), "IoBinding is not available; feeding the session without it");
+                    bind = None;
+                }
+            }
+        }
+        let result = match bound.as_mut() {
+            Some(b) => b.run(&mut session, &names, &job.input),
+            None => run_once(&mut session, &names, feed.shape, &job.input),
+        };
         if let Some(busy) = &job.busy {
             let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
             busy.fetch_add(ns, Relaxed);
         }
         let _ = job.reply.send(result);
+    }
+}
+
+fn ort_error(context: &str) -> impl Fn(ort::Error) -> Error + '_ {
+    move |source| Error::Ort {
+        context: context.into(),
+        source,
+    }
+}
+
+/// One session's bound buffers: the input tensor allocated once (pinned host memory
+/// for a CUDA session) that each batch is copied into, and the outputs bound to host
+/// (pinned) memory.
+struct Bound {
+    binding: ort::session::IoBinding,
+    input: BoundInput,
+}
+
+enum BoundInput {
+    F32(ort::value::Tensor<f32>),
+    U8(ort::value::Tensor<u8>),
+}
+
+impl Bound {
+    fn new(session: &Session, names: &OutputNames, feed: Feed, device: Device) -> Result<Self> {
+        use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
+        let (allocator, out_memory) = match device {
+            Device::Cpu => (Allocator::default(), MemoryInfo::default()),
+            _ => (
+                Allocator::new(
+                    session,
+                    MemoryInfo::new(
+                        AllocationDevice::CUDA_PINNED,
+                        0,
+                        AllocatorType::Device,
+                        MemoryType::CPUInput,
+                    )
+                    .map_err(ort_error("describing pinned input memory"))?,
+                )
+                .map_err(ort_error("making the pinned input allocator"))?,
+                MemoryInfo::new(
+                    AllocationDevice::CUDA_PINNED,
+                    0,
+                    AllocatorType::Device,
+                    MemoryType::CPUOutput,
+                )
+                .map_err(ort_error("describing pinned output memory"))?,
+            ),
+        };
+        let input = match feed.element {
+            Element::F32 => BoundInput::F32(
+                ort::value::Tensor::<f32>::new(&allocator, feed.shape)
+                    .map_err(ort_error("allocating the bound input"))?,
+            ),
+            Element::U8 => BoundInput::U8(
+                ort::value::Tensor::<u8>::new(&allocator, feed.shape)
+                    .map_err(ort_error("allocating the bound input"))?,
+            ),
+        };
+        let mut binding = session
+            .create_binding()
+            .map_err(ort_error("creating the IoBinding"))?;
+        for name in std::iter::once(&names.scores).chain(names.embedding.as_ref()) {
+            binding
+                .bind_output_to_device(name.as_str(), &out_memory)
+                .map_err(ort_error("binding an output"))?;
+        }
+        Ok(Self { binding, input })
+    }
+
+    fn run(
+        &mut self,
+        session: &mut Session,
+        names: &OutputNames,
+        input: &BatchInput,
+    ) -> Result<Outputs> {
+        let wrong = || {
+            Error::Inference(format!(
+                "a batch of {} {} values does not fit the bound input",
+                input.data.len(),
+                input.data.element()
+            ))
+        };
+        match (&mut self.input, &input.data) {
+            (BoundInput::F32(t), Values::F32(d)) => {
+                let (_, dst) = t.extract_tensor_mut();
+                (dst.len() == d.len())
+                    .then(|| dst.copy_from_slice(d))
+                    .ok_or_else(wrong)?;
+                self.binding
+                    .bind_input(names.input.as_str(), t)
+                    .map_err(ort_error("binding the input"))?;
+            }
+            (BoundInput::U8(t), Values::U8(d)) => {
+                let (_, dst) = t.extract_tensor_mut();
+                (dst.len() == d.len())
+                    .then(|| dst.copy_from_slice(d))
+                    .ok_or_else(wrong)?;
+                self.binding
+                    .bind_input(names.input.as_str(), t)
+                    .map_err(ort_error("binding the input"))?;
+            }
+            _ => return Err(wrong()),
+        }
+        let outputs = session
+            .run_binding(&self.binding)
+            .map_err(ort_error("running the model"))?;
+        let read = |name: &str| -> Result<Vec<f32>> {
+            let value = outputs.get(name).ok_or_else(|| {
+                Error::Inference(format!("the model produced no output {name:?}"))
+            })?;
+            let (_, data) = value
+                .try_extract_tensor::<f32>()
+                .map_err(ort_error("reading an output"))?;
+            Ok(data.to_vec())
+        };
+        Ok(Outputs {
+            scores: read(&names.scores)?,
+            embedding: names.embedding.as_deref().map(read).transpose()?,
+        })
     }
 }
 

@@ -6,7 +6,7 @@ use ort::session::Session;
 
 use super::info::ModelBytes;
 use crate::error::{Error, Hint, Result, Setting};
-use crate::runtime::{self, Device};
+use crate::runtime::{self, Device, Precision};
 
 /// How sessions are built.
 #[derive(Debug, Clone)]
@@ -16,6 +16,9 @@ pub struct SessionOptions {
     pub allow_cpu_fallback: bool,
     /// ONNX Runtime intra-op threads per session (0: ONNX Runtime's default).
     pub intra_threads: usize,
+    /// TensorFloat-32 on CUDA with [`Precision::Tf32`]; float16 models are made
+    /// before the session ([`super::ModelBytes::half_precision`]).
+    pub precision: Precision,
 }
 
 impl Default for SessionOptions {
@@ -24,6 +27,7 @@ impl Default for SessionOptions {
             device: Device::Cpu,
             allow_cpu_fallback: false,
             intra_threads: 0,
+            precision: Precision::Fp32,
         }
     }
 }
@@ -81,6 +85,8 @@ pub(super) fn session_for(
         let ep = ort::ep::CUDA::default()
             .with_device_id(id)
             .with_conv_algorithm_search(ort::ep::cuda::ConvAlgorithmSearch::Exhaustive)
+            // ONNX Runtime leaves TF32 off unless asked.
+            .with_tf32(opts.precision == Precision::Tf32)
             .build()
             .error_on_failure();
         builder = builder.with_execution_providers([ep]).map_err(|e| {

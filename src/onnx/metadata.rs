@@ -17,6 +17,8 @@ pub const WIDTH: &str = "labelflow.width";
 pub const INPUT_SIZE: &str = "labelflow.input_size";
 /// The seed the initial weights were drawn from, as a decimal string.
 pub const SEED: &str = "labelflow.seed";
+/// `fp16` for a half-precision copy (`--precision fp16`); absent for float32.
+pub const PRECISION: &str = "labelflow.precision";
 /// How the image input is fed: [`INPUT_UINT8`] when the model takes RGB bytes and
 /// normalises them in its graph as [`PREPROCESS`] says; absent for a float input
 /// (the normalised tensor, fed as [`PREPROCESS`] says).

@@ -168,6 +168,22 @@ pub fn tensor_proto(name: &str, tensor: &F32Tensor) -> TensorProto {
     }
 }
 
+/// A `TensorProto` named `name` holding `tensor` rounded to float16, as little-endian
+/// `raw_data`.
+pub fn tensor_proto_f16(name: &str, tensor: &F32Tensor) -> TensorProto {
+    let mut raw = Vec::with_capacity(tensor.data.len() * 2);
+    for v in &tensor.data {
+        raw.extend_from_slice(&half::f16::from_f32(*v).to_le_bytes());
+    }
+    TensorProto {
+        name: name.to_owned(),
+        dims: tensor.shape.iter().map(|&d| d as i64).collect(),
+        data_type: DataType::FLOAT16 as i32,
+        raw_data: raw,
+        ..Default::default()
+    }
+}
+
 /// A float32 tensor `ValueInfoProto` with the given dimensions.
 pub fn value_info_f32(name: &str, dims: &[Dim]) -> ValueInfoProto {
     value_info(name, DataType::FLOAT, dims)
@@ -246,6 +262,12 @@ impl GraphBuilder {
     /// Adds a float32 initializer (a weight), copied into little-endian `raw_data`.
     pub fn initializer(&mut self, name: &str, tensor: &F32Tensor) -> &mut Self {
         self.graph.initializer.push(tensor_proto(name, tensor));
+        self
+    }
+
+    /// Adds a float16 initializer: `tensor` rounded to half precision.
+    pub fn initializer_f16(&mut self, name: &str, tensor: &F32Tensor) -> &mut Self {
+        self.graph.initializer.push(tensor_proto_f16(name, tensor));
         self
     }
 

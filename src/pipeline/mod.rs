@@ -251,16 +251,18 @@ async fn drive(d: Drive<'_>) -> consume::Published {
         Ok(c) => tokio::spawn(c.run()),
         Err(e) => return consume::Published::failed(e),
     };
-    let prepare = prepare::CpuPrepare::new(
-        model.spec.clone(),
-        model.info.element,
-        plan.tta,
-        crate::decode::DecodeLimits {
+    let prepare = prepare::for_run(prepare::PrepareOptions {
+        spec: model.spec.clone(),
+        element: model.info.element,
+        tta: plan.tta,
+        limits: crate::decode::DecodeLimits {
             max_pixels: plan.max_pixels,
         },
-        plan.tuning.decode_threads,
-        stats.clone(),
-    );
+        threads: plan.tuning.decode_threads,
+        stats: stats.clone(),
+        decode: plan.tuning.decode,
+        device: model.device,
+    });
     let produced = match prepare {
         Ok(prepare) => {
             produce::produce(produce::ProduceOptions {
@@ -272,7 +274,7 @@ async fn drive(d: Drive<'_>) -> consume::Published {
                 retry: plan.retry,
                 max_store_failures: plan.max_store_failures,
                 shape,
-                prepare: Arc::new(prepare),
+                prepare,
                 done,
                 unchanged,
                 stats,

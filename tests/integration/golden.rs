@@ -113,3 +113,60 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// `--precision fp16`'s half copy of the full-size AlexNet, on ONNX Runtime's CPU: the
+/// logits stay within float16's rounding (weights to 11 significant bits) of the float
+/// model's, and the top-1 class is the same wherever the float model's margin is
+/// larger than that rounding.
+#[tokio::test]
+async fn a_half_precision_copy_keeps_the_logits_within_float16_rounding() {
+    let model = model_init("alexnet-half-source.onnx", "--seed 5");
+    let half = model.with_extension("fp16.onnx");
+    let bytes = std::fs::read(&model).unwrap();
+    std::fs::write(&half, labelflow::onnx::alexnet::half_copy(&bytes).unwrap()).unwrap();
+
+    let mut photos = walk(&data("photos"));
+    photos.sort();
+    photos.truncate(8);
+    let n = photos.len();
+    let spec = PreprocessSpec::imagenet(224);
+    let mut pre = Preprocessor::new(spec.clone()).unwrap();
+    let mut input = Values::U8(Vec::new());
+    for path in &photos {
+        let mut one = Values::zeros(labelflow::batch::Element::U8, spec.tensor_len());
+        decode_and_prepare_into(
+            &std::fs::read(path).unwrap(),
+            DecodeLimits::default(),
+            &mut pre,
+            Tta::None,
+            &mut one,
+            &mut Default::default(),
+        )
+        .unwrap();
+        assert!(input.extend_from(&one));
+    }
+    let full = model_scores(&model, input.clone(), n).await;
+    let halved = model_scores(&half, input, n).await;
+    let scale = full.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = full
+        .iter()
+        .zip(&halved)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    eprintln!(
+        "fp16 vs fp32, {n} photos × 1000 logits: max |difference| {worst:e} ({:.2e} of the largest |logit| {scale:.3})",
+        worst / scale
+    );
+    assert!(worst <= 2e-2 * scale, "fp16 logits differ by {worst}");
+    for (i, (a, b)) in full.chunks(1000).zip(halved.chunks(1000)).enumerate() {
+        let top = |v: &[f32]| {
+            let mut idx: Vec<usize> = (0..v.len()).collect();
+            idx.sort_by(|&x, &y| v[y].total_cmp(&v[x]));
+            idx
+        };
+        let (ta, tb) = (top(a), top(b));
+        if a[ta[0]] - a[ta[1]] > 2.0 * worst {
+            assert_eq!(ta[0], tb[0], "photo {i}: top-1 changed");
+        }
+    }
+}

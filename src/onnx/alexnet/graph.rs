@@ -4,6 +4,7 @@ use std::path::Path;
 
 use onnx_protobuf::ModelProto;
 
+use super::detect::detect;
 use super::spec::{
     AlexNetSpec, AvgPool, Op, INPUT_NAME, LRN_BETA, LRN_BIAS, LRN_PAPER_ALPHA, LRN_SIZE,
     OUTPUT_NAME, POOLED,
@@ -11,10 +12,13 @@ use super::spec::{
 use super::weights::AlexNetWeights;
 use crate::batch::Element;
 use crate::error::OnnxError;
+use crate::onnx::metadata;
+use crate::onnx::reader::OnnxModel;
 use crate::onnx::writer::{
     attr_float, attr_int, attr_ints, model_proto, write_model_file, Dim, F32Tensor, GraphBuilder,
 };
 use crate::preprocess::{PixelRange, PreprocessSpec};
+use onnx_protobuf::Message;
 
 /// Builds the ONNX model for `spec` with `weights` and `class_names` (one per class).
 ///
@@ -25,6 +29,45 @@ pub fn build_model(
     spec: &AlexNetSpec,
     weights: &AlexNetWeights,
     class_names: &[String],
+) -> Result<ModelProto, OnnxError> {
+    build(spec, weights, class_names, false)
+}
+
+/// [`build_model`] in half precision: the weights rounded to float16 and the network
+/// computed in float16 after the input is normalised (in float32) and cast; the logits
+/// are cast back to float32, so the model's inputs and outputs are the float model's.
+/// Metadata [`metadata::PRECISION`] says `fp16`.
+pub fn build_half_model(
+    spec: &AlexNetSpec,
+    weights: &AlexNetWeights,
+    class_names: &[String],
+) -> Result<ModelProto, OnnxError> {
+    build(spec, weights, class_names, true)
+}
+
+/// [`build_half_model`] from the bytes of a float AlexNet this project made, trained or
+/// imported, serialised: what `--precision fp16` runs.
+pub fn half_copy(bytes: &[u8]) -> Result<Vec<u8>, OnnxError> {
+    let mut model = OnnxModel::read_from(&mut &bytes[..])?;
+    let spec = detect(&model)?;
+    let class_names = model
+        .class_names()?
+        .unwrap_or_else(|| super::spec::default_class_names(spec.num_classes));
+    let weights = AlexNetWeights::from_model(&spec, &mut model)?;
+    let proto = build_half_model(&spec, &weights, &class_names)?;
+    proto
+        .write_to_bytes()
+        .map_err(|source| OnnxError::Protobuf {
+            context: "writing the half-precision model".into(),
+            source,
+        })
+}
+
+fn build(
+    spec: &AlexNetSpec,
+    weights: &AlexNetWeights,
+    class_names: &[String],
+    half: bool,
 ) -> Result<ModelProto, OnnxError> {
     spec.validate()?;
     weights.check(spec)?;
@@ -59,8 +102,23 @@ pub fn build_model(
     );
     for (name, _) in spec.parameter_shapes()? {
         if let Some(t) = weights.get(&name) {
-            g.initializer(&name, t);
+            if half {
+                g.initializer_f16(&name, t);
+            } else {
+                g.initializer(&name, t);
+            }
         }
+    }
+    if half {
+        // ONNX TensorProto.DataType FLOAT16.
+        g.node(
+            "Cast",
+            "input.half",
+            &[&x],
+            &["input.half.out"],
+            vec![attr_int("to", 10)],
+        );
+        x = "input.half.out".to_owned();
     }
 
     for (index, &op) in spec.variant.features().iter().enumerate() {
@@ -145,8 +203,17 @@ pub fn build_model(
         AvgPool::MatMul(f) => {
             let rows = adaptive_pool_matrix(f, POOLED);
             let cols = transpose(&rows, POOLED, f);
-            g.initializer("avgpool.rows", &F32Tensor::new(vec![POOLED, f], rows)?);
-            g.initializer("avgpool.cols", &F32Tensor::new(vec![f, POOLED], cols)?);
+            let (rows, cols) = (
+                F32Tensor::new(vec![POOLED, f], rows)?,
+                F32Tensor::new(vec![f, POOLED], cols)?,
+            );
+            if half {
+                g.initializer_f16("avgpool.rows", &rows);
+                g.initializer_f16("avgpool.cols", &cols);
+            } else {
+                g.initializer("avgpool.rows", &rows);
+                g.initializer("avgpool.cols", &cols);
+            }
             g.node(
                 "MatMul",
                 "avgpool.0",
@@ -176,10 +243,10 @@ pub fn build_model(
     // classifier.0 and classifier.3 are Dropout: nothing at inference.
     for (index, relu) in [(1, true), (4, true), (6, false)] {
         let node = format!("classifier.{index}");
-        let out = if relu {
-            format!("{node}.out")
-        } else {
-            OUTPUT_NAME.to_owned()
+        let out = match (relu, half) {
+            (true, _) => format!("{node}.out"),
+            (false, false) => OUTPUT_NAME.to_owned(),
+            (false, true) => "logits.half".to_owned(),
         };
         let (w, b) = (format!("{node}.weight"), format!("{node}.bias"));
         g.node(
@@ -197,16 +264,30 @@ pub fn build_model(
             x = relu_out;
         }
     }
+    if half {
+        g.node(
+            "Cast",
+            "logits.float",
+            &[&x],
+            &[OUTPUT_NAME],
+            vec![attr_int("to", 1)],
+        );
+    }
     g.doc(&format!(
-        "{} ({}), width {}, {}×{} input, {} classes; written by labelflow",
+        "{} ({}), width {}, {}×{} input, {} classes{}; written by labelflow",
         spec.variant.architecture(),
         spec.variant.layout_name(),
         spec.width,
         spec.input_size,
         spec.input_size,
-        spec.num_classes
+        spec.num_classes,
+        if half { ", float16" } else { "" }
     ));
-    Ok(model_proto(g.build(), &spec.metadata(class_names)))
+    let mut metadata = spec.metadata(class_names);
+    if half {
+        metadata.push((metadata::PRECISION.to_owned(), "fp16".to_owned()));
+    }
+    Ok(model_proto(g.build(), &metadata))
 }
 
 /// The first nodes of a model with a uint8 input: Cast → Mul(1/255, for 0–1 pixels) →

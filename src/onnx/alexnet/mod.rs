@@ -32,7 +32,7 @@ mod spec;
 mod weights;
 
 pub use detect::{detect, read_alexnet, AlexNetModel};
-pub use graph::{build_model, write_alexnet};
+pub use graph::{build_half_model, build_model, half_copy, write_alexnet};
 pub use spec::{
     default_class_names, min_input_size, AlexNetSpec, FeatureLayer, TraceStep, Variant, INPUT_NAME,
     LRN_BETA, LRN_BIAS, LRN_PAPER_ALPHA, LRN_SIZE, OUTPUT_NAME,
