@@ -238,7 +238,9 @@ mod tests {
 
     fn exif(orientation: u16, big_endian: bool) -> Vec<u8> {
         let mut t = Vec::new();
-        let (u16b, u32b): (fn(u16) -> [u8; 2], fn(u32) -> [u8; 4]) = if big_endian {
+        type Short = fn(u16) -> [u8; 2];
+        type Long = fn(u32) -> [u8; 4];
+        let (u16b, u32b): (Short, Long) = if big_endian {
             t.extend_from_slice(b"MM\0\x2a");
             (u16::to_be_bytes, u32::to_be_bytes)
         } else {
