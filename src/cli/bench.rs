@@ -340,7 +340,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport> {
     loaded.pool.shutdown();
 
     // 3. end to end over N images, once per requested size.
-    for &count in &opts.images {
+    for &count in opts.images.iter().filter(|&&c| c > 0) {
         let dir = scratch.join(format!("input-{count}"));
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;

@@ -461,7 +461,7 @@ pub struct BenchArgs {
     /// Images per inference call.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
-    /// Dataset sizes for the end-to-end runs (comma-separated); each is a folder of that many images linked from the input.
+    /// Dataset sizes for the end-to-end runs (comma-separated); each is a folder of that many images linked from the input (0: no end-to-end run).
     #[arg(long, value_delimiter = ',', default_value = "1000")]
     pub images: Vec<usize>,
     /// Images for the decode and inference-only measurements.
