@@ -101,7 +101,7 @@ def run_daft(args, feed, paths):
     from daft import col
     from daft.functions import decode_image, download, resize
 
-    daft.context.set_runner_native(num_threads=args.threads)
+    daft.set_runner_native(num_threads=args.threads)
     crop, model, device, intra = feed["crop"], args.model, args.device, args.intra_threads
 
     @daft.cls

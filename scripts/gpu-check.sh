@@ -137,7 +137,7 @@ ratio() { awk -v a="${1:-0}" -v b="${2:-0}" 'BEGIN { if (a > 0 && b > 0) printf 
     done
     if [ -f "$OUT/bench-peers.txt" ]; then
         echo
-        sed -n '/labelflow end to end ÷ peer/,$p' "$OUT/bench-peers.txt"
+        sed -n '/labelflow end to end (model load/,$p' "$OUT/bench-peers.txt"
     else
         echo "peers: not run (no $PEERS_PY; scripts/setup-peers.sh, with onnxruntime-gpu in that venv)"
     fi

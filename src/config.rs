@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::decode::DEFAULT_MAX_PIXELS;
-use crate::error::{Error, Result};
+use crate::error::{Error, Hint, Result, Setting};
 pub use crate::preprocess::PreprocessOverrides;
 use crate::preprocess::{PreprocessSpec, Tta};
 use crate::runtime::Device;
@@ -28,79 +28,101 @@ pub struct JobConfig {
     pub output: Option<OutputConfig>,
 }
 
+/// Declares a pipeline file's section once: the struct (every field optional, unknown
+/// keys refused) and [`merged`](InputConfig::merged), which layers one section over
+/// another field by field — so a new setting is one line here, not one more arm in a
+/// hand-written merge.
+macro_rules! config_section {
+    ($(#[$meta:meta])* pub struct $name:ident { $( $(#[$doc:meta])* $field:ident : $ty:ty ),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $( $(#[$doc])* pub $field: Option<$ty>, )+
+        }
+
+        impl $name {
+            /// `self` with every field that `over` sets replaced by `over`'s.
+            pub fn merged(self, over: $name) -> $name {
+                $name { $( $field: over.$field.or(self.$field), )+ }
+            }
+        }
+    };
+}
+
+config_section! {
 /// `[input]`: what to label.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct InputConfig {
     /// Folder or URL (`s3://`, `gs://`, `az://`, `abfss://`, `http(s)://`, `file://`), or a
     /// manifest: a `.parquet`, `.csv`, `.tsv` or `.jsonl` file with a `uri` column.
-    pub url: Option<String>,
+    url: String,
     /// File extensions to read (default: jpg jpeg png webp gif bmp tif tiff).
-    pub extensions: Option<Vec<String>>,
+    extensions: Vec<String>,
     /// Globs over keys relative to `url`; only matching objects are read.
-    pub include: Option<Vec<String>>,
+    include: Vec<String>,
     /// Globs over keys relative to `url`; matching objects are skipped.
-    pub exclude: Option<Vec<String>>,
+    exclude: Vec<String>,
     /// Stop after this many objects.
-    pub limit: Option<u64>,
+    limit: u64,
     /// Refuse images with more pixels than this (decompression-bomb guard).
-    pub max_pixels: Option<u64>,
+    max_pixels: u64,
     /// Refuse objects larger than this many bytes without fetching them.
-    pub max_bytes: Option<u64>,
+    max_bytes: u64,
     /// Accept an input under which nothing is selected (exit 0) instead of failing
     /// with a message naming what was listed and which filters removed it.
-    pub allow_empty: Option<bool>,
+    allow_empty: bool,
+}
 }
 
+config_section! {
 /// `[model]`: what labels them, and where.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     /// Path to an ONNX model (e.g. made by `labelflow model init` or `labelflow train`).
-    pub path: Option<String>,
+    path: String,
     /// `cpu`, `cuda` or `cuda:N`.
-    pub device: Option<Device>,
+    device: Device,
     /// Run on CPU when CUDA cannot be used, instead of failing.
-    pub allow_cpu_fallback: Option<bool>,
+    allow_cpu_fallback: bool,
     /// Images per inference call (default 32; a model with a fixed batch size uses its own).
-    pub batch_size: Option<usize>,
+    batch_size: usize,
     /// How many best classes to keep per image (default 5).
-    pub top_k: Option<usize>,
+    top_k: usize,
     /// Test-time augmentation: `none` (default), `flip` (the centre crop and its mirror,
     /// twice the inference work) or `10crop` (four corners, centre and their mirrors;
     /// softmax averaged — ten times the inference work).
-    pub tta: Option<Tta>,
+    tta: Tta,
+}
 }
 
+config_section! {
 /// `[output]`: where predictions go.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct OutputConfig {
     /// Folder or URL of the predictions dataset.
-    pub url: Option<String>,
+    url: String,
     /// Run id (folder `run_id=<id>/`); re-running with the same id resumes it.
-    pub run_id: Option<String>,
-    pub rows_per_part: Option<usize>,
-    pub row_group_rows: Option<usize>,
+    run_id: String,
+    rows_per_part: usize,
+    row_group_rows: usize,
     /// Longest time (s) rows wait before their part is published (default 60): the
     /// most labelling a killed worker can lose.
-    pub flush_seconds: Option<u64>,
-    pub zstd_level: Option<i32>,
+    flush_seconds: u64,
+    zstd_level: i32,
     /// Start a new run even when an unfinished run of the same job exists (by
     /// default that run is continued).
-    pub new_run: Option<bool>,
+    new_run: bool,
     /// Label every selected object, also those an earlier run of the same model,
     /// preprocessing, tta, top-k and embeddings already labelled unchanged (by default
     /// they are skipped).
-    pub relabel_all: Option<bool>,
+    relabel_all: bool,
     /// Also write each image's feature vector (`embedding`, the penultimate layer,
     /// L2-normalised, half floats) and its binary code (`code`).
-    pub embeddings: Option<bool>,
+    embeddings: bool,
     /// With `embeddings`: the model tensor to store (default: the input of the last
     /// fully connected layer — AlexNet's fc7).
-    pub embedding_output: Option<String>,
+    embedding_output: String,
     /// With `embeddings`: bits of the `code` column, a multiple of 8 (default 256).
-    pub code_bits: Option<usize>,
+    code_bits: usize,
+}
 }
 
 /// Runtime knobs (command line only): concurrency and queue sizes.
@@ -457,37 +479,39 @@ impl JobConfig {
         shard: Shard,
         ort_lib: Option<PathBuf>,
     ) -> Result<RunPlan> {
-        let i = merge_input(
-            self.input.unwrap_or_default(),
-            flags.input.unwrap_or_default(),
-        );
-        let m = merge_model(
-            self.model.unwrap_or_default(),
-            flags.model.unwrap_or_default(),
-        );
-        let o = merge_output(
-            self.output.unwrap_or_default(),
-            flags.output.unwrap_or_default(),
-        );
+        let i = self
+            .input
+            .unwrap_or_default()
+            .merged(flags.input.unwrap_or_default());
+        let m = self
+            .model
+            .unwrap_or_default()
+            .merged(flags.model.unwrap_or_default());
+        let o = self
+            .output
+            .unwrap_or_default()
+            .merged(flags.output.unwrap_or_default());
         let p = self
             .preprocess
             .unwrap_or_default()
             .merged(flags.preprocess.unwrap_or_default());
 
-        let input = i.url.ok_or_else(|| {
-            Error::Config(
-                "no input: pass --input URL or set [input] url in the pipeline file".into(),
+        let missing = |what: &str, setting: Setting, extra: &str| {
+            Error::Config(format!("no {what} is set")).with_hint(
+                Hint::new("set ")
+                    .setting(setting)
+                    .then(format!(" (or its key in the pipeline file){extra}")),
             )
-        })?;
-        let output = o.url.ok_or_else(|| {
-            Error::Config(
-                "no output: pass --output URL or set [output] url in the pipeline file".into(),
-            )
-        })?;
+        };
+        let input = i.url.ok_or_else(|| missing("input", Setting::Input, ""))?;
+        let output = o
+            .url
+            .ok_or_else(|| missing("output", Setting::Output, ""))?;
         let model = m.path.ok_or_else(|| {
-            Error::Config(
-                "no model: pass --model PATH or set [model] path (create one with `labelflow model init --out alexnet.onnx`)"
-                    .into(),
+            missing(
+                "model",
+                Setting::Model,
+                "; `labelflow model init --out alexnet.onnx` makes one",
             )
         })?;
         let batch_size = m.batch_size.unwrap_or(32);
@@ -520,18 +544,24 @@ impl JobConfig {
                 let code_bits = bits.unwrap_or(DEFAULT_CODE_BITS);
                 if code_bits == 0 || code_bits % 8 != 0 || code_bits > 4096 {
                     return Err(Error::Config(format!(
-                        "--code-bits must be a multiple of 8 from 8 to 4096, got {code_bits}"
-                    )));
+                        "the code length must be a multiple of 8 from 8 to 4096 bits, got {code_bits}"
+                    ))
+                    .with_hint(Hint::new("set ").setting(Setting::CodeBits).then(" to 8–4096, a multiple of 8")));
                 }
-                Some(EmbeddingPlan {
-                    output,
-                    code_bits,
-                })
+                Some(EmbeddingPlan { output, code_bits })
             }
             (_, Some(_), _) | (_, _, Some(_)) => {
                 return Err(Error::Config(
-                    "--embedding-output and --code-bits only apply with --embeddings (or [output] embeddings = true)"
+                    "an embedding output or code length is set, but embeddings are not written"
                         .into(),
+                )
+                .with_hint(
+                    Hint::new("turn on ")
+                        .setting(Setting::Embeddings)
+                        .then(", or drop ")
+                        .setting(Setting::EmbeddingOutput)
+                        .then(" and ")
+                        .setting(Setting::CodeBits),
                 ))
             }
             _ => None,
@@ -598,46 +628,6 @@ impl JobConfig {
     }
 }
 
-fn merge_input(a: InputConfig, b: InputConfig) -> InputConfig {
-    InputConfig {
-        url: b.url.or(a.url),
-        extensions: b.extensions.or(a.extensions),
-        include: b.include.or(a.include),
-        exclude: b.exclude.or(a.exclude),
-        limit: b.limit.or(a.limit),
-        max_pixels: b.max_pixels.or(a.max_pixels),
-        max_bytes: b.max_bytes.or(a.max_bytes),
-        allow_empty: b.allow_empty.or(a.allow_empty),
-    }
-}
-
-fn merge_model(a: ModelConfig, b: ModelConfig) -> ModelConfig {
-    ModelConfig {
-        path: b.path.or(a.path),
-        device: b.device.or(a.device),
-        allow_cpu_fallback: b.allow_cpu_fallback.or(a.allow_cpu_fallback),
-        batch_size: b.batch_size.or(a.batch_size),
-        top_k: b.top_k.or(a.top_k),
-        tta: b.tta.or(a.tta),
-    }
-}
-
-fn merge_output(a: OutputConfig, b: OutputConfig) -> OutputConfig {
-    OutputConfig {
-        url: b.url.or(a.url),
-        run_id: b.run_id.or(a.run_id),
-        rows_per_part: b.rows_per_part.or(a.rows_per_part),
-        row_group_rows: b.row_group_rows.or(a.row_group_rows),
-        flush_seconds: b.flush_seconds.or(a.flush_seconds),
-        zstd_level: b.zstd_level.or(a.zstd_level),
-        new_run: b.new_run.or(a.new_run),
-        relabel_all: b.relabel_all.or(a.relabel_all),
-        embeddings: b.embeddings.or(a.embeddings),
-        embedding_output: b.embedding_output.or(a.embedding_output),
-        code_bits: b.code_bits.or(a.code_bits),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -692,9 +682,13 @@ mod tests {
                 Shard::default(),
                 None,
             )
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("--input"), "{err}");
+            .unwrap_err();
+        assert_eq!(
+            err.hint().unwrap().settings().collect::<Vec<_>>(),
+            [Setting::Input],
+            "{err}"
+        );
+        assert!(err.to_string().contains("input.url"), "{err}");
     }
 
     #[test]

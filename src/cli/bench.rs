@@ -155,7 +155,7 @@ impl BenchReport {
             s.push_str(&format!("  {what:<58} {ratio:>6.2}\n"));
         }
         if !self.peer_ratios.is_empty() {
-            s.push_str("\nlabelflow end to end ÷ peer end to end (same images, same model):\n");
+            s.push_str("\nlabelflow end to end (model load included, as in the peers' times) ÷ peer end to end (same images, same model):\n");
         }
         for (peer, settings, ratio) in &self.peer_ratios {
             s.push_str(&format!("  {peer:<14} {ratio:>6.2}   ({settings})\n"));
@@ -362,7 +362,9 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport> {
         )?;
         let input = Location::parse(&plan.input, Access::Read, RetryPolicy::default())?;
         let output = Location::parse(&plan.output, Access::Write, RetryPolicy::default())?;
+        let load_started = Instant::now();
         let loaded = labelflow::infer::load_model(&plan.model_options())?;
+        let load_seconds = load_started.elapsed().as_secs_f64();
         reset_peak_rss();
         let summary = pipeline::Run::new(&plan)
             .opened(input, output, loaded)
@@ -375,6 +377,16 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport> {
             peak_rss_mib: peak_rss_mib(),
             bound: summary.load.first().map(|l| l.to_string()),
         });
+        if opts.peers.is_some() {
+            // The peers' times include making their sessions; so does this row.
+            rows.push(Measurement {
+                stage: format!("end-to-end ({count} images) + model load"),
+                images: (summary.labelled + summary.failed) as usize,
+                seconds: summary.seconds + load_seconds,
+                peak_rss_mib: None,
+                bound: None,
+            });
+        }
     }
     let mut baseline = None;
     if let Some(python) = &opts.baseline {
@@ -662,7 +674,7 @@ fn peer_ratios(
     peers: &[(String, String)],
 ) -> Vec<(String, String, f64)> {
     let count = opts.images.last().copied().unwrap_or(0);
-    let Some(ours) = report.rate_of(&format!("end-to-end ({count} images)")) else {
+    let Some(ours) = report.rate_of(&format!("end-to-end ({count} images) + model load")) else {
         return Vec::new();
     };
     peers

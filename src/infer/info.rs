@@ -115,11 +115,13 @@ impl ModelBytes {
     /// The same model with its feature tensor (`named`, or the input of the last
     /// fully connected layer) as an extra output; the file's sha256 is kept.
     pub fn with_embedding_output(&self, named: Option<&str>) -> Result<(Self, EmbeddingOutput)> {
-        let (bytes, output) =
-            add_embedding_output(&self.bytes, named).map_err(|e| Error::Model {
+        let (bytes, output) = add_embedding_output(&self.bytes, named).map_err(|e| {
+            Error::Model {
                 path: self.location.clone(),
                 reason: e.to_string(),
-            })?;
+            }
+            .with_hint(Hint::new("name the tensor with ").setting(Setting::EmbeddingOutput))
+        })?;
         Ok((
             Self {
                 bytes: Arc::new(bytes),

@@ -67,7 +67,7 @@ fn last_dense_input(graph: &onnx_protobuf::GraphProto) -> Result<EmbeddingOutput
         .ok_or_else(|| {
             OnnxError::Embedding(
                 "no Gemm or MatMul node (a fully connected layer) to take the features from; \
-                 name the tensor with --embedding-output"
+                 name the feature tensor to store"
                     .into(),
             )
         })?;
@@ -84,7 +84,7 @@ fn last_dense_input(graph: &onnx_protobuf::GraphProto) -> Result<EmbeddingOutput
         .map(|t| t.dims.clone())
         .ok_or_else(|| {
             OnnxError::Embedding(format!(
-                "the weight {weight:?} of the last fully connected layer ({:?}) is not stored in the model, so the feature length is unknown; name the tensor with --embedding-output",
+                "the weight {weight:?} of the last fully connected layer ({:?}) is not stored in the model, so the feature length is unknown; name the feature tensor to store",
                 node.name
             ))
         })?;
@@ -100,7 +100,7 @@ fn last_dense_input(graph: &onnx_protobuf::GraphProto) -> Result<EmbeddingOutput
     let dim = if transposed { dims[1] } else { dims[0] };
     if node.op_type == "Gemm" && attribute_int(node, "transA") == Some(1) {
         return Err(OnnxError::Embedding(format!(
-            "the last fully connected layer {:?} transposes its input (transA); name the feature tensor with --embedding-output",
+            "the last fully connected layer {:?} transposes its input (transA); name the feature tensor to store",
             node.name
         )));
     }

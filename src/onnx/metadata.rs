@@ -24,7 +24,8 @@ pub const PRECISION: &str = "labelflow.precision";
 /// (the normalised tensor, fed as [`PREPROCESS`] says).
 pub const INPUT: &str = "labelflow.input";
 /// The value of [`INPUT`] for a `uint8` `[N, crop, crop, 3]` RGB input whose first
-/// nodes are Cast → Sub(mean) → Div(std) → Transpose.
+/// nodes are Transpose → Cast → Sub(mean), with 1/std folded into the first
+/// convolution's weights.
 pub const INPUT_UINT8: &str = "uint8-rgb-nhwc, normalised in the graph";
 
 /// The value of [`OUTPUT`] for models whose output is unnormalised class scores.

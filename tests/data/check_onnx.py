@@ -12,8 +12,8 @@ shape [2, N] with N = len(labelflow.classes), all finite. When the model has an
 adaptive-average-pool stage (`avgpool*` nodes: input sizes other than 224), its output
 is also compared with PyTorch's adaptive_avg_pool2d definition computed in numpy, and
 LRN nodes (paper variant) with the paper's formula (alpha 1e-4 not divided by size).
-For a uint8 input, the normalised tensor the graph makes (`input.nchw.out`) is
-compared with torchvision's ToTensor + Normalize computed in numpy.
+For a uint8 input, the centred tensor the graph makes (`input.centred`) and the
+first convolution's folded weights are compared with ToTensor + Normalize in numpy.
 Exits 1 if any model fails.
 """
 
@@ -22,6 +22,7 @@ import sys
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import onnxruntime as ort
 
 
@@ -77,16 +78,21 @@ def check_avgpool(model: onnx.ModelProto, batch: np.ndarray) -> str:
 
 
 def check_normalisation(model: onnx.ModelProto, batch: np.ndarray, pre: dict) -> str:
-    """A uint8 model's first nodes must give (x / 255 - mean) / std, NCHW."""
+    """A uint8 model's first nodes must centre the pixels on the mean (NCHW), and its
+    first convolution must run on its own weights scaled by (1/255 or 1) / std per input
+    channel: together ToTensor + Normalize, folded."""
     if batch.dtype != np.uint8:
         return "float input"
-    (got,) = run_probe(model, ["input.nchw.out"], batch)
     scale = 1.0 / 255.0 if pre.get("pixel_range", "unit") == "unit" else 1.0
     mean = np.array(pre.get("mean", [0.485, 0.456, 0.406]), dtype=np.float64)
     std = np.array(pre.get("std", [0.229, 0.224, 0.225]), dtype=np.float64)
-    want = ((batch.astype(np.float64) * scale - mean) / std).transpose(0, 3, 1, 2)
-    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
-    return "uint8 input normalised in the graph as ToTensor + Normalize"
+    centred, folded = run_probe(model, ["input.centred", "input.features.0.weight"], batch)
+    want = batch.astype(np.float64).transpose(0, 3, 1, 2) - (mean / scale)[None, :, None, None]
+    np.testing.assert_allclose(centred, want, rtol=1e-6, atol=1e-4)
+    weights = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    want_w = weights["features.0.weight"].astype(np.float64) * (scale / std)[None, :, None, None]
+    np.testing.assert_allclose(folded, want_w, rtol=1e-5, atol=1e-8)
+    return "uint8 input centred in the graph, 1/std folded into the first convolution"
 
 
 def check(path: str) -> None:

@@ -80,6 +80,8 @@ fn build(
     }
     let s = spec.input_size as i64;
     let mut g = GraphBuilder::new(spec.variant.architecture());
+    // With a uint8 input: the factor folded into the first convolution's weights.
+    let mut fold = None;
     let mut x = match spec.input {
         Element::F32 => {
             g.input_f32(
@@ -93,7 +95,10 @@ fn build(
                 INPUT_NAME,
                 &[Dim::batch(), Dim::Fixed(s), Dim::Fixed(s), Dim::Fixed(3)],
             );
-            normalise_in_graph(&mut g, &PreprocessSpec::imagenet(spec.input_size as u32))?
+            let (x, factor) =
+                normalise_in_graph(&mut g, &PreprocessSpec::imagenet(spec.input_size as u32))?;
+            fold = Some(factor);
+            x
         }
     };
     g.output_f32(
@@ -133,7 +138,27 @@ fn build(
                 ..
             } => {
                 let (k, st, p) = (kernel as i64, stride as i64, pad as i64);
-                let w = format!("{node}.weight");
+                let mut w = format!("{node}.weight");
+                if let (0, Some(factor)) = (index, fold) {
+                    // The network's own weights stay as they are (a model read back
+                    // has them); the convolution runs on a scaled copy, a constant
+                    // that ONNX Runtime folds when it loads the model.
+                    let f = F32Tensor::new(vec![1, 3, 1, 1], factor.map(|v| v as f32).to_vec())?;
+                    if half {
+                        g.initializer_f16("input.factor", &f);
+                    } else {
+                        g.initializer("input.factor", &f);
+                    }
+                    let folded = format!("input.{w}");
+                    g.node(
+                        "Mul",
+                        "input.fold",
+                        &[&w, "input.factor"],
+                        &[&folded],
+                        vec![],
+                    );
+                    w = folded;
+                }
                 let b = format!("{node}.bias");
                 g.node(
                     "Conv",
@@ -290,55 +315,50 @@ fn build(
     Ok(model_proto(g.build(), &metadata))
 }
 
-/// The first nodes of a model with a uint8 input: Cast → Mul(1/255, for 0–1 pixels) →
-/// Sub(mean) → Div(std) → Transpose to NCHW — the CPU path's `(v · scale − mean) / std`
-/// in the same order and precision, so both give the same tensor. Returns the
-/// normalised tensor's name.
-fn normalise_in_graph(g: &mut GraphBuilder, pre: &PreprocessSpec) -> Result<String, OnnxError> {
+/// The first nodes of a model with a uint8 input: Transpose to NCHW (on the bytes, a
+/// quarter of the float traffic) → Cast → Sub(the mean in pixel units). The division by
+/// the standard deviation (and the 1/255 of 0–1 pixels) is folded into the first
+/// convolution's weights (a Mul of the weights by `s/σ` per input channel, which ONNX
+/// Runtime computes once at load): `W · ((x·s − m)/σ) = (W·s/σ) · (x − m/s)`, exact in
+/// real arithmetic, and the convolution's zero padding still stands for the mean. Returns the centred tensor's name and the per-channel factor `s/σ`.
+fn normalise_in_graph(
+    g: &mut GraphBuilder,
+    pre: &PreprocessSpec,
+) -> Result<(String, [f64; 3]), OnnxError> {
+    let scale = match pre.pixel_range {
+        PixelRange::Unit => 1.0 / 255.0,
+        PixelRange::Byte => 1.0,
+    };
+    g.node(
+        "Transpose",
+        "input.nchw",
+        &[INPUT_NAME],
+        &["input.nchw.out"],
+        vec![attr_ints("perm", &[0, 3, 1, 2])],
+    );
     // ONNX TensorProto.DataType FLOAT.
     g.node(
         "Cast",
         "input.cast",
-        &[INPUT_NAME],
+        &["input.nchw.out"],
         &["input.float"],
         vec![attr_int("to", 1)],
     );
-    let mut x = "input.float";
-    if pre.pixel_range == PixelRange::Unit {
-        g.initializer("input.scale", &F32Tensor::new(vec![1], vec![1.0 / 255.0])?);
-        g.node(
-            "Mul",
-            "input.mul",
-            &[x, "input.scale"],
-            &["input.unit"],
-            vec![],
-        );
-        x = "input.unit";
-    }
-    g.initializer("input.mean", &F32Tensor::new(vec![3], pre.mean.to_vec())?);
-    g.initializer("input.std", &F32Tensor::new(vec![3], pre.std.to_vec())?);
+    let mean: Vec<f32> = pre
+        .mean
+        .iter()
+        .map(|&m| (f64::from(m) / scale) as f32)
+        .collect();
+    g.initializer("input.mean", &F32Tensor::new(vec![1, 3, 1, 1], mean)?);
     g.node(
         "Sub",
         "input.sub",
-        &[x, "input.mean"],
+        &["input.float", "input.mean"],
         &["input.centred"],
         vec![],
     );
-    g.node(
-        "Div",
-        "input.div",
-        &["input.centred", "input.std"],
-        &["input.scaled"],
-        vec![],
-    );
-    g.node(
-        "Transpose",
-        "input.nchw",
-        &["input.scaled"],
-        &["input.nchw.out"],
-        vec![attr_ints("perm", &[0, 3, 1, 2])],
-    );
-    Ok("input.nchw.out".to_owned())
+    let factor = [0, 1, 2].map(|c| scale / f64::from(pre.std[c]));
+    Ok(("input.centred".to_owned(), factor))
 }
 
 /// Builds the model (see [`build_model`]) and writes it to `path` atomically; returns the
