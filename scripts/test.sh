@@ -17,6 +17,8 @@
 #      root), LABELFLOW_CHROMIUM exported.
 #      PyTorch + torchvision for the import parity test: scripts/setup-torchvision.sh
 #      (PyPI, about 4.8 GB, once), LABELFLOW_TORCHVISION_PYTHON exported.
+#      Daft and Ray Data for the peers bench test: scripts/setup-peers.sh (PyPI, about
+#      400 MB, once), LABELFLOW_PEERS_PYTHON exported.
 #   4. Test environment exported: the servers' LABELFLOW_TEST_* addresses, the S3
 #      test credentials (AWS_ACCESS_KEY_ID=testing ...), ORT_DYLIB_PATH, and
 #        LABELFLOW_PYTHON=<repository>/.venv/bin/python
@@ -134,6 +136,16 @@ if [[ -z "${LABELFLOW_TORCHVISION_PYTHON:-}" ]]; then
     export LABELFLOW_TORCHVISION_PYTHON="${tv_line#LABELFLOW_TORCHVISION_PYTHON=}"
   else
     say "warning: scripts/setup-torchvision.sh failed; the torchvision parity test will fail"
+  fi
+fi
+# Daft and Ray Data for the peers bench test (`labelflow bench --peers`): their own
+# environment (Daft pins an older pyarrow than the test tools), about 400 MB once.
+if [[ -z "${LABELFLOW_PEERS_PYTHON:-}" ]]; then
+  if peers_line="$("$REPO/scripts/setup-peers.sh" | tail -n1)" \
+      && [[ "$peers_line" == LABELFLOW_PEERS_PYTHON=* ]]; then
+    export LABELFLOW_PEERS_PYTHON="${peers_line#LABELFLOW_PEERS_PYTHON=}"
+  else
+    say "warning: scripts/setup-peers.sh failed; the peers bench test will fail"
   fi
 fi
 features=()

@@ -146,3 +146,49 @@ fn fp16_scores_stay_within_half_precision_of_fp32() {
     );
     assert!(worst <= 5e-3, "fp16 scores differ by {worst}");
 }
+
+/// `labelflow bench --peers`: Daft and Ray Data label the bench's own end-to-end folder
+/// with the same model, every image, and the table gives labelflow ÷ each.
+#[test]
+fn bench_runs_the_peers_on_the_same_images_and_model() {
+    let Some(python) = require(
+        "Daft and Ray Data (LABELFLOW_PEERS_PYTHON)",
+        std::env::var("LABELFLOW_PEERS_PYTHON")
+            .ok()
+            .filter(|p| !p.trim().is_empty()),
+        "scripts/setup-peers.sh installs them and prints the variable; scripts/test.sh sets it",
+    ) else {
+        return;
+    };
+    let o = labelflow()
+        .args([
+            "bench",
+            "--no-progress",
+            "--peers",
+            "--peers-python",
+            &python,
+        ])
+        .args(["--images", "24", "--stage-images", "8", "--batch-size", "8"])
+        .arg("--model")
+        .arg(small_model())
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{table}{}", stderr(&o));
+    for peer in ["Daft 0.7.26", "Ray Data 2.60.0"] {
+        let row = table
+            .lines()
+            .find(|l| l.starts_with(&format!("{peer} end-to-end (24 images)")))
+            .unwrap_or_else(|| panic!("no {peer} row in:\n{table}"));
+        let after = &row[row.find("images)").unwrap() + "images)".len()..];
+        let images: usize = after.split_whitespace().next().unwrap().parse().unwrap();
+        assert_eq!(images, 24, "{row}");
+        assert!(
+            table
+                .lines()
+                .any(|l| l.trim_start().starts_with(peer) && !l.contains("end-to-end")),
+            "no ratio for {peer}:\n{table}"
+        );
+    }
+    assert!(table.contains("+ model load"), "{table}");
+}
