@@ -264,7 +264,8 @@ impl Setting {
         Setting::CodeBits,
     ];
 
-    /// The pipeline file's key, `section.name`.
+    /// The pipeline file's key, `section.name`; the command line's tuning knobs (which
+    /// no pipeline file sets) are `tuning.<field>` of [`crate::config::Tuning`].
     pub fn key(self) -> &'static str {
         match self {
             Setting::Input => "input.url",
@@ -570,7 +571,8 @@ mod tests {
         for s in Setting::ALL {
             let (section, name) = s.key().split_once('.').unwrap();
             assert!(
-                ["input", "model", "preprocess", "output"].contains(&section) && !name.is_empty(),
+                ["input", "model", "preprocess", "output", "tuning"].contains(&section)
+                    && !name.is_empty(),
                 "{s:?}"
             );
         }

@@ -57,8 +57,13 @@ def ten_crop_probabilities(session: ort.InferenceSession, path: Path) -> np.ndar
     new_w, new_h = resized_size(*im.size)
     im = im.resize((new_w, new_h), Image.BILINEAR, reducing_gap=None)
     views = five_crop(im) + five_crop(im.transpose(Image.FLIP_LEFT_RIGHT))
-    batch = np.stack([to_tensor(v) for v in views]).astype(np.float32)
-    name = session.get_inputs()[0].name
+    inp = session.get_inputs()[0]
+    name = inp.name
+    if inp.type == "tensor(uint8)":
+        # A model that normalises in its graph takes the views' RGB bytes, NHWC.
+        batch = np.stack([np.asarray(v, dtype=np.uint8) for v in views])
+    else:
+        batch = np.stack([to_tensor(v) for v in views]).astype(np.float32)
     logits = session.run(None, {name: batch})[0].astype(np.float64)
     logits -= logits.max(axis=1, keepdims=True)
     p = np.exp(logits)
