@@ -49,14 +49,18 @@ pub const PEERS_SCRIPT: &str = include_str!("../../benches/peers.py");
 /// The interpreter `--peers` uses unless told: `LABELFLOW_PEERS_PYTHON`, the venv that
 /// scripts/setup-peers.sh makes, then the baseline's.
 pub fn default_peers_python() -> PathBuf {
-    if let Some(p) = std::env::var_os("LABELFLOW_PEERS_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = PathBuf::from("third_party/peers-venv/bin/python");
-    if venv.exists() {
-        return venv;
-    }
-    default_python()
+    python_from(
+        "LABELFLOW_PEERS_PYTHON",
+        "third_party/peers-venv/bin/python",
+    )
+    .unwrap_or_else(default_python)
+}
+
+/// `$var`, else `venv` when it exists.
+fn python_from(var: &str, venv: &str) -> Option<PathBuf> {
+    std::env::var_os(var)
+        .map(PathBuf::from)
+        .or_else(|| Some(PathBuf::from(venv)).filter(|p| p.exists()))
 }
 
 /// The Python baseline, embedded so that an installed binary can run it anywhere.
@@ -65,14 +69,7 @@ pub const BASELINE_SCRIPT: &str = include_str!("../../benches/baseline.py");
 /// The interpreter `--baseline` uses unless told: `LABELFLOW_PYTHON`, the project's
 /// `.venv`, then `python3` on the PATH.
 pub fn default_python() -> PathBuf {
-    if let Some(p) = std::env::var_os("LABELFLOW_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = PathBuf::from(".venv/bin/python");
-    if venv.exists() {
-        return venv;
-    }
-    PathBuf::from("python3")
+    python_from("LABELFLOW_PYTHON", ".venv/bin/python").unwrap_or_else(|| PathBuf::from("python3"))
 }
 
 /// One line of the report.
@@ -473,6 +470,22 @@ fn measure_decode(
     }
 }
 
+/// The last line of a script's stdout that is a JSON object: its report.
+fn last_json_line(out: &std::process::Output) -> Option<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .and_then(|l| serde_json::from_str(l).ok())
+}
+
+/// The last 8 lines a script wrote to stderr.
+fn stderr_tail(out: &std::process::Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let tail: Vec<&str> = stderr.lines().rev().take(8).collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
 /// What the baseline measured.
 struct BaselineRun {
     rows: Vec<Measurement>,
@@ -513,27 +526,21 @@ fn run_baseline(
                 python.display()
             ))
         })?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
-        let tail: Vec<&str> = stderr.lines().rev().take(8).collect();
         return Err(Error::Input(format!(
             "the Python baseline ({}) failed ({}):\n{}",
             python.display(),
             out.status,
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            stderr_tail(&out)
         )));
     }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let report: serde_json::Value = stdout
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .and_then(|l| serde_json::from_str(l).ok())
-        .ok_or_else(|| {
-            Error::Input(format!(
-                "the Python baseline printed no report; its output:\n{stdout}{stderr}"
-            ))
-        })?;
+    let report = last_json_line(&out).ok_or_else(|| {
+        Error::Input(format!(
+            "the Python baseline printed no report; its output:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr_tail(&out)
+        ))
+    })?;
     let row = |key: &str, stage: String| -> Result<Measurement> {
         let r = &report[key];
         match (r["images"].as_u64(), r["seconds"].as_f64()) {
@@ -611,22 +618,14 @@ fn run_peers(
                 python.display()
             ))
         })?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let report: serde_json::Value = stdout
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .and_then(|l| serde_json::from_str(l).ok())
-        .ok_or_else(|| {
-            let tail: Vec<&str> = stderr.lines().rev().take(8).collect();
-            Error::Input(format!(
-                "the peers ({}) printed no report ({}); run scripts/setup-peers.sh to install them:\n{}",
-                python.display(),
-                out.status,
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            ))
-        })?;
+    let report = last_json_line(&out).ok_or_else(|| {
+        Error::Input(format!(
+            "the peers ({}) printed no report ({}); run scripts/setup-peers.sh to install them:\n{}",
+            python.display(),
+            out.status,
+            stderr_tail(&out)
+        ))
+    })?;
     let mut run = PeersRun {
         rows: Vec::new(),
         ratios_against: Vec::new(),

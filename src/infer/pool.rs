@@ -410,27 +410,31 @@ impl Bound {
                 input.data.element()
             ))
         };
-        match (&mut self.input, &input.data) {
-            (BoundInput::F32(t), Values::F32(d)) => {
-                let (_, dst) = t.extract_tensor_mut();
-                (dst.len() == d.len())
-                    .then(|| dst.copy_from_slice(d))
-                    .ok_or_else(wrong)?;
-                self.binding
-                    .bind_input(names.input.as_str(), t)
-                    .map_err(ort_error("binding the input"))?;
+        /// Copy `data` into the bound tensor and bind it again.
+        fn fill<T: ort::value::PrimitiveTensorElementType + std::fmt::Debug + Copy>(
+            binding: &mut ort::session::IoBinding,
+            name: &str,
+            tensor: &mut ort::value::Tensor<T>,
+            data: &[T],
+        ) -> Option<Result<()>> {
+            let (_, dst) = tensor.extract_tensor_mut();
+            if dst.len() != data.len() {
+                return None;
             }
-            (BoundInput::U8(t), Values::U8(d)) => {
-                let (_, dst) = t.extract_tensor_mut();
-                (dst.len() == d.len())
-                    .then(|| dst.copy_from_slice(d))
-                    .ok_or_else(wrong)?;
-                self.binding
-                    .bind_input(names.input.as_str(), t)
-                    .map_err(ort_error("binding the input"))?;
-            }
-            _ => return Err(wrong()),
+            dst.copy_from_slice(data);
+            Some(
+                binding
+                    .bind_input(name, tensor)
+                    .map_err(ort_error("binding the input")),
+            )
         }
+        let name = names.input.as_str();
+        let filled = match (&mut self.input, &input.data) {
+            (BoundInput::F32(t), Values::F32(d)) => fill(&mut self.binding, name, t, d),
+            (BoundInput::U8(t), Values::U8(d)) => fill(&mut self.binding, name, t, d),
+            _ => None,
+        };
+        filled.ok_or_else(wrong)??;
         let outputs = session
             .run_binding(&self.binding)
             .map_err(ort_error("running the model"))?;

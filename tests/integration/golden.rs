@@ -54,34 +54,8 @@ async fn logits_match_python_onnxruntime() {
 async fn a_uint8_model_gives_the_float_paths_logits() {
     let bytes_model = model_init("alexnet-uint8.onnx", "--seed 3");
     let float_model = float_input_copy(&bytes_model);
-    let mut photos: Vec<_> = walk(&data("photos"));
-    photos.sort();
-    photos.truncate(8);
-    let n = photos.len();
-    assert!(n >= 4, "fixture photos are missing");
-
-    let spec = PreprocessSpec::imagenet(224);
-    let mut pre = Preprocessor::new(spec.clone()).unwrap();
-    let (mut floats, mut bytes) = (Values::F32(Vec::new()), Values::U8(Vec::new()));
-    for path in &photos {
-        let file = std::fs::read(path).unwrap();
-        for (element, all) in [
-            (labelflow::batch::Element::F32, &mut floats),
-            (labelflow::batch::Element::U8, &mut bytes),
-        ] {
-            let mut one = Values::zeros(element, spec.tensor_len());
-            decode_and_prepare_into(
-                &file,
-                DecodeLimits::default(),
-                &mut pre,
-                Tta::None,
-                &mut one,
-                &mut Default::default(),
-            )
-            .unwrap();
-            assert!(all.extend_from(&one));
-        }
-    }
+    let (floats, n) = photo_batch(labelflow::batch::Element::F32);
+    let (bytes, _) = photo_batch(labelflow::batch::Element::U8);
     assert_eq!(bytes.byte_len() * 4, floats.byte_len());
     let from_bytes = model_scores(&bytes_model, bytes, n).await;
     let from_floats = model_scores(&float_model, floats, n).await;
@@ -96,6 +70,32 @@ async fn a_uint8_model_gives_the_float_paths_logits() {
         "uint8 vs float32 input, {n} photos × 1000 logits: max |difference| {worst:e} (largest |logit| {scale:.3})"
     );
     assert!(worst <= 1e-4, "the uint8 path's logits differ by {worst:e}");
+}
+
+/// The first 8 fixture photos (sorted by path) preprocessed for a 224-pixel model as
+/// `element` values, one after another, and how many there are.
+fn photo_batch(element: labelflow::batch::Element) -> (Values, usize) {
+    let mut photos = walk(&data("photos"));
+    photos.sort();
+    photos.truncate(8);
+    assert!(photos.len() >= 4, "fixture photos are missing");
+    let spec = PreprocessSpec::imagenet(224);
+    let mut pre = Preprocessor::new(spec.clone()).unwrap();
+    let mut all = Values::with_capacity(element, photos.len() * spec.tensor_len());
+    for path in &photos {
+        let mut one = Values::zeros(element, spec.tensor_len());
+        decode_and_prepare_into(
+            &std::fs::read(path).unwrap(),
+            DecodeLimits::default(),
+            &mut pre,
+            Tta::None,
+            &mut one,
+            &mut Default::default(),
+        )
+        .unwrap();
+        assert!(all.extend_from(&one));
+    }
+    (all, photos.len())
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -125,26 +125,7 @@ async fn a_half_precision_copy_keeps_the_logits_within_float16_rounding() {
     let bytes = std::fs::read(&model).unwrap();
     std::fs::write(&half, labelflow::onnx::alexnet::half_copy(&bytes).unwrap()).unwrap();
 
-    let mut photos = walk(&data("photos"));
-    photos.sort();
-    photos.truncate(8);
-    let n = photos.len();
-    let spec = PreprocessSpec::imagenet(224);
-    let mut pre = Preprocessor::new(spec.clone()).unwrap();
-    let mut input = Values::U8(Vec::new());
-    for path in &photos {
-        let mut one = Values::zeros(labelflow::batch::Element::U8, spec.tensor_len());
-        decode_and_prepare_into(
-            &std::fs::read(path).unwrap(),
-            DecodeLimits::default(),
-            &mut pre,
-            Tta::None,
-            &mut one,
-            &mut Default::default(),
-        )
-        .unwrap();
-        assert!(input.extend_from(&one));
-    }
+    let (input, n) = photo_batch(labelflow::batch::Element::U8);
     let full = model_scores(&model, input.clone(), n).await;
     let halved = model_scores(&half, input, n).await;
     let scale = full.iter().fold(0f32, |m, v| m.max(v.abs()));
