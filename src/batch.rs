@@ -21,34 +21,7 @@ pub enum Element {
     U8,
 }
 
-impl Element {
-    pub fn name(self) -> &'static str {
-        match self {
-            Element::F32 => "float32",
-            Element::U8 => "uint8",
-        }
-    }
-}
-
-impl std::str::FromStr for Element {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "uint8" | "u8" => Ok(Element::U8),
-            "float32" | "f32" | "float" => Ok(Element::F32),
-            other => Err(format!(
-                "unknown input type {other:?}; expected uint8 or float32"
-            )),
-        }
-    }
-}
-
-impl std::fmt::Display for Element {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+keyword_enum!(Element, "input type", "uint8" | "u8" => Element::U8, "float32" | "f32" | "float" => Element::F32);
 
 /// Input values in host memory, of one of the [`Element`] types.
 #[derive(Debug, Clone, PartialEq)]

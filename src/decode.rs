@@ -48,30 +48,13 @@ pub enum DecodeOn {
     Auto,
 }
 
-impl std::str::FromStr for DecodeOn {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "cpu" => Ok(DecodeOn::Cpu),
-            "gpu" | "cuda" | "nvjpeg" => Ok(DecodeOn::Gpu),
-            "auto" => Ok(DecodeOn::Auto),
-            other => Err(format!(
-                "unknown decoder {other:?}; expected cpu, gpu or auto"
-            )),
-        }
-    }
-}
-
-impl std::fmt::Display for DecodeOn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            DecodeOn::Cpu => "cpu",
-            DecodeOn::Gpu => "gpu",
-            DecodeOn::Auto => "auto",
-        })
-    }
-}
+keyword_enum!(
+    DecodeOn,
+    "decoder",
+    "cpu" => DecodeOn::Cpu,
+    "gpu" | "cuda" | "nvjpeg" => DecodeOn::Gpu,
+    "auto" => DecodeOn::Auto,
+);
 
 /// Limits applied to every image.
 #[derive(Debug, Clone, Copy)]

@@ -8,6 +8,33 @@
 
 // `clippy::unwrap_used` and `expect_used` are denied for every target in Cargo.toml.
 
+/// `FromStr` (case-insensitive; aliases after `|`) and `Display` (the first name) for
+/// a fieldless enum whose values are words on the command line and in pipeline files:
+/// one table per enum, so the parser and the printer cannot disagree.
+macro_rules! keyword_enum {
+    ($t:ty, $what:literal, $($s:literal $(| $alias:literal)* => $v:path),+ $(,)?) => {
+        impl std::str::FromStr for $t {
+            type Err = String;
+            fn from_str(s: &str) -> std::result::Result<Self, String> {
+                match s.to_ascii_lowercase().as_str() {
+                    $($s $(| $alias)* => Ok($v),)+
+                    other => Err(format!(
+                        concat!("unknown ", $what, " {:?}; expected one of: {}"),
+                        other,
+                        [$($s),+].join(", ")
+                    )),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(match self { $($v => $s,)+ })
+            }
+        }
+    };
+}
+
 pub mod batch;
 pub mod config;
 pub mod cpu_pool;

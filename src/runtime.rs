@@ -266,30 +266,13 @@ pub enum Precision {
     Fp16,
 }
 
-impl std::str::FromStr for Precision {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "fp32" | "float32" => Ok(Precision::Fp32),
-            "tf32" => Ok(Precision::Tf32),
-            "fp16" | "float16" | "half" => Ok(Precision::Fp16),
-            other => Err(format!(
-                "unknown precision {other:?}; expected fp32, tf32 or fp16"
-            )),
-        }
-    }
-}
-
-impl std::fmt::Display for Precision {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Precision::Fp32 => "fp32",
-            Precision::Tf32 => "tf32",
-            Precision::Fp16 => "fp16",
-        })
-    }
-}
+keyword_enum!(
+    Precision,
+    "precision",
+    "fp32" | "float32" => Precision::Fp32,
+    "tf32" => Precision::Tf32,
+    "fp16" | "float16" | "half" => Precision::Fp16,
+);
 
 /// Whether a feature is used: `auto` lets the device decide.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -312,28 +295,13 @@ impl Toggle {
     }
 }
 
-impl std::str::FromStr for Toggle {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "auto" => Ok(Toggle::Auto),
-            "on" | "true" | "yes" => Ok(Toggle::On),
-            "off" | "false" | "no" => Ok(Toggle::Off),
-            other => Err(format!("{other:?}: expected auto, on or off")),
-        }
-    }
-}
-
-impl std::fmt::Display for Toggle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Toggle::Auto => "auto",
-            Toggle::On => "on",
-            Toggle::Off => "off",
-        })
-    }
-}
+keyword_enum!(
+    Toggle,
+    "setting",
+    "auto" => Toggle::Auto,
+    "on" | "true" | "yes" => Toggle::On,
+    "off" | "false" | "no" => Toggle::Off,
+);
 
 /// Where inference runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -48,20 +48,16 @@ pub fn describe(model: &ModelBytes, session: &Session) -> Result<ModelInfo> {
     // A float input takes the normalised tensor; a uint8 input takes RGB bytes, NHWC,
     // and the model's own first nodes cast and normalise them.
     let element = match ty {
-        ort::value::TensorElementType::Float32 => Element::F32,
-        ort::value::TensorElementType::Uint8 => Element::U8,
-        _ => Element::F32,
+        ort::value::TensorElementType::Float32 => Some(Element::F32),
+        ort::value::TensorElementType::Uint8 => Some(Element::U8),
+        _ => None,
     };
-    let float_or_bytes = matches!(
-        ty,
-        ort::value::TensorElementType::Float32 | ort::value::TensorElementType::Uint8
-    );
-    if !float_or_bytes || shape.len() != 4 {
+    let Some(element) = element.filter(|_| shape.len() == 4) else {
         return Err(bad(format!(
             "input {:?} is {ty} with shape {shape:?}; expected a float32 image tensor [N,3,H,W] (NCHW) or [N,H,W,3] (NHWC), or uint8 RGB [N,H,W,3]",
             input.name()
         )));
-    }
+    };
     if element == Element::U8 && shape[3] != 3 {
         return Err(bad(format!(
             "input {:?} is uint8 with shape {shape:?}; a uint8 image input must be RGB bytes [N,H,W,3] (NHWC)",

@@ -217,11 +217,6 @@ impl InferenceHandle {
         self
     }
 
-    /// The element type batches must hold (the model input's).
-    pub fn element(&self) -> Element {
-        self.element
-    }
-
     /// Run one padded batch; returns `real × classes` raw outputs (padding dropped),
     /// and `real × dim` feature values when the pool reads an embedding output.
     /// Waits for room in the queue: this is the back-pressure on decoding.
@@ -438,46 +433,15 @@ impl Bound {
         let outputs = session
             .run_binding(&self.binding)
             .map_err(ort_error("running the model"))?;
-        let read = |name: &str| -> Result<Vec<f32>> {
-            let value = outputs.get(name).ok_or_else(|| {
-                Error::Inference(format!("the model produced no output {name:?}"))
-            })?;
-            let (_, data) = value
-                .try_extract_tensor::<f32>()
-                .map_err(ort_error("reading an output"))?;
-            Ok(data.to_vec())
-        };
-        Ok(Outputs {
-            scores: read(&names.scores)?,
-            embedding: names.embedding.as_deref().map(read).transpose()?,
-        })
+        read_outputs(&outputs, names)
     }
 }
 
-fn run_once(
-    session: &mut Session,
+/// The scores (and the embedding) out of one call's outputs, as host floats.
+fn read_outputs(
+    outputs: &ort::session::SessionOutputs<'_>,
     names: &OutputNames,
-    shape: [usize; 4],
-    input: &BatchInput,
 ) -> Result<Outputs> {
-    let tensor_error = |source| Error::Ort {
-        context: "building the input tensor".into(),
-        source,
-    };
-    let value = match &input.data {
-        Values::F32(data) => TensorRef::from_array_view((shape, data.as_slice()))
-            .map_err(tensor_error)?
-            .into_dyn(),
-        Values::U8(data) => TensorRef::from_array_view((shape, data.as_slice()))
-            .map_err(tensor_error)?
-            .into_dyn(),
-    };
-    let outputs = session
-        .run(ort::inputs![names.input.as_str() => value])
-        .map_err(|source| Error::Ort {
-            context: "running the model".into(),
-            source,
-        })?;
     let read = |name: &str| -> Result<Vec<f32>> {
         let value = outputs
             .get(name)
@@ -494,4 +458,25 @@ fn run_once(
         scores: read(&names.scores)?,
         embedding: names.embedding.as_deref().map(read).transpose()?,
     })
+}
+
+fn run_once(
+    session: &mut Session,
+    names: &OutputNames,
+    shape: [usize; 4],
+    input: &BatchInput,
+) -> Result<Outputs> {
+    let tensor_error = ort_error("building the input tensor");
+    let value = match &input.data {
+        Values::F32(data) => TensorRef::from_array_view((shape, data.as_slice()))
+            .map_err(tensor_error)?
+            .into_dyn(),
+        Values::U8(data) => TensorRef::from_array_view((shape, data.as_slice()))
+            .map_err(tensor_error)?
+            .into_dyn(),
+    };
+    let outputs = session
+        .run(ort::inputs![names.input.as_str() => value])
+        .map_err(ort_error("running the model"))?;
+    read_outputs(&outputs, names)
 }

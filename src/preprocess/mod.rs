@@ -43,23 +43,10 @@ pub enum PixelRange {
     Byte,
 }
 
-macro_rules! parse_enum {
-    ($t:ty, $what:literal, $($s:literal => $v:expr),+) => {
-        impl std::str::FromStr for $t {
-            type Err = String;
-            fn from_str(s: &str) -> std::result::Result<Self, String> {
-                match s.to_ascii_lowercase().as_str() {
-                    $($s => Ok($v),)+
-                    other => Err(format!(concat!("unknown ", $what, " {:?}; expected one of: {}"), other, [$($s),+].join(", "))),
-                }
-            }
-        }
-    };
-}
-parse_enum!(ChannelOrder, "channel order", "rgb" => ChannelOrder::Rgb, "bgr" => ChannelOrder::Bgr);
-parse_enum!(Layout, "layout", "nchw" => Layout::Nchw, "nhwc" => Layout::Nhwc);
-parse_enum!(PixelRange, "pixel range", "unit" => PixelRange::Unit, "byte" => PixelRange::Byte);
-parse_enum!(Tta, "test-time augmentation", "none" => Tta::None, "flip" => Tta::Flip, "10crop" => Tta::TenCrop);
+keyword_enum!(ChannelOrder, "channel order", "rgb" => ChannelOrder::Rgb, "bgr" => ChannelOrder::Bgr);
+keyword_enum!(Layout, "layout", "nchw" => Layout::Nchw, "nhwc" => Layout::Nhwc);
+keyword_enum!(PixelRange, "pixel range", "unit" => PixelRange::Unit, "byte" => PixelRange::Byte);
+keyword_enum!(Tta, "test-time augmentation", "none" => Tta::None, "flip" => Tta::Flip, "10crop" => Tta::TenCrop);
 
 /// Test-time augmentation: which views of an image the model sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -88,16 +75,6 @@ impl Tta {
             Tta::Flip => 2,
             Tta::TenCrop => 10,
         }
-    }
-}
-
-impl std::fmt::Display for Tta {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Tta::None => "none",
-            Tta::Flip => "flip",
-            Tta::TenCrop => "10crop",
-        })
     }
 }
 

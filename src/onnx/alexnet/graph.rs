@@ -105,13 +105,17 @@ fn build(
         OUTPUT_NAME,
         &[Dim::batch(), Dim::Fixed(spec.num_classes as i64)],
     );
+    // Every constant of the network in the network's precision.
+    let constant = |g: &mut GraphBuilder, name: &str, t: &F32Tensor| {
+        if half {
+            g.initializer_f16(name, t);
+        } else {
+            g.initializer(name, t);
+        }
+    };
     for (name, _) in spec.parameter_shapes()? {
         if let Some(t) = weights.get(&name) {
-            if half {
-                g.initializer_f16(&name, t);
-            } else {
-                g.initializer(&name, t);
-            }
+            constant(&mut g, &name, t);
         }
     }
     if half {
@@ -144,11 +148,7 @@ fn build(
                     // has them); the convolution runs on a scaled copy, a constant
                     // that ONNX Runtime folds when it loads the model.
                     let f = F32Tensor::new(vec![1, 3, 1, 1], factor.map(|v| v as f32).to_vec())?;
-                    if half {
-                        g.initializer_f16("input.factor", &f);
-                    } else {
-                        g.initializer("input.factor", &f);
-                    }
+                    constant(&mut g, "input.factor", &f);
                     let folded = format!("input.{w}");
                     g.node(
                         "Mul",
@@ -232,13 +232,8 @@ fn build(
                 F32Tensor::new(vec![POOLED, f], rows)?,
                 F32Tensor::new(vec![f, POOLED], cols)?,
             );
-            if half {
-                g.initializer_f16("avgpool.rows", &rows);
-                g.initializer_f16("avgpool.cols", &cols);
-            } else {
-                g.initializer("avgpool.rows", &rows);
-                g.initializer("avgpool.cols", &cols);
-            }
+            constant(&mut g, "avgpool.rows", &rows);
+            constant(&mut g, "avgpool.cols", &cols);
             g.node(
                 "MatMul",
                 "avgpool.0",
